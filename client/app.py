@@ -1,0 +1,61 @@
+"""Flower ClientApp of an owner: a thin layer over :mod:`client.owner`.
+
+Message in: ``spec`` (ConfigRecord of :class:`~common.spec.TrainingSpec`), optionally
+``roster`` (simulation only). Message out: ``adapter`` (ArrayRecord, float32 tensors),
+``meta`` (owner, counts, digest, or ``error``), ``metrics`` (MetricRecord).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from client.owner import resolve_identity, train_owner
+from common.errors import FairPoolError
+from common.spec import TrainingSpec
+
+app = ClientApp()
+
+
+def _reply(msg: Message, meta: dict, adapter: ArrayRecord | None = None, metrics: dict | None = None) -> Message:
+    content = RecordDict({"meta": ConfigRecord(meta)})
+    if adapter is not None:
+        content["adapter"] = adapter
+    if metrics:
+        content["metrics"] = MetricRecord(metrics)
+    return Message(content=content, reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train this owner's DPO adapter with the coordinator's spec; reply with tensors only."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("FAIRPOOL_CLIENT_THREADS", "1")))
+    roster = None
+    if "roster" in msg.content:
+        record = msg.content["roster"]
+        roster = {"names": list(record["names"]), "paths": list(record["paths"])}
+    try:
+        identity = resolve_identity(context.node_config, roster)
+    except FairPoolError as exc:
+        return _reply(msg, {"owner": "", "error": str(exc)})
+    try:
+        spec = TrainingSpec.from_record(dict(msg.content["spec"]))
+        result = train_owner(spec, identity)
+    except FairPoolError as exc:
+        return _reply(msg, {"owner": identity.name, "error": str(exc)})
+    except Exception as exc:  # report, never crash the node: the coordinator records the reason
+        return _reply(msg, {"owner": identity.name, "error": f"training failed: {type(exc).__name__}: {exc}"})
+    adapter = ArrayRecord({name: Array(tensor) for name, tensor in result.tensors.items()})
+    meta = {
+        "owner": identity.name,
+        "num_examples": result.num_examples,
+        "sha256": result.sha256,
+        "dropped": json.dumps(result.dropped, sort_keys=True),
+    }
+    return _reply(msg, meta, adapter, result.metrics)

@@ -1,0 +1,128 @@
+"""Owner-side DPO fine-tuning of one LoRA adapter with TRL, independent of Flower.
+
+The reference model must be π₀ itself so adapters compose by arithmetic: we hand TRL the
+*plain* base model plus a ``peft_config``; TRL then uses the base with adapters disabled as
+reference (passing an already wrapped ``PeftModel`` would freeze a copy of that adapter as the
+reference instead — stack notes). CPU-hostile TRL defaults (bf16, gradient checkpointing,
+lr 1e-6) are overridden from the spec.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from common.basemodel import load_base_model, model_fingerprint
+from common.data import PreferenceExample
+from common.digest import tensors_sha256
+from common.errors import FairPoolError
+from common.lora import adapter_tensors, lora_config
+from common.spec import TrainingSpec
+
+
+@dataclass
+class AdapterResult:
+    """What an owner sends back: adapter tensors and statistics, never its examples."""
+
+    tensors: dict[str, np.ndarray]
+    num_examples: int
+    dropped: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def sha256(self) -> str:
+        return tensors_sha256(self.tensors)
+
+
+def _prompt_length(tokenizer, prompt: str) -> int:
+    return len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+
+def split_by_length(
+    examples: Sequence[PreferenceExample], tokenizer, max_length: int
+) -> tuple[list[PreferenceExample], int]:
+    """Keep examples whose prompt leaves room for a response; count the others.
+
+    TRL drops such examples silently; we drop them first so the owner can report how many.
+    """
+    kept = [e for e in examples if _prompt_length(tokenizer, e.prompt) < max_length]
+    return kept, len(examples) - len(kept)
+
+
+def train_adapter(
+    spec: TrainingSpec,
+    examples: Sequence[PreferenceExample],
+    *,
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> AdapterResult:
+    """Fine-tune a LoRA adapter with DPO on ``examples``; reference = π₀ (adapters disabled)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from transformers.utils import logging as hf_logging
+    from trl import DPOConfig, DPOTrainer
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("trl").setLevel(logging.ERROR)
+    started = time.perf_counter()
+    torch.manual_seed(spec.seed)
+    model, tokenizer = load_base_model(spec.base_model)
+    if spec.base_fingerprint and model_fingerprint(model) != spec.base_fingerprint:
+        raise FairPoolError(
+            f"base model at {spec.base_model} does not match the coordinator's fingerprint "
+            f"{spec.base_fingerprint[:12]}…: every owner must train on the same π₀"
+        )
+    kept, too_long = split_by_length(examples, tokenizer, spec.max_length)
+    dropped = {"prompt_too_long": too_long} if too_long else {}
+    if not kept:
+        raise FairPoolError("no training example fits max_length; nothing to train on")
+    dataset = Dataset.from_list([asdict(e) for e in kept])
+    with tempfile.TemporaryDirectory(prefix="fairpool-dpo-") as scratch:
+        args = DPOConfig(
+            output_dir=scratch,
+            use_cpu=True,
+            bf16=False,
+            fp16=False,
+            gradient_checkpointing=False,
+            learning_rate=spec.learning_rate,
+            num_train_epochs=spec.epochs,
+            per_device_train_batch_size=spec.batch_size,
+            beta=spec.beta,
+            max_length=spec.max_length,
+            lr_scheduler_type="linear",
+            warmup_steps=0,
+            seed=spec.seed,
+            data_seed=spec.seed,
+            report_to="none",
+            save_strategy="no",
+            logging_steps=1,
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+        )
+        trainer = DPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=lora_config(spec, model),
+        )
+        trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
+        progress(f"training on {len(kept)} examples")
+        output = trainer.train()
+        history = [h for h in trainer.state.log_history if "loss" in h]
+    metrics = {"train_loss": float(output.training_loss), "train_seconds": time.perf_counter() - started,
+               "steps": float(trainer.state.global_step)}
+    if history:
+        last = history[-1]
+        for key in ("rewards/accuracies", "rewards/margins", "loss"):
+            if key in last:
+                metrics["final_" + key.replace("/", "_")] = float(last[key])
+    return AdapterResult(adapter_tensors(trainer.model), len(kept), dropped, metrics)

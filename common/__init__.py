@@ -1,0 +1,1 @@
+"""FairPool common package."""

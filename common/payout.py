@@ -1,0 +1,117 @@
+"""Turning Shapley values into shares of a budget (method.md §4).
+
+Shapley values can be negative — that owner's data pushes the model the wrong
+way for the utility — so "pay in proportion to value" is not well defined on
+its own.  Two policies are offered and every :class:`Payout` carries a
+one-sentence description of the policy applied, so a report never shows
+amounts without saying how they were derived.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["PAYOUT_POLICIES", "Payout", "payout_shares"]
+
+#: ``positive``: shares proportional to ``max(φ, 0)``; negative-value owners
+#: get nothing and are flagged.  ``signed``: shares ``φ_i / Σ φ``, which can be
+#: negative (an owner that would owe) when some values are negative.
+PAYOUT_POLICIES: tuple[str, ...] = ("positive", "signed")
+
+#: A signed total this small relative to ``Σ|φ|`` is treated as zero: dividing
+#: by floating-point residue would produce meaningless shares of ±10¹⁵.
+_SIGNED_ZERO_RTOL = 1e-12
+
+
+@dataclass(frozen=True)
+class Payout:
+    """How a budget is divided among owners under one policy.
+
+    Attributes:
+        policy: one of :data:`PAYOUT_POLICIES`.
+        budget: total amount to distribute (finite, ≥ 0).
+        shares: fraction of the budget per owner; sums to 1 whenever the
+            policy pays anything out, otherwise all zeros.
+        amounts: ``share · budget`` per owner.
+        flagged: owners whose value is negative, in input order — reported
+            under both policies because a negative value is a finding in itself.
+        description: one sentence stating the policy and its outcome, for reports.
+    """
+
+    policy: str
+    budget: float
+    shares: dict[str, float]
+    amounts: dict[str, float]
+    flagged: tuple[str, ...]
+    description: str
+
+
+def payout_shares(
+    values: Mapping[str, float],
+    budget: float = 1.0,
+    policy: str = "positive",
+) -> Payout:
+    """Split ``budget`` among owners according to their values under ``policy``.
+
+    ``positive`` pays ``max(φ_i, 0) / Σ_j max(φ_j, 0)`` and nothing at all when
+    no value is positive (there is no gain to share).  ``signed`` pays
+    ``φ_i / Σ_j φ_j`` and nothing when that sum is (numerically) zero.
+    """
+    if policy not in PAYOUT_POLICIES:
+        raise ValueError(f"unknown payout policy {policy!r}; valid policies: {', '.join(PAYOUT_POLICIES)}")
+    budget = float(budget)
+    if not math.isfinite(budget) or budget < 0:
+        raise ValueError(f"budget must be finite and >= 0, got {budget}")
+    vals = {str(k): float(v) for k, v in values.items()}
+    bad = [k for k, v in vals.items() if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"values must be finite; not finite for: {', '.join(bad)}")
+    flagged = tuple(k for k, v in vals.items() if v < 0)
+
+    if policy == "positive":
+        shares, description = _positive(vals, flagged)
+    else:
+        shares, description = _signed(vals)
+    amounts = {k: s * budget for k, s in shares.items()}
+    return Payout(policy, budget, shares, amounts, flagged, description)
+
+
+def _positive(vals: dict[str, float], flagged: tuple[str, ...]) -> tuple[dict[str, float], str]:
+    total = sum(max(v, 0.0) for v in vals.values())
+    if total <= 0:
+        return (
+            {k: 0.0 for k in vals},
+            "No owner has a positive Shapley value, so nothing is paid out under the "
+            "positive-proportional policy.",
+        )
+    shares = {k: max(v, 0.0) / total for k, v in vals.items()}
+    if flagged:
+        tail = f"; owners with negative values ({', '.join(flagged)}) receive nothing and are flagged."
+    else:
+        tail = "; no owner has a negative value."
+    return shares, "Budget split in proportion to positive Shapley values" + tail
+
+
+def _signed(vals: dict[str, float]) -> tuple[dict[str, float], str]:
+    total = math.fsum(vals.values())
+    scale = math.fsum(abs(v) for v in vals.values())
+    if scale == 0 or abs(total) <= _SIGNED_ZERO_RTOL * scale:
+        return (
+            {k: 0.0 for k in vals},
+            "Signed Shapley values sum to zero, so signed proportional shares are undefined "
+            "and nothing is paid out.",
+        )
+    shares = {k: v / total for k, v in vals.items()}
+    head = "Budget split in proportion to signed Shapley values (share = value / sum of values)"
+    if total < 0:
+        return shares, (
+            head + "; WARNING: the values sum to a negative number, so owners with positive values "
+            "get negative shares (they would owe) and owners with negative values are paid."
+        )
+    if any(s < 0 for s in shares.values()):
+        return shares, (
+            head + "; WARNING: some shares are negative, meaning those owners would owe rather than receive."
+        )
+    return shares, head + "."

@@ -1,0 +1,1 @@
+"""FairPool server package."""

@@ -1,0 +1,27 @@
+"""Flower ServerApp of the coordinator: collect adapters, value, publish the report.
+
+``flwr run .`` with an empty ``job`` runs the embedded default market; ``fairpool value`` and
+``fairpool demo`` write a job file and pass its path as the run config's ``job``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from common.job import ValuationJob
+from server.run import run_job
+from server.collect import collect_adapters
+from server.defaults import default_job
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    job_path = str(context.run_config.get("job", "") or "")
+    job = ValuationJob.load(job_path) if job_path else default_job()
+    run_job(job, lambda progress: collect_adapters(grid, job, progress))

@@ -1,0 +1,233 @@
+"""The ``fairpool`` command line.
+
+    fairpool base-model build [--force]
+    fairpool market make --out DIR [--seed N]
+    fairpool demo [--out DIR] [--seed N] [--composition RULE] [--budget X]
+    fairpool value --owner NAME=PATH ... --eval PATH [--base-model DIR] --out DIR [...]
+
+User mistakes end with ``error: <what, where>`` and exit status 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from common.composition import COMPOSITION_RULES
+from common.errors import ConfigError, FairPoolError
+from common.payout import PAYOUT_POLICIES
+
+for _key, _value in {"HF_HUB_OFFLINE": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
+                     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+                     "TOKENIZERS_PARALLELISM": "false"}.items():
+    os.environ.setdefault(_key, _value)
+
+EXIT_USER_ERROR = 2
+EXIT_RUN_FAILED = 1
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _add_valuation_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--composition", choices=COMPOSITION_RULES, default="sum",
+                   help="how owner models combine into a coalition model (default: sum, the paper's rule)")
+    p.add_argument("--payout-policy", choices=PAYOUT_POLICIES, default="positive",
+                   help="positive: shares ∝ positive values, negatives get 0 and are flagged; signed: φ/Σφ")
+    p.add_argument("--budget", type=float, default=1.0, help="amount to divide among owners (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of training (and of the embedded market)")
+    p.add_argument("--epochs", type=float, default=None, help="DPO epochs per owner (default 3)")
+    p.add_argument("--learning-rate", type=float, default=None, help="DPO learning rate (default 5e-3)")
+    p.add_argument("--beta", type=float, default=None, help="DPO β (default 0.1)")
+    p.add_argument("--lora-r", type=int, default=None, help="LoRA rank (default 8)")
+    p.add_argument("--min-owners", type=int, default=1, help="fewest accepted owners to value (default 1)")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for owners (default 900)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fairpool", description=(
+        "Federated Shapley data valuation for preference fine-tuning: owners train DPO LoRA "
+        "adapters in a Flower federation; the coordinator values every coalition by "
+        "language-model arithmetic and publishes payout shares."))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    base = sub.add_parser("base-model", help="the embedded tiny base model")
+    base_sub = base.add_subparsers(dest="action", required=True, metavar="ACTION")
+    build = base_sub.add_parser("build", help="build (or verify the cached) embedded base model")
+    build.add_argument("--force", action="store_true", help="rebuild even if a valid cache exists")
+
+    market = sub.add_parser("market", help="the embedded synthetic preference market")
+    market_sub = market.add_subparsers(dest="action", required=True, metavar="ACTION")
+    make = market_sub.add_parser("make", help="write the market as JSONL files")
+    make.add_argument("--out", required=True, type=Path, help="directory to write into")
+    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--scale", type=int, default=320, help="examples of each large owner (default 320)")
+    make.add_argument("--eval-size", type=int, default=200, help="held-out pairs (default 200)")
+
+    demo = sub.add_parser("demo", help="run the embedded default federation end to end")
+    demo.add_argument("--out", type=Path, default=Path("fairpool-out/demo"), help="report directory")
+    _add_valuation_options(demo)
+
+    value = sub.add_parser("value", help="value owners' preference datasets in a simulated federation")
+    value.add_argument("--owner", action="append", required=True, metavar="NAME=PATH",
+                       help="an owner and its dataset (JSONL, JSON, CSV, Parquet or a datasets dir); repeat")
+    value.add_argument("--eval", required=True, type=Path, help="held-out preference pairs of the coordinator")
+    value.add_argument("--base-model", default=None,
+                       help="local Hugging Face causal-LM directory (default: the embedded tiny model)")
+    value.add_argument("--out", required=True, type=Path, help="report directory")
+    _add_valuation_options(value)
+    return parser
+
+
+def parse_owner_args(items: Sequence[str]) -> list[tuple[str, Path]]:
+    """``NAME=PATH`` pairs, checked for form, uniqueness and existence."""
+    owners: list[tuple[str, Path]] = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not path:
+            raise ConfigError(f"--owner {item!r}: expected NAME=PATH")
+        if any(name == seen for seen, _ in owners):
+            raise ConfigError(f"--owner {name}: owner named twice")
+        if not Path(path).exists():
+            raise ConfigError(f"--owner {name}: {path}: no such file or directory")
+        owners.append((name, Path(path).resolve()))
+    return owners
+
+
+def _spec_overrides(args: argparse.Namespace) -> dict:
+    chosen = {"epochs": args.epochs, "learning_rate": args.learning_rate, "beta": args.beta, "lora_r": args.lora_r}
+    return {"seed": args.seed, **{k: v for k, v in chosen.items() if v is not None}}
+
+
+def _job_options(args: argparse.Namespace) -> dict:
+    return {"composition": args.composition, "payout_policy": args.payout_policy, "budget": args.budget,
+            "min_owners": args.min_owners, "owner_timeout_s": args.timeout}
+
+
+def _run_and_print(job) -> int:
+    from server.federation import run_simulation
+    from server.progress_view import ProgressView
+
+    _say(f"FairPool run {job.run_id}: {len(job.owners)} owners in Flower's Simulation Engine")
+    with ProgressView(len(job.owners)) as view:
+        try:
+            report = run_simulation(job, on_event=view.show)
+        except FairPoolError as exc:
+            view.close()
+            _say(f"error: {exc}")
+            return EXIT_RUN_FAILED
+    print(render_table(report))
+    out = Path(job.out_dir)
+    print(f"\nReport: {out / 'report.json'}\nSummary: {out / 'report.md'}\nChart: {out / 'values.png'}")
+    return 0
+
+
+def render_table(report: dict) -> str:
+    """The terminal table: owner, examples, Shapley value, payout share."""
+    from server.report import payout_game
+
+    game = payout_game(report)
+    rows = [("owner", "examples", "status", "shapley", "share")]
+    for owner in report["owners"]:
+        name = owner["name"]
+        value = game["values"].get(name)
+        share = report["payout"]["shares"].get(name)
+        rows.append((name, str(owner["num_examples"]), owner["status"],
+                     f"{value['shapley']:+.4f}" if value else "-",
+                     f"{share:.1%}" if share is not None else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"\nv(∅) = {game['empty']:.4f}   v(N) = {game['grand']:.4f}   "
+                 f"({game['utility']} {game['metric']}, {game['composition']} composition, {game['estimator']})")
+    lines.append(report["payout"]["policy_description"])
+    return "\n".join(lines)
+
+
+def cmd_base_model_build(args: argparse.Namespace) -> int:
+    from common.basemodel import MANIFEST, build_base_model
+
+    path = build_base_model(force=args.force, progress=_say)
+    manifest = json.loads((path / MANIFEST).read_text())
+    print(f"{path}\nfingerprint {manifest['fingerprint']}")
+    return 0
+
+
+def cmd_market_make(args: argparse.Namespace) -> int:
+    from common.market import default_profiles, make_market
+
+    if args.scale < 4 or args.eval_size < 1:
+        raise ConfigError("--scale must be at least 4 and --eval-size at least 1")
+    market = make_market(args.out, seed=args.seed, profiles=default_profiles(args.scale), eval_size=args.eval_size)
+    for name, path in market.owners.items():
+        print(f"{name}\t{path}")
+    print(f"eval\t{market.eval_path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from server.defaults import default_job
+    import dataclasses
+
+    _say("preparing the embedded base model and synthetic market (cached after the first run)")
+    job = default_job(out_dir=args.out.resolve(), seed=args.seed, progress=_say, **_job_options(args))
+    overrides = {k: v for k, v in _spec_overrides(args).items() if k != "seed"}
+    if overrides:
+        job = dataclasses.replace(job, spec=dataclasses.replace(job.spec, **overrides))
+    return _run_and_print(job)
+
+
+def cmd_value(args: argparse.Namespace) -> int:
+    from common.basemodel import build_base_model
+    from common.data import load_preferences
+    from common.job import OwnerEntry, ValuationJob
+    from server.defaults import new_run_id, spec_for
+
+    owners = parse_owner_args(args.owner)
+    if not args.eval.exists():
+        raise ConfigError(f"--eval {args.eval}: no such file or directory")
+    for name, path in owners:  # fail fast, before any Flower process starts
+        load_preferences(path)
+    load_preferences(args.eval)
+    base = args.base_model or str(build_base_model(progress=_say))
+    spec = spec_for(base, **_spec_overrides(args))
+    job = ValuationJob(
+        run_id=new_run_id(),
+        owners=tuple(OwnerEntry(name, str(path)) for name, path in owners),
+        eval_path=str(args.eval.resolve()),
+        out_dir=str(args.out.resolve()),
+        spec=spec,
+        **_job_options(args),
+    )
+    return _run_and_print(job)
+
+
+COMMANDS = {
+    ("base-model", "build"): cmd_base_model_build,
+    ("market", "make"): cmd_market_make,
+    ("demo", None): cmd_demo,
+    ("value", None): cmd_value,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = COMMANDS[(args.command, getattr(args, "action", None))]
+    try:
+        return handler(args)
+    except FairPoolError as exc:
+        _say(f"error: {exc}")
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Running a job through Flower's Simulation Engine with ``flwr run``, from outside.
+
+``flwr run`` is Flower's supported way to start a simulation (``run_simulation`` ignores the
+app's run config). We give it a throw-away ``FLWR_HOME`` with a local simulation connection
+(one simulated SuperNode per owner, one CPU each so two owners train at once on two cores),
+a minimal Flower App directory whose run config points at the job file, follow the
+coordinator's progress file while it runs, and stop the local SuperLink it leaves behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from common.errors import FairPoolError
+from common.job import ValuationJob
+from common.progress import PROGRESS_FILE, follow
+from server.report import REPORT_JSON
+from server.run import ERROR_FILE
+
+FLOWER_LOG = "flower.log"
+JOB_FILE = "job.json"
+
+QUIET_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_DEDUP_LOGS": "0",
+    "PYTHONWARNINGS": "ignore",
+}
+
+
+def _toml_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_flower_app(directory: Path, job_path: Path) -> Path:
+    """A Flower App whose components are FairPool's installed apps and whose config names the job."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "pyproject.toml").write_text(
+        "[build-system]\nrequires = [\"setuptools\"]\nbuild-backend = \"setuptools.build_meta\"\n\n"
+        "[project]\nname = \"fairpool-run\"\nversion = \"0.1.0\"\n"
+        "description = \"A FairPool valuation run\"\nlicense = \"Apache-2.0\"\ndependencies = []\n\n"
+        "[tool.flwr.app]\npublisher = \"fairpool\"\n\n"
+        "[tool.flwr.app.components]\nserverapp = \"server.app:app\"\nclientapp = \"client.app:app\"\n\n"
+        f"[tool.flwr.app.config]\njob = {_toml_str(str(job_path))}\n"
+    )
+    (directory / "fairpool_run.py").write_text('"""Placeholder: the components live in the installed fairpool package."""\n')
+    return directory
+
+
+def write_flower_home(flwr_home: Path, num_supernodes: int, cpus_per_owner: int = 1) -> Path:
+    """A Flower config with one local simulation connection sized for this job."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    (flwr_home / "config.toml").write_text(
+        "[superlink]\ndefault = \"local\"\n\n[superlink.local]\naddress = \":local:\"\n"
+        f"options.num-supernodes = {num_supernodes}\n"
+        f"options.backend.client-resources.num-cpus = {cpus_per_owner}\n"
+        "options.backend.client-resources.num-gpus = 0\n"
+        f"options.backend.init-args.num-cpus = {max(cpus_per_owner, os.cpu_count() or 1)}\n"
+        "options.backend.init-args.num-gpus = 0\n"
+    )
+    return flwr_home
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains ``text`` (Linux /proc; empty elsewhere)."""
+    pids = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return [p for p in pids if p != os.getpid()]
+
+
+def stop_local_superlink(flwr_home: Path, grace_s: float = 5.0) -> None:
+    """Stop the ``flower-superlink --simulation`` (and children) started under ``flwr_home``."""
+    pids = _processes_mentioning(str(flwr_home))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.killpg(os.getpgid(pid), sig) if os.getpgid(pid) == pid else os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+            time.sleep(0.1)
+        pids = [p for p in pids if Path(f"/proc/{p}").exists()]
+        if not pids:
+            return
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (the OS picks it)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def flwr_executable() -> str:
+    candidate = Path(sys.executable).with_name("flwr")
+    return str(candidate) if candidate.exists() else (shutil.which("flwr") or "flwr")
+
+
+def run_simulation(
+    job: ValuationJob,
+    on_event: Callable[[dict], None] = lambda _e: None,
+    timeout_s: float | None = None,
+) -> dict:
+    """Run ``job`` in Flower's Simulation Engine; return the report or raise with the reason."""
+    import json
+
+    out = Path(job.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in (ERROR_FILE, PROGRESS_FILE):
+        (out / stale).unlink(missing_ok=True)
+    job_path = job.save(out / JOB_FILE)
+    report_path = out / REPORT_JSON
+    before = report_path.stat().st_mtime_ns if report_path.exists() else None
+    scratch = Path(tempfile.mkdtemp(prefix="fairpool-flwr-"))
+    flwr_home = write_flower_home(scratch / "flwr-home", len(job.owners))
+    app_dir = write_flower_app(scratch / "app", job_path)
+    # A private port: `flwr run` reuses any SuperLink answering on the default one, even
+    # another user's or another run's, which would run this job with the wrong environment.
+    port = str(free_port())
+    env = {**os.environ, **QUIET_ENV, "FLWR_HOME": str(flwr_home),
+           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": port, "FLWR_LOCAL_CONTROL_API_PORT": port,
+           # flwr starts `flower-superlink` by name: our environment's scripts must come first.
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    limit = timeout_s or job.owner_timeout_s + 600
+    offset = 0
+    try:
+        with (out / FLOWER_LOG).open("w") as log:
+            proc = subprocess.Popen([flwr_executable(), "run", str(app_dir), "local", "--stream"],
+                                    stdout=log, stderr=subprocess.STDOUT, env=env, cwd=scratch,
+                                    start_new_session=True)
+            deadline = time.monotonic() + limit
+            while True:
+                events, offset = follow(out / PROGRESS_FILE, offset)
+                for event in events:
+                    on_event(event)
+                if proc.poll() is not None or any(e["stage"] in ("done", "error") for e in events):
+                    break
+                if time.monotonic() > deadline:
+                    raise FairPoolError(f"the Flower run did not finish within {limit:.0f}s; see {out / FLOWER_LOG}")
+                time.sleep(0.25)
+            if proc.poll() is None:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    pass
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        stop_local_superlink(flwr_home)
+        shutil.rmtree(scratch, ignore_errors=True)
+    if (out / ERROR_FILE).exists():
+        raise FairPoolError(json.loads((out / ERROR_FILE).read_text())["error"])
+    if not report_path.exists() or report_path.stat().st_mtime_ns == before:
+        raise FairPoolError(f"the Flower run ended without a report; see {out / FLOWER_LOG}")
+    return json.loads(report_path.read_text())
