@@ -13,6 +13,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -55,6 +56,48 @@ def split_by_length(
     return kept, len(examples) - len(kept)
 
 
+def make_dpo_trainer(spec: TrainingSpec, model, tokenizer, examples: Sequence[PreferenceExample], output_dir: str):
+    """TRL's DPOTrainer for ``spec``: plain base model + ``peft_config`` ⇒ reference = π₀.
+
+    TRL then keeps no reference model (``ref_model is None``) and no "ref" adapter: it
+    computes reference log-probs with the adapter disabled, i.e. under π₀ exactly.
+    """
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import DPOConfig, DPOTrainer
+
+    args = DPOConfig(
+        output_dir=output_dir,
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        activation_checkpointing=False,  # TRL defaults to on: slower, and pointless on CPU
+        learning_rate=spec.learning_rate,
+        num_train_epochs=spec.epochs,
+        per_device_train_batch_size=spec.batch_size,
+        beta=spec.beta,
+        max_length=spec.max_length,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        seed=spec.seed,
+        data_seed=spec.seed,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list([asdict(e) for e in examples]),
+        processing_class=tokenizer,
+        peft_config=lora_config(spec, model),
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
+    return trainer
+
+
 def train_adapter(
     spec: TrainingSpec,
     examples: Sequence[PreferenceExample],
@@ -64,13 +107,12 @@ def train_adapter(
     """Fine-tune a LoRA adapter with DPO on ``examples``; reference = π₀ (adapters disabled)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
-    from datasets import Dataset
-    from transformers import PrinterCallback
+    from datasets import disable_progress_bars
     from transformers.utils import logging as hf_logging
-    from trl import DPOConfig, DPOTrainer
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    disable_progress_bars()
     logging.getLogger("trl").setLevel(logging.ERROR)
     started = time.perf_counter()
     torch.manual_seed(spec.seed)
@@ -84,39 +126,12 @@ def train_adapter(
     dropped = {"prompt_too_long": too_long} if too_long else {}
     if not kept:
         raise FairPoolError("no training example fits max_length; nothing to train on")
-    dataset = Dataset.from_list([asdict(e) for e in kept])
     with tempfile.TemporaryDirectory(prefix="fairpool-dpo-") as scratch:
-        args = DPOConfig(
-            output_dir=scratch,
-            use_cpu=True,
-            bf16=False,
-            fp16=False,
-            gradient_checkpointing=False,
-            learning_rate=spec.learning_rate,
-            num_train_epochs=spec.epochs,
-            per_device_train_batch_size=spec.batch_size,
-            beta=spec.beta,
-            max_length=spec.max_length,
-            lr_scheduler_type="linear",
-            warmup_steps=0,
-            seed=spec.seed,
-            data_seed=spec.seed,
-            report_to="none",
-            save_strategy="no",
-            logging_steps=1,
-            disable_tqdm=True,
-            dataloader_num_workers=0,
-        )
-        trainer = DPOTrainer(
-            model=model,
-            args=args,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=lora_config(spec, model),
-        )
-        trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
+        trainer = make_dpo_trainer(spec, model, tokenizer, kept, scratch)
         progress(f"training on {len(kept)} examples")
-        output = trainer.train()
+        with warnings.catch_warnings():  # TRL calls deprecated transformers helpers on every step
+            warnings.simplefilter("ignore", FutureWarning)
+            output = trainer.train()
         history = [h for h in trainer.state.log_history if "loss" in h]
     metrics = {"train_loss": float(output.training_loss), "train_seconds": time.perf_counter() - started,
                "steps": float(trainer.state.global_step)}

@@ -1,0 +1,43 @@
+"""Shared fixtures: a hermetic FairPool home, the embedded base model, small markets.
+
+``FAIRPOOL_HOME`` defaults to ``.pytest-fairpool-home`` in the checkout so repeated local runs
+reuse the (deterministic) base-model build; CI's fresh clone builds it once per run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("FAIRPOOL_HOME", str(ROOT / ".pytest-fairpool-home"))
+for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                   "FLWR_DISABLE_UPDATE_CHECK": "1", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+                   "TOKENIZERS_PARALLELISM": "false"}.items():
+    os.environ.setdefault(key, value)
+
+
+@pytest.fixture(scope="session")
+def base_model_dir() -> Path:
+    """The embedded base model, built once (cached under FAIRPOOL_HOME)."""
+    from common.basemodel import build_base_model
+
+    return build_base_model()
+
+
+@pytest.fixture(scope="session")
+def default_market(tmp_path_factory):
+    """The default embedded market (seed 0), written once per session."""
+    from common.market import make_market
+
+    return make_market(tmp_path_factory.mktemp("market"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def fast_spec(base_model_dir):
+    """A spec that trains in about a second: for tests of plumbing, not of value quality."""
+    from server.defaults import spec_for
+
+    return spec_for(str(base_model_dir), epochs=1.0)

@@ -1,0 +1,123 @@
+"""Owner side: DPO training, the reference model, the ClientApp called with a real Message."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from client.trainer import train_adapter
+from common.data import PreferenceExample, load_preferences
+from common.errors import FairPoolError
+from common.lora import expected_adapter_shapes
+from common.basemodel import load_base_model
+
+
+@pytest.fixture(scope="module")
+def small_owner(default_market):
+    examples, _ = load_preferences(default_market.owners["clean-small"])
+    return examples[:48]
+
+
+@pytest.fixture(scope="module")
+def trained(fast_spec, small_owner):
+    return train_adapter(fast_spec, small_owner)
+
+
+def test_adapter_has_the_spec_shapes_and_moved_from_init(trained, fast_spec):
+    base, _ = load_base_model(fast_spec.base_model)
+    expected = expected_adapter_shapes(fast_spec, base)
+    assert {k: v.shape for k, v in trained.tensors.items()} == expected
+    assert all(v.dtype == np.float32 for v in trained.tensors.values())
+    lora_b = [v for k, v in trained.tensors.items() if "lora_B" in k]
+    assert lora_b and all(np.abs(b).max() > 0 for b in lora_b), "LoRA B starts at 0; DPO must move it"
+    assert trained.num_examples == 48
+    assert trained.metrics["steps"] >= 3
+
+
+def test_training_is_deterministic(trained, fast_spec, small_owner):
+    assert train_adapter(fast_spec, small_owner).sha256 == trained.sha256
+
+
+def test_reference_model_is_the_base(fast_spec, small_owner, tmp_path):
+    """Plain base + peft_config: TRL keeps no reference copy and no "ref" adapter, so its
+    reference log-probs are those of π₀ with the adapter disabled (what arithmetic needs)."""
+    from client.trainer import make_dpo_trainer
+
+    model, tokenizer = load_base_model(fast_spec.base_model)
+    trainer = make_dpo_trainer(fast_spec, model, tokenizer, small_owner, str(tmp_path))
+    assert trainer.ref_model is None
+    assert set(trainer.model.peft_config) == {"default"}
+
+
+def test_first_dpo_loss_is_log2(fast_spec, small_owner):
+    """Policy = reference at step 0 (LoRA B starts at 0): the first loss is exactly log 2."""
+    spec = dataclasses.replace(fast_spec, epochs=1.0, batch_size=len(small_owner))
+    result = train_adapter(spec, small_owner)
+    assert result.metrics["train_loss"] == pytest.approx(np.log(2), abs=1e-4)
+
+
+def test_too_long_prompts_are_dropped_and_counted(fast_spec, small_owner):
+    spec = dataclasses.replace(fast_spec, max_length=12)
+    long_prompt = PreferenceExample("Tell me " + "about the river and the lake " * 10 + "?", " Nice.", " Bad.")
+    result = train_adapter(spec, [*small_owner[:8], long_prompt])
+    assert result.dropped == {"prompt_too_long": 1}
+    assert result.num_examples == 8
+
+
+def test_wrong_base_model_is_refused(fast_spec, small_owner):
+    spec = dataclasses.replace(fast_spec, base_fingerprint="0" * 64)
+    with pytest.raises(FairPoolError, match="does not match"):
+        train_adapter(spec, small_owner)
+
+
+def _call_client(spec, node_config):
+    from client.app import app
+
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    message = Message(content=RecordDict({"spec": ConfigRecord(spec.to_record())}), dst_node_id=1,
+                      message_type="train")
+    context = Context(run_id=1, node_id=1, node_config=node_config, state=RecordDict(), run_config={})
+    return app(message, context)
+
+
+def _all_config_strings(content: RecordDict) -> str:
+    texts = []
+    for key in content.keys():
+        record = content[key]
+        if isinstance(record, ConfigRecord):
+            texts += [str(v) for v in record.values()]
+    return "\n".join(texts)
+
+
+def test_client_app_replies_with_adapter_and_never_the_data(fast_spec, default_market):
+    path = default_market.owners["clean-small"]
+    reply = _call_client(fast_spec, {"owner-name": "acme", "data-path": str(path)})
+    assert set(reply.content.keys()) == {"meta", "adapter", "metrics"}
+    meta = dict(reply.content["meta"])
+    assert meta["owner"] == "acme" and meta["num_examples"] == 80
+    tensors = {k: a.numpy() for k, a in reply.content["adapter"].items()}
+    from common.digest import tensors_sha256
+
+    assert tensors_sha256(tensors) == meta["sha256"]
+    examples, _ = load_preferences(path)
+    sent = _all_config_strings(reply.content)
+    for example in examples:
+        assert example.chosen not in sent and example.rejected not in sent and example.prompt not in sent
+
+
+def test_client_app_reports_bad_data_instead_of_crashing(fast_spec, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": "a"}\n')
+    reply = _call_client(fast_spec, {"owner-name": "acme", "data-path": str(bad)})
+    meta = dict(reply.content["meta"])
+    assert "adapter" not in reply.content
+    assert "bad.jsonl:2" in meta["error"] and "rejected" in meta["error"]
+
+
+def test_client_app_without_identity_says_how_to_configure(fast_spec):
+    reply = _call_client(fast_spec, {})
+    assert "owner-name" in dict(reply.content["meta"])["error"]
