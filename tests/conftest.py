@@ -41,3 +41,16 @@ def fast_spec(base_model_dir):
     from server.defaults import spec_for
 
     return spec_for(str(base_model_dir), epochs=1.0)
+
+
+@pytest.fixture(scope="session")
+def quick_adapters(fast_spec, default_market):
+    """Adapters of three owners trained on 48 examples each (seconds, not minutes)."""
+    from client.trainer import train_adapter
+    from common.data import load_preferences
+
+    adapters = {}
+    for name in ("clean", "clean-small", "flipped"):
+        examples, _ = load_preferences(default_market.owners[name])
+        adapters[name] = train_adapter(fast_spec, examples[:48])
+    return adapters

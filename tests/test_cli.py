@@ -1,0 +1,103 @@
+"""The CLI contract for bad input: non-zero exit, one clear message (file, line, problem),
+and nothing written. These fail before any Flower process starts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server.cli import main
+
+GOOD = '{"prompt": "Describe the park.", "chosen": " It is calm.", "rejected": " It is noisy."}\n'
+
+
+@pytest.fixture
+def files(tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text(GOOD * 3)
+    return tmp_path, good
+
+
+def _value(args, out, capsys):
+    code = main(["value", *args, "--out", str(out)])
+    return code, capsys.readouterr().err
+
+
+CASES = {
+    "missing_file": (None, "no such file"),
+    "missing_rejected": ('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": "a"}\n',
+                         ":2: field 'rejected': missing"),
+    "not_json": (GOOD + GOOD + "{not json\n", ":3:"),
+    "empty": ("", "empty"),
+    "identical": ('{"prompt": "p", "chosen": "same", "rejected": "same"}\n', ":1:"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_owner_file_gives_one_clear_error_and_no_report(case, files, capsys):
+    tmp, good = files
+    content, expected = CASES[case]
+    bad = tmp / f"{case}.jsonl"
+    if content is not None:
+        bad.write_text(content)
+    out = tmp / "out"
+    code, err = _value(["--owner", f"a={good}", "--owner", f"b={bad}", "--eval", str(good)], out, capsys)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert f"{case}.jsonl" in lines[0] and expected in lines[0]
+    assert not (out / "report.json").exists() and not out.exists()
+
+
+def test_identical_chosen_and_rejected_is_named(files, capsys):
+    tmp, good = files
+    bad = tmp / "same.jsonl"
+    bad.write_text(GOOD + '{"prompt": "p", "chosen": "x", "rejected": "x"}\n')
+    code, err = _value(["--owner", f"a={bad}", "--eval", str(good)], tmp / "out", capsys)
+    assert code == 2 and "same.jsonl:2" in err and "identical" in err
+
+
+def test_bad_eval_file_is_reported(files, capsys):
+    tmp, good = files
+    bad = tmp / "eval.jsonl"
+    bad.write_text(GOOD + "[1, 2]\n")
+    code, err = _value(["--owner", f"a={good}", "--eval", str(bad)], tmp / "out", capsys)
+    assert code == 2 and "eval.jsonl:2" in err
+
+
+@pytest.mark.parametrize("owner, expected", [("noequals", "expected NAME=PATH"), ("=x", "expected NAME=PATH")])
+def test_malformed_owner_argument(owner, expected, files, capsys):
+    tmp, good = files
+    code, err = _value(["--owner", owner, "--eval", str(good)], tmp / "out", capsys)
+    assert code == 2 and expected in err
+
+
+def test_owner_named_twice(files, capsys):
+    tmp, good = files
+    code, err = _value(["--owner", f"a={good}", "--owner", f"a={good}", "--eval", str(good)], tmp / "out", capsys)
+    assert code == 2 and "named twice" in err
+
+
+def test_unknown_option_and_bad_choice_exit_non_zero(files):
+    tmp, good = files
+    for extra in (["--frobnicate"], ["--composition", "product"]):
+        proc = subprocess.run([sys.executable, "-m", "server.cli", "value", "--owner", f"a={good}", "--eval",
+                               str(good), "--out", str(tmp / "o"), *extra], capture_output=True, text=True)
+        assert proc.returncode == 2
+        assert ("unrecognized arguments: --frobnicate" in proc.stderr) or ("invalid choice: 'product'" in proc.stderr)
+        assert not (tmp / "o").exists()
+
+
+def test_market_make_writes_loadable_files(tmp_path, capsys):
+    from common.data import load_preferences
+
+    assert main(["market", "make", "--out", str(tmp_path), "--scale", "8", "--eval-size", "5"]) == 0
+    printed = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())
+    assert set(printed) == {"clean", "clean-small", "noisy", "flipped", "duplicate", "eval"}
+    assert len(load_preferences(Path(printed["eval"]))[0]) == 5
+    manifest = json.loads((tmp_path / "market.json").read_text())
+    assert manifest["seed"] == 0

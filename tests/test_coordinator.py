@@ -1,0 +1,93 @@
+"""The coordinator's valuation and report, from submissions (no Flower), on real adapters."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from common.errors import FairPoolError
+from common.job import OwnerEntry, ValuationJob
+from server.coordinator import Submission, check_efficiency, value_submissions
+from server.report import REPORT_JSON, REPORT_MD, VALUES_PNG, write_report
+
+
+def _job(fast_spec, default_market, tmp_path, names, **kw):
+    return ValuationJob(run_id="t", owners=tuple(OwnerEntry(n) for n in names), eval_path=str(default_market.eval_path),
+                        out_dir=str(tmp_path), spec=fast_spec, **kw)
+
+
+def _subs(quick_adapters, names):
+    return [Submission(n, tensors=quick_adapters[n].tensors, num_examples=quick_adapters[n].num_examples,
+                       claimed_sha256=quick_adapters[n].sha256) for n in names]
+
+
+@pytest.fixture(scope="module")
+def report(fast_spec, default_market, quick_adapters, tmp_path_factory):
+    names = ["clean", "clean-small", "flipped"]
+    subs = _subs(quick_adapters, names) + [Submission("ghost", error="no reply within 5s")]
+    job = _job(fast_spec, default_market, tmp_path_factory.mktemp("r"), names + ["ghost"])
+    return value_submissions(job, subs)
+
+
+def test_report_schema_and_game_properties(report):
+    assert report["run_id"] == "t"
+    owners = {o["name"]: o for o in report["owners"]}
+    assert owners["ghost"]["status"] == "rejected" and "no reply" in owners["ghost"]["reason"]
+    assert all(owners[n]["status"] == "valued" and len(owners[n]["adapter_sha256"]) == 64
+               for n in ("clean", "clean-small", "flipped"))
+    (game,) = report["games"]
+    assert set(game["values"]) == {"clean", "clean-small", "flipped"}, "a rejected owner is not a player"
+    assert game["empty"] == 0.5 and game["estimator"] == "exact"
+    assert len(game["coalitions"]) == 8
+    assert check_efficiency(game)
+    values = {n: v["shapley"] for n, v in game["values"].items()}
+    assert values["flipped"] < 0 < values["clean"]
+    assert set(report["payout"]["shares"]) == set(values)
+    assert report["payout"]["shares"]["flipped"] == 0.0 and report["payout"]["flagged"] == ["flipped"]
+    assert sum(report["payout"]["shares"].values()) == pytest.approx(1.0)
+
+
+def test_coalition_values_come_from_the_margin_arithmetic(report):
+    """Singletons' accuracy equals the share of held-out pairs the adapter alone ranks right."""
+    game = report["games"][0]
+    by_members = {tuple(c["members"]): c["value"] for c in game["coalitions"]}
+    assert by_members[()] == 0.5
+    grand = by_members[("clean", "clean-small", "flipped")]
+    assert grand == game["grand"]
+    assert by_members[("clean",)] > 0.5 > by_members[("flipped",)]
+
+
+def test_report_files_are_written(report, tmp_path):
+    path = write_report(report, tmp_path)
+    assert json.loads(path.read_text()) == json.loads(json.dumps(report))
+    md = (tmp_path / REPORT_MD).read_text()
+    assert "| clean |" in md and "ghost" in md and "Rejected owners" in md
+    png = (tmp_path / VALUES_PNG).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary files left"
+
+
+def test_composition_rules_change_the_game(fast_spec, default_market, quick_adapters, tmp_path):
+    names = ["clean", "clean-small", "flipped"]
+    games = {rule: value_submissions(_job(fast_spec, default_market, tmp_path, names, composition=rule),
+                                     _subs(quick_adapters, names))["games"][0] for rule in ("sum", "mean", "size")}
+    for rule, game in games.items():
+        assert game["composition"] == rule and check_efficiency(game)
+        singles = {c["members"][0]: c["value"] for c in game["coalitions"] if len(c["members"]) == 1}
+        assert singles == {c["members"][0]: c["value"] for c in games["sum"]["coalitions"] if len(c["members"]) == 1}
+    # mean = sum / |S| scales every margin by a positive number: accuracy (a sign) cannot tell
+    # the two rules apart, but the log-sigmoid utility of multi-owner coalitions can.
+    def logsig(game, members):
+        return next(c["logsigmoid"] for c in game["coalitions"] if c["members"] == members)
+
+    both = ["clean", "clean-small"]
+    assert games["sum"]["grand"] == games["mean"]["grand"]
+    assert not np.isclose(logsig(games["sum"], both), logsig(games["mean"], both))
+
+
+def test_too_few_accepted_owners_is_an_error(fast_spec, default_market, quick_adapters, tmp_path):
+    job = _job(fast_spec, default_market, tmp_path, ["clean", "ghost"], min_owners=2)
+    with pytest.raises(FairPoolError, match="only 1 owner"):
+        value_submissions(job, _subs(quick_adapters, ["clean"]))

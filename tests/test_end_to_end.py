@@ -1,0 +1,68 @@
+"""End to end through Flower's Simulation Engine (``flwr run``), as users run it.
+
+Slow (about a minute each on two cores): marked ``slow``; ``make test`` and CI run them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server.coordinator import check_efficiency
+from server.federation import _processes_mentioning
+
+pytestmark = pytest.mark.slow
+FAIRPOOL = [sys.executable, "-m", "server.cli"]
+
+
+def _run(args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*FAIRPOOL, *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _values(report: dict) -> dict[str, float]:
+    return {name: v["shapley"] for name, v in report["games"][0]["values"].items()}
+
+
+def test_demo_recovers_the_market_ground_truth(tmp_path, base_model_dir):
+    proc = _run(["demo", "--out", str(tmp_path / "demo")])
+    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    values = _values(report)
+    assert values["clean"] > values["noisy"] > values["flipped"]
+    assert values["flipped"] < 0
+    assert values["duplicate"] == pytest.approx(values["clean"], abs=0.02)
+    assert values["clean"] > values["clean-small"] > 0
+    game = report["games"][0]
+    assert check_efficiency(game) and game["empty"] == 0.5 and game["grand"] > 0.7
+    assert all(o["status"] == "valued" for o in report["owners"])
+    assert report["payout"]["flagged"] == ["flipped"]
+    for name in values:  # the printed table names every owner with its share
+        assert any(line.startswith(name + " ") for line in proc.stdout.splitlines())
+    assert (tmp_path / "demo" / "report.md").exists() and (tmp_path / "demo" / "values.png").exists()
+    assert not _processes_mentioning("fairpool-flwr-"), "the local SuperLink must be stopped"
+
+
+def test_value_with_a_local_base_model_is_deterministic(tmp_path, base_model_dir):
+    """``fairpool value`` on user files and a user model directory; same seed, same values."""
+    from common.market import default_profiles, make_market
+
+    market = make_market(tmp_path / "market", seed=5, profiles=default_profiles(64)[:4], eval_size=60)
+    owners = [arg for name in ("clean", "noisy", "flipped") for arg in ("--owner", f"{name}={market.owners[name]}")]
+    common = [*owners, "--eval", str(market.eval_path), "--base-model", str(base_model_dir), "--seed", "3",
+              "--budget", "1000"]
+    _run(["value", *common, "--out", str(tmp_path / "a")])
+    _run(["value", *common, "--out", str(tmp_path / "b")])
+    first = json.loads((tmp_path / "a" / "report.json").read_text())
+    second = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert first["run_id"] != second["run_id"]
+    assert _values(first) == _values(second)
+    assert first["payout"]["budget"] == 1000
+    assert sum(first["payout"]["amounts"].values()) == pytest.approx(1000)
+    assert first["settings"]["base_model"] == str(Path(base_model_dir))
+    assert [o["adapter_sha256"] for o in first["owners"]] == [o["adapter_sha256"] for o in second["owners"]]
