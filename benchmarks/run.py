@@ -154,7 +154,10 @@ def run_process_tree(cmd: list[str], env: dict, stdout_path: Path, stderr_path: 
         if timed_out:
             _terminate(list(members.values()))
         returncode = proc.wait()
-    leftovers = [p for p in members.values() if p.pid != proc.pid and _alive(p)]
+    # Daemons of the run may take a moment to follow the root out; only report those that stay.
+    others = [p for p in members.values() if p.pid != proc.pid and _alive(p)]
+    _, leftovers = psutil.wait_procs(others, timeout=10) if others else ([], [])
+    leftovers = [p for p in leftovers if _alive(p)]
     seen: dict[str, int] = {}
     for name in names.values():
         seen[name] = seen.get(name, 0) + 1
@@ -315,6 +318,10 @@ def machine_info() -> dict:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
     return {
         "cpu_count": os.cpu_count(),
         "cpus_usable": usable,
@@ -324,6 +331,7 @@ def machine_info() -> dict:
         "torch": version("torch"),
         "flwr": version("flwr"),
         "platform": platform.platform(),
+        "loadavg_1_5_15": load,
     }
 
 
@@ -402,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     if not FAIRPOOL.exists():
         print(f"error: {FAIRPOOL} not found; run `make venv` first", file=sys.stderr)
         return 2
+    machine = machine_info()  # before measuring: the load average says how busy the machine was
     scratch = Path(tempfile.mkdtemp(prefix="fairpool-bench-"))
     figures: dict[str, dict] = {}
     try:
@@ -467,14 +476,14 @@ def main(argv: list[str] | None = None) -> int:
 
     context = {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "mode": "skip-cold-build" if args.skip_cold_build else "cold-build",
-               "machine": machine_info()}
+               "machine": machine}
     if not args.no_write:
         merge_results(figures, context)
     print()
     print(summary_table(figures))
     m = context["machine"]
     print(f"\nmachine: {m['cpus_usable']}/{m['cpu_count']} CPUs ({m['cpu_model']}), {m['total_ram_mb']} MiB RAM, "
-          f"Python {m['python']}, torch {m['torch']}, flwr {m['flwr']}")
+          f"Python {m['python']}, torch {m['torch']}, flwr {m['flwr']}; load average at start {m['loadavg_1_5_15']}")
     print(f"measured at {context['measured_at']}" + ("" if args.no_write else f"; written to {RESULTS}"))
     return 0
 

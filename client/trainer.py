@@ -126,12 +126,11 @@ def train_adapter(
     dropped = {"prompt_too_long": too_long} if too_long else {}
     if not kept:
         raise FairPoolError("no training example fits max_length; nothing to train on")
-    with tempfile.TemporaryDirectory(prefix="fairpool-dpo-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="fairpool-dpo-") as scratch, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TRL calls deprecated transformers helpers
         trainer = make_dpo_trainer(spec, model, tokenizer, kept, scratch)
         progress(f"training on {len(kept)} examples")
-        with warnings.catch_warnings():  # TRL calls deprecated transformers helpers on every step
-            warnings.simplefilter("ignore", FutureWarning)
-            output = trainer.train()
+        output = trainer.train()
         history = [h for h in trainer.state.log_history if "loss" in h]
     metrics = {"train_loss": float(output.training_loss), "train_seconds": time.perf_counter() - started,
                "steps": float(trainer.state.global_step)}
