@@ -112,6 +112,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def flower_env(flwr_home: Path) -> dict[str, str]:
+    """Environment for ``flwr run`` against a private local SuperLink under ``flwr_home``.
+
+    A private port matters: ``flwr run`` reuses any SuperLink answering on the default local
+    port, even one started by another run with another environment. ``flwr`` starts
+    ``flower-superlink`` by name, so this interpreter's scripts come first on ``PATH``.
+    """
+    port = str(free_port())
+    return {**os.environ, **QUIET_ENV, "FLWR_HOME": str(flwr_home),
+            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": port, "FLWR_LOCAL_CONTROL_API_PORT": port,
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+
+
 def flwr_executable() -> str:
     candidate = Path(sys.executable).with_name("flwr")
     return str(candidate) if candidate.exists() else (shutil.which("flwr") or "flwr")
@@ -135,13 +148,7 @@ def run_simulation(
     scratch = Path(tempfile.mkdtemp(prefix="fairpool-flwr-"))
     flwr_home = write_flower_home(scratch / "flwr-home", len(job.owners))
     app_dir = write_flower_app(scratch / "app", job_path)
-    # A private port: `flwr run` reuses any SuperLink answering on the default one, even
-    # another user's or another run's, which would run this job with the wrong environment.
-    port = str(free_port())
-    env = {**os.environ, **QUIET_ENV, "FLWR_HOME": str(flwr_home),
-           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": port, "FLWR_LOCAL_CONTROL_API_PORT": port,
-           # flwr starts `flower-superlink` by name: our environment's scripts must come first.
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    env = flower_env(flwr_home)
     limit = timeout_s or job.owner_timeout_s + 600
     offset = 0
     try:

@@ -12,14 +12,14 @@ class ProgressView:
 
     def __init__(self, num_owners: int) -> None:
         self._bar = tqdm(total=num_owners, desc="owners trained", unit="owner", file=sys.stderr,
-                         dynamic_ncols=True, leave=True)
+                         dynamic_ncols=True, leave=True, disable=None)  # no bar when not a terminal
 
     def show(self, event: dict) -> None:
         if event.get("stage") == "train" and "done" in event:
             self._bar.n = int(event["done"])
             self._bar.refresh()
-        self._bar.write(f"[{event.get('t', 0):7.1f}s] {event.get('stage', '?'):>10}: {event.get('message', '')}",
-                        file=sys.stderr)
+        tqdm.write(f"[{event.get('t', 0):7.1f}s] {event.get('stage', '?'):>10}: {event.get('message', '')}",
+                   file=sys.stderr)
 
     def close(self) -> None:
         self._bar.close()

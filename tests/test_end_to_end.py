@@ -66,3 +66,30 @@ def test_value_with_a_local_base_model_is_deterministic(tmp_path, base_model_dir
     assert sum(first["payout"]["amounts"].values()) == pytest.approx(1000)
     assert first["settings"]["base_model"] == str(Path(base_model_dir))
     assert [o["adapter_sha256"] for o in first["owners"]] == [o["adapter_sha256"] for o in second["owners"]]
+
+
+def test_repository_is_a_flower_app(tmp_path, base_model_dir):
+    """``flwr run <repo>`` with the run config's ``job`` runs the same ServerApp/ClientApp."""
+    from common.job import OwnerEntry, ValuationJob
+    from common.market import default_profiles, make_market
+    from server.defaults import spec_for
+    from server.federation import flower_env, flwr_executable, stop_local_superlink, write_flower_home
+
+    market = make_market(tmp_path / "market", seed=1, profiles=default_profiles(32)[:2], eval_size=30)
+    job = ValuationJob(run_id="flwr-run-dot", owners=tuple(OwnerEntry(n, str(p)) for n, p in market.owners.items()),
+                       eval_path=str(market.eval_path), out_dir=str(tmp_path / "out"),
+                       spec=spec_for(str(base_model_dir), epochs=1.0))
+    job_path = job.save(tmp_path / "job.json")
+    flwr_home = write_flower_home(tmp_path / "flwr-home", len(job.owners))
+    env = flower_env(flwr_home)
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        proc = subprocess.run([flwr_executable(), "run", str(repo), "local", "--stream", "--run-config", f'job="{job_path}"'],
+                              capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    finally:
+        stop_local_superlink(flwr_home)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["run_id"] == "flwr-run-dot"
+    assert {o["name"] for o in report["owners"]} == {"clean", "clean-small"}
+    assert check_efficiency(report["games"][0])
