@@ -94,22 +94,41 @@ def weight_matrix(
     coalitions; a Python loop over ``10**6`` coalitions would dominate the
     valuation's cost.  ``sizes`` is only read by the ``size`` rule.
     """
-    _check_rule(rule)
     masks = check_masks(masks, n)
+    numerators, denominators = weight_fractions(masks, n, rule, sizes)
+    w0 = (1.0 - popcount(masks)) if rule == "sum" else (masks == 0).astype(np.float64)
+    return numerators / denominators[:, None], w0
+
+
+def rule_terms(n: int, rule: str = "sum", sizes: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Every rule's owner weight is ``a_l / d_S`` with ``d_S = Σ_{j∈S} b_j``: return ``(a, b)``.
+
+    ``sum``: ``a = 1``, no denominator (``b`` is None, ``d_S = 1``); ``mean``: ``a = b = 1``;
+    ``size``: ``a = b = |D|``. Keeping numerator and denominator apart lets callers add
+    margins exactly first and divide once — or skip the division where only a sign matters.
+    """
+    _check_rule(rule)
+    if rule == "sum":
+        return np.ones(n), None
+    if rule == "mean":
+        return np.ones(n), np.ones(n)
+    s = _check_sizes(sizes, n)
+    return s, s
+
+
+def weight_fractions(masks: np.ndarray, n: int, rule: str = "sum",
+                     sizes: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Numerators ``(m, n)`` and denominators ``(m,)`` of the owner weights of each coalition.
+
+    The empty coalition's denominator is 1 (its numerators are all 0).
+    """
+    a, b = rule_terms(n, rule, sizes)
     shifts = np.arange(n, dtype=np.int64)
     member = ((masks[:, None] >> shifts[None, :]) & 1).astype(np.float64)
-    k = popcount(masks).astype(np.float64)
-    empty = k == 0
-    if rule == "sum":
-        return member, 1.0 - k
-    w0 = empty.astype(np.float64)
-    if rule == "mean":
-        # max(k, 1) only avoids 0/0 for the empty row, whose weights stay 0.
-        return member / np.maximum(k, 1.0)[:, None], w0
-    s = _check_sizes(sizes, n)
-    scaled = member * s[None, :]
-    total = scaled.sum(axis=1)
-    return scaled / np.where(empty, 1.0, total)[:, None], w0
+    if b is None:
+        return member * a[None, :], np.ones(masks.shape[0])
+    d = member @ b
+    return member * a[None, :], np.where(d == 0, 1.0, d)
 
 
 def compose_logprobs(

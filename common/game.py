@@ -27,6 +27,10 @@ class UtilityStore(Protocol):
     def save_utilities(self, game_key: str, values: Mapping[int, float]) -> None: ...
 
 
+DENSE_MEMO_MAX_PLAYERS = 20
+"""Up to this many players the memo is a dense array (8 MiB at 20): O(1) vectorised lookups."""
+
+
 class Game:
     """A game of ``len(players)`` players whose utility is computed in batches and memoised.
 
@@ -43,7 +47,8 @@ class Game:
         if len(set(self.players)) != len(self.players):
             raise ValueError(f"player names must be unique, got {self.players}")
         self._utility = utility
-        self._memo: dict[int, float] = {}
+        self._dense = np.full(1 << self.n, np.nan) if self.n <= DENSE_MEMO_MAX_PLAYERS else None
+        self._sparse: dict[int, float] = {}
         self.key = key
         self._store = store
         self.computed = 0
@@ -55,34 +60,56 @@ class Game:
     def n(self) -> int:
         return len(self.players)
 
+    def _known(self, masks: np.ndarray) -> np.ndarray:
+        if self._dense is not None:
+            return ~np.isnan(self._dense[masks])
+        return np.fromiter((m in self._sparse for m in masks.tolist()), dtype=bool, count=masks.size)
+
+    def _remember(self, masks: np.ndarray, values: np.ndarray) -> None:
+        if self._dense is not None:
+            self._dense[masks] = values
+        else:
+            self._sparse.update(zip(masks.tolist(), values.tolist()))
+
+    def _recall(self, masks: np.ndarray) -> np.ndarray:
+        if self._dense is not None:
+            return self._dense[masks].copy()
+        return np.array([self._sparse[m] for m in masks.tolist()], dtype=np.float64)
+
     def utilities(self, masks: np.ndarray | Sequence[int]) -> np.ndarray:
         """``v(S)`` for every mask, computing only those not memoised yet."""
         masks = check_masks(np.asarray(masks, dtype=np.int64), self.n)
         self.requested += int(masks.size)
-        unique = np.unique(masks)
-        missing = np.array([m for m in unique.tolist() if m not in self._memo], dtype=np.int64)
+        missing = np.unique(masks[~self._known(masks)])
         if missing.size and self._store is not None:
-            self._memo.update(self._store.load_utilities(self.key, missing))
-            missing = np.array([m for m in missing.tolist() if m not in self._memo], dtype=np.int64)
+            stored = self._store.load_utilities(self.key, missing)
+            if stored:
+                found = np.fromiter(stored, dtype=np.int64, count=len(stored))
+                self._remember(found, np.fromiter(stored.values(), dtype=np.float64, count=len(stored)))
+                missing = missing[~self._known(missing)]
         if missing.size:
             values = np.asarray(self._utility(missing), dtype=np.float64)
             if values.shape != missing.shape:
                 raise ValueError(f"utility returned shape {values.shape} for {missing.shape} coalitions")
-            fresh = dict(zip(missing.tolist(), values.tolist()))
-            self._memo.update(fresh)
-            self.computed += len(fresh)
+            if not np.all(np.isfinite(values)):
+                raise ValueError("utility returned nan or inf")
+            self._remember(missing, values)
+            self.computed += int(missing.size)
             if self._store is not None:
-                self._store.save_utilities(self.key, fresh)
-        return np.array([self._memo[m] for m in masks.tolist()], dtype=np.float64)
+                self._store.save_utilities(self.key, dict(zip(missing.tolist(), values.tolist())))
+        return self._recall(masks)
 
     def utility(self, mask: int) -> float:
         """``v(S)`` of one coalition."""
         return float(self.utilities(np.array([mask]))[0])
 
-    @property
-    def memo(self) -> dict[int, float]:
-        """A copy of every utility known so far (for reports)."""
-        return dict(self._memo)
+    def known(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every coalition evaluated so far and its utility, by increasing mask (for reports)."""
+        if self._dense is not None:
+            masks = np.flatnonzero(~np.isnan(self._dense)).astype(np.int64)
+            return masks, self._dense[masks].copy()
+        masks = np.array(sorted(self._sparse), dtype=np.int64)
+        return masks, self._recall(masks)
 
     @classmethod
     def from_table(cls, players: Sequence[str], table: np.ndarray | Sequence[float], **kw) -> "Game":

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from common.bits import MAX_PLAYERS, check_masks
-from common.composition import weight_matrix
+from common.composition import weight_fractions
 
 __all__ = [
     "UTILITY_METRICS",
@@ -76,7 +76,7 @@ def coalition_margins(
     rule: str = "sum",
     sizes: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """Margins of every coalition in ``masks`` on every pair: ``W @ M``, shape ``(m, P)``.
+    """Margins of every coalition in ``masks`` on every pair, ``(A @ M) / d``, shape ``(m, P)``.
 
     The product is evaluated with ``np.einsum`` (no BLAS): its sum over owners
     runs in a fixed order per row, so a coalition's margins do not depend on
@@ -85,8 +85,10 @@ def coalition_margins(
     on ``chunk_size`` and could flip ties in the accuracy metric.
     """
     M = _check_margin_matrix(M)
-    W, _ = weight_matrix(masks, M.shape[0], rule, sizes)
-    return np.einsum("mn,np->mp", W, M, optimize=False)
+    masks = check_masks(masks, M.shape[0])
+    numerators, denominators = weight_fractions(masks, M.shape[0], rule, sizes)
+    # Sum first, divide once: integer-weighted sums are exact, so an exact tie stays a tie.
+    return np.einsum("mn,np->mp", numerators, M, optimize=False) / denominators[:, None]
 
 
 def accuracy(margins: np.ndarray) -> np.ndarray:
