@@ -15,6 +15,7 @@ from pathlib import Path
 
 from common.composition import COMPOSITION_RULES
 from common.errors import ConfigError
+from common.games_config import ValuationSettings
 from common.payout import PAYOUT_POLICIES
 from common.spec import TrainingSpec
 
@@ -43,7 +44,7 @@ class ValuationJob:
     owner_timeout_s: float = 900.0
     simulated: bool = True
     embedded_market: bool = False
-    extra: dict = field(default_factory=dict)
+    valuation: ValuationSettings = field(default_factory=ValuationSettings)
 
     def __post_init__(self) -> None:
         names = [o.name for o in self.owners]
@@ -70,6 +71,10 @@ class ValuationJob:
         raw = json.loads(text)
         raw["owners"] = tuple(OwnerEntry(**o) for o in raw["owners"])
         raw["spec"] = TrainingSpec(**raw["spec"])
+        if "valuation" in raw:
+            settings = dict(raw["valuation"])
+            settings["utilities"] = tuple(settings.get("utilities", ("preference",)))
+            raw["valuation"] = ValuationSettings(**settings)
         return cls(**raw)
 
     def save(self, path: str | Path) -> Path:

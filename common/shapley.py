@@ -39,7 +39,9 @@ class ValuationResult:
         counts: number of utility evaluations that fed each value.
         estimator: name of the method, e.g. ``"exact"``.
         status: ``"converged"`` when the estimator met its stopping criterion
-            (always, for exact enumeration).
+            (always, for exact enumeration), ``"budget_exhausted"`` when a budget
+            (evaluations, samples, seconds) ended the run first; see
+            :mod:`common.stopping`.
         params: estimator settings, recorded for reproducibility.
 
     Arrays are copied and made read-only so the frozen result cannot be

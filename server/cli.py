@@ -19,6 +19,7 @@ from pathlib import Path
 
 from common.composition import COMPOSITION_RULES
 from common.errors import ConfigError, FairPoolError
+from common.games_config import ESTIMATOR_NAMES, UTILITY_NAMES, ValuationSettings
 from common.payout import PAYOUT_POLICIES
 
 for _key, _value in {"HF_HUB_OFFLINE": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
@@ -46,6 +47,19 @@ def _add_valuation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beta", type=float, default=None, help="DPO β (default 0.1)")
     p.add_argument("--lora-r", type=int, default=None, help="LoRA rank (default 8)")
     p.add_argument("--min-owners", type=int, default=1, help="fewest accepted owners to value (default 1)")
+    p.add_argument("--utility", action="append", choices=UTILITY_NAMES, default=None,
+                   help="a game to value owners in; repeat for several (default: preference)")
+    p.add_argument("--payout-game", default="", help="utility whose values set the payout (default: the first)")
+    p.add_argument("--estimator", choices=ESTIMATOR_NAMES, default="auto",
+                   help="auto (exact up to --exact-max-players owners, else permutation), exact, "
+                        "permutation, truncated, kernel, banzhaf, loo")
+    p.add_argument("--exact-max-players", type=int, default=20,
+                   help="largest number of owners valued exactly under auto (default 20)")
+    p.add_argument("--max-evaluations", type=int, default=None,
+                   help="coalition evaluations a sampling estimator may use (default 10000·n)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="stop sampling when every standard error is below this (default 1e-3)")
+    p.add_argument("--max-seconds", type=float, default=None, help="time budget of a sampling estimator")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for owners (default 900)")
 
 
@@ -106,8 +120,12 @@ def _spec_overrides(args: argparse.Namespace) -> dict:
 
 
 def _job_options(args: argparse.Namespace) -> dict:
+    valuation = ValuationSettings(
+        utilities=tuple(args.utility or ("preference",)), estimator=args.estimator,
+        exact_max_players=args.exact_max_players, max_evaluations=args.max_evaluations,
+        tolerance=args.tolerance, max_seconds=args.max_seconds, payout_game=args.payout_game)
     return {"composition": args.composition, "payout_policy": args.payout_policy, "budget": args.budget,
-            "min_owners": args.min_owners, "owner_timeout_s": args.timeout}
+            "min_owners": args.min_owners, "owner_timeout_s": args.timeout, "valuation": valuation}
 
 
 def _run_and_print(job) -> int:
@@ -125,28 +143,34 @@ def _run_and_print(job) -> int:
     print(render_table(report))
     out = Path(job.out_dir)
     print(f"\nReport: {out / 'report.json'}\nSummary: {out / 'report.md'}\nChart: {out / 'values.png'}")
+    if (out / "signature.png").exists():
+        print(f"Data signature: {out / 'signature.png'}")
     return 0
 
 
 def render_table(report: dict) -> str:
-    """The terminal table: owner, examples, Shapley value, payout share."""
-    from server.report import payout_game
-
-    game = payout_game(report)
-    rows = [("owner", "examples", "status", "shapley", "share")]
+    """The terminal table: owner, examples, status, value in each game, payout share."""
+    games = report["games"]
+    rows = [("owner", "examples", "status", *(g["utility"] for g in games), "share")]
     for owner in report["owners"]:
         name = owner["name"]
-        value = game["values"].get(name)
         share = report["payout"]["shares"].get(name)
-        rows.append((name, str(owner["num_examples"]), owner["status"],
-                     f"{value['shapley']:+.4f}" if value else "-",
+        cells = []
+        for game in games:
+            value = game["values"].get(name)
+            cells.append("-" if not value else f"{value['shapley']:+.4f}"
+                         + (f" ±{value['stderr']:.4f}" if value["stderr"] else ""))
+        rows.append((name, str(owner["num_examples"]), owner["status"], *cells,
                      f"{share:.1%}" if share is not None else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append(f"\nv(∅) = {game['empty']:.4f}   v(N) = {game['grand']:.4f}   "
-                 f"({game['utility']} {game['metric']}, {game['composition']} composition, {game['estimator']})")
-    lines.append(report["payout"]["policy_description"])
+    lines.append("")
+    for game in games:
+        lines.append(f"{game['utility']}: v(∅) = {game['empty']:.4f}, v(N) = {game['grand']:.4f} "
+                     f"({game['metric']}, {game['composition']} composition, {game['estimator']}, {game['status']}, "
+                     f"{game['evaluations']} coalitions)")
+    lines.append(f"Payout from {report['payout']['game']}: {report['payout']['policy_description']}")
     return "\n".join(lines)
 
 

@@ -21,13 +21,12 @@ from common.digest import tensors_sha256
 from common.errors import FairPoolError
 from common.job import ValuationJob
 from common.lora import expected_adapter_shapes
+from common.estimators import estimate
+from common.game import Game
+from common.games_config import PREFERENCE_UTILITIES
 from common.payout import payout_shares
-from common.shapley import estimate_exact
-from common.utility import all_masks, coalition_utilities
+from common.preference_game import preference_game
 from server.scoring import load_adapters, score_evaluation
-
-PREFERENCE_GAME = "preference"
-
 
 @dataclass
 class Submission:
@@ -68,11 +67,59 @@ def rejection_reason(submission: Submission, expected: Mapping[str, tuple[int, .
     return None
 
 
-def _coalition_rows(names: Sequence[str], masks: np.ndarray, acc: np.ndarray, logsig: np.ndarray) -> list[dict]:
-    return [
-        {"members": [names[i] for i in members_of(int(m), len(names))], "value": float(a), "logsigmoid": float(s)}
-        for m, a, s in zip(masks, acc, logsig)
-    ]
+COALITIONS_IN_REPORT = 4096
+"""Above this many evaluated coalitions a game lists only the empty, singleton, leave-one-out
+and grand coalitions (with ``coalitions_omitted``); 2²⁰ rows would swamp the report."""
+
+
+def _coalition_rows(game: Game) -> tuple[list[dict], int]:
+    masks, values = game.known()
+    n = game.n
+    omitted = 0
+    if masks.size > COALITIONS_IN_REPORT:
+        full = (1 << n) - 1
+        keep = {0, full} | {1 << i for i in range(n)} | {full ^ (1 << i) for i in range(n)}
+        chosen = np.isin(masks, np.array(sorted(keep), dtype=np.int64))
+        omitted = int(masks.size - chosen.sum())
+        masks, values = masks[chosen], values[chosen]
+    rows = [{"members": [game.players[i] for i in members_of(int(m), n)], "value": float(v)}
+            for m, v in zip(masks, values)]
+    return rows, omitted
+
+
+def _plain(value):
+    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
+
+
+def play_game(job: ValuationJob, utility: str, names: Sequence[str], margins: np.ndarray,
+              sizes: Sequence[int], progress: Callable[..., None]) -> dict:
+    """Build one game over the valued owners, estimate its values, describe it for the report."""
+    settings = job.valuation
+    game = preference_game(names, margins, PREFERENCE_UTILITIES[utility], job.composition, sizes,
+                           job.spec.beta, key=f"{job.run_id}/{utility}")
+    stop = None if settings.estimator in ("exact", "loo") else settings.stopping_rule(len(names))
+    progress("valuation", f"{utility}: estimating values ({settings.estimator})")
+    result = estimate(game, settings.estimator, stop=stop, seed=job.spec.seed,
+                      exact_max_players=settings.exact_max_players)
+    empty, grand = game.utilities(np.array([0, (1 << len(names)) - 1]))
+    rows, omitted = _coalition_rows(game)
+    progress("coalitions", f"{utility}: {game.computed} coalition utilities computed",
+             done=game.computed, total=game.computed)
+    return {
+        "utility": utility,
+        "metric": PREFERENCE_UTILITIES[utility],
+        "composition": job.composition,
+        "estimator": result.estimator,
+        "status": result.status,
+        "params": {k: _plain(v) for k, v in result.params.items()},
+        "evaluations": int(game.computed),
+        "num_eval_pairs": int(margins.shape[1]),
+        "empty": float(empty),
+        "grand": float(grand),
+        "values": result.as_dict(),
+        "coalitions": rows,
+        "coalitions_omitted": omitted,
+    }
 
 
 def value_submissions(
@@ -111,34 +158,17 @@ def value_submissions(
     peft_model = load_adapters(base_model, job.spec, {s.owner: s.tensors for s in accepted})
     scored = score_evaluation(peft_model, tokenizer, names, eval_examples, job.spec.max_length,
                               progress=lambda m: progress("score", m))
-    margins = scored.margins
-    masks = all_masks(len(names))
-    progress("coalitions", f"evaluating all {len(masks)} coalitions", total=len(masks))
-    acc = coalition_utilities(margins, masks, "accuracy", job.composition, sizes)
-    logsig = coalition_utilities(margins, masks, "logsigmoid", job.composition, sizes, beta=job.spec.beta)
-    progress("coalitions", f"evaluated {len(masks)} coalitions", done=len(masks), total=len(masks))
-    result = estimate_exact(names, acc)
-    payout = payout_shares(dict(zip(names, result.values)), job.budget, job.payout_policy)
-    progress("valuation", "Shapley values computed")
-    game = {
-        "utility": PREFERENCE_GAME,
-        "metric": "accuracy",
-        "composition": job.composition,
-        "estimator": result.estimator,
-        "status": result.status,
-        "params": result.params,
-        "num_eval_pairs": len(eval_examples),
-        "empty": float(acc[0]),
-        "grand": float(acc[-1]),
-        "values": {p: {"shapley": v["shapley"], "stderr": v["stderr"]} for p, v in result.as_dict().items()},
-        "coalitions": _coalition_rows(names, masks, acc, logsig),
-    }
+    games = [play_game(job, utility, names, scored.margins, sizes, progress)
+             for utility in job.valuation.utilities]
+    paying = next(g for g in games if g["utility"] == job.valuation.payout_utility)
+    payout = payout_shares({n: v["shapley"] for n, v in paying["values"].items()}, job.budget, job.payout_policy)
+    progress("valuation", "values computed")
     return {
         "run_id": job.run_id,
         "owners": owners_report,
-        "games": [game],
+        "games": games,
         "payout": {
-            "game": PREFERENCE_GAME,
+            "game": paying["utility"],
             "budget": payout.budget,
             "policy": payout.policy,
             "policy_description": payout.description,

@@ -1,4 +1,5 @@
-"""Writing a run's report: ``report.json`` (the contract), ``report.md`` and ``values.png``.
+"""Writing a run's report: ``report.json`` (the contract), ``report.md``, ``values.png`` and,
+with two or more games, ``signature.png``.
 
 Every file is written to a temporary name and renamed into place, and ``report.json`` goes
 last: a reader that finds ``report.json`` finds a complete report.
@@ -14,6 +15,7 @@ from pathlib import Path
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 VALUES_PNG = "values.png"
+SIGNATURE_PNG = "signature.png"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -32,43 +34,41 @@ def payout_game(report: dict) -> dict:
     return next(g for g in report["games"] if g["utility"] == report["payout"]["game"])
 
 
+def _fmt_value(value: dict | None) -> str:
+    if not value:
+        return "—"
+    text = f"{value['shapley']:+.4f}"
+    return text + (f" ± {value['stderr']:.4f}" if value.get("stderr") else "")
+
+
 def render_markdown(report: dict) -> str:
-    """A human summary: the owner table first, then how it was computed."""
-    game = payout_game(report)
+    """A human summary: the owner table first, then each game and how it was computed."""
+    games = report["games"]
     payout = report["payout"]
+    header = "| owner | examples | status | " + " | ".join(f"{g['utility']} value" for g in games)
     lines = [
         f"# FairPool valuation report — run `{report['run_id']}`",
         "",
-        f"Utility **{game['utility']}** ({game['metric']} on {game['num_eval_pairs']} held-out pairs), "
-        f"composition rule **{game['composition']}**, estimator **{game['estimator']}** ({game['status']}).",
-        f"v(∅) = {game['empty']:.4f}, v(N) = {game['grand']:.4f}; the values below sum to "
-        f"v(N) − v(∅) = {game['grand'] - game['empty']:+.4f}.",
+        f"Payout from the **{payout['game']}** game: {payout['policy_description']} Budget: {payout['budget']:g}.",
         "",
-        f"Payout: {payout['policy_description']} Budget: {payout['budget']:g}.",
-        "",
-        "| owner | examples | status | Shapley value | payout share | amount |",
-        "|---|---:|---|---:|---:|---:|",
+        header + " | payout share | amount |",
+        "|---|---:|---|" + "---:|" * len(games) + "---:|---:|",
     ]
     for owner in report["owners"]:
         name = owner["name"]
-        value = game["values"].get(name)
-        shown = f"{value['shapley']:+.4f}" if value else "—"
-        share = payout["shares"].get(name)
-        amount = payout["amounts"].get(name)
+        share, amount = payout["shares"].get(name), payout["amounts"].get(name)
         status = owner["status"] + (" ⚑ negative" if name in payout["flagged"] else "")
+        values = " | ".join(_fmt_value(g["values"].get(name)) for g in games)
         lines.append(
-            f"| {name} | {owner['num_examples']} | {status} | {shown} | "
-            f"{'—' if share is None else f'{share:.1%}'} | "
-            f"{'—' if amount is None else f'{amount:.2f}'} |"
+            f"| {name} | {owner['num_examples']} | {status} | {values} | "
+            f"{'—' if share is None else f'{share:.1%}'} | {'—' if amount is None else f'{amount:.2f}'} |"
         )
     rejected = [o for o in report["owners"] if o["status"] == "rejected"]
     if rejected:
         lines += ["", "## Rejected owners", ""]
         lines += [f"- **{o['name']}**: {o['reason']}" for o in rejected]
-    lines += ["", "## Coalition utilities", "", "| coalition | accuracy | mean log σ(β·m) |", "|---|---:|---:|"]
-    for row in sorted(game["coalitions"], key=lambda r: (len(r["members"]), r["members"])):
-        members = ", ".join(row["members"]) or "∅ (base model)"
-        lines.append(f"| {members} | {row['value']:.4f} | {row['logsigmoid']:.4f} |")
+    for game in games:
+        lines += _game_section(game)
     settings = report.get("settings", {})
     lines += ["", "## Settings", "", f"- base model: `{settings.get('base_model', '?')}`",
               f"- base fingerprint: `{settings.get('base_fingerprint', '')[:16]}…`",
@@ -79,13 +79,31 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+MD_COALITION_ROWS = 64
+
+
+def _game_section(game: dict) -> list[str]:
+    efficiency = sum(v["shapley"] for v in game["values"].values())
+    lines = [
+        "", f"## Game `{game['utility']}`", "",
+        f"{game['metric']} on {game['num_eval_pairs']} held-out pairs, composition **{game['composition']}**, "
+        f"estimator **{game['estimator']}** ({game['status']}, {game['evaluations']} coalition utilities computed).",
+        f"v(∅) = {game['empty']:.4f}, v(N) = {game['grand']:.4f}; values sum to {efficiency:+.4f} "
+        f"(v(N) − v(∅) = {game['grand'] - game['empty']:+.4f}).",
+        "", "| coalition | utility |", "|---|---:|",
+    ]
+    rows = sorted(game["coalitions"], key=lambda r: (len(r["members"]), r["members"]))
+    for row in rows[:MD_COALITION_ROWS]:
+        lines.append(f"| {', '.join(row['members']) or '∅ (base model)'} | {row['value']:.4f} |")
+    hidden = len(rows) - MD_COALITION_ROWS + game.get("coalitions_omitted", 0)
+    if hidden > 0:
+        lines.append(f"| … {hidden} more coalitions (see report.json) | |")
+    return lines
+
+
 def render_plot(report: dict, path: Path) -> None:
     """Bar chart: Shapley value (with stderr) and payout share per owner, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt, ticker = _pyplot()
     game = payout_game(report)
     names = list(game["values"])
     values = [game["values"][n]["shapley"] for n in names]
@@ -95,13 +113,47 @@ def render_plot(report: dict, path: Path) -> None:
     colours = ["#2a9d8f" if v >= 0 else "#e76f51" for v in values]
     ax_v.bar(names, values, yerr=errors, color=colours, capsize=3)
     ax_v.axhline(0, color="black", linewidth=0.8)
-    ax_v.set_title(f"Shapley value ({game['utility']} {game['metric']})")
+    ax_v.set_title(f"Shapley value ({game['utility']}, {game['estimator']})")
     ax_s.bar(names, shares, color="#264653")
     ax_s.set_title(f"Payout share ({report['payout']['policy']} policy)")
-    ax_s.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax_s.yaxis.set_major_formatter(ticker.PercentFormatter(1.0))
     for ax in (ax_v, ax_s):
         ax.tick_params(axis="x", rotation=30)
     fig.suptitle(f"FairPool run {report['run_id']}")
+    _save(fig, plt, path)
+
+
+def render_signature(report: dict, path: Path) -> None:
+    """The data signature: each owner as a point (value in game 1, value in game 2)."""
+    plt, _ = _pyplot()
+    first, second = report["games"][:2]
+    names = [n for n in first["values"] if n in second["values"]]
+    x = [first["values"][n]["shapley"] for n in names]
+    y = [second["values"][n]["shapley"] for n in names]
+    fig, ax = plt.subplots(figsize=(6, 5), constrained_layout=True)
+    ax.errorbar(x, y, xerr=[first["values"][n]["stderr"] for n in names],
+                yerr=[second["values"][n]["stderr"] for n in names], fmt="o", color="#264653", capsize=3)
+    for name, xi, yi in zip(names, x, y):
+        ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(5, 5))
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.axvline(0, color="grey", linewidth=0.8)
+    ax.set_xlabel(f"Shapley value: {first['utility']}")
+    ax.set_ylabel(f"Shapley value: {second['utility']}")
+    ax.set_title("Data signature of each owner")
+    _save(fig, plt, path)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    return plt, ticker
+
+
+def _save(fig, plt, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
@@ -109,10 +161,12 @@ def render_plot(report: dict, path: Path) -> None:
 
 
 def write_report(report: dict, out_dir: str | Path) -> Path:
-    """Write the three report files into ``out_dir``; return the path of ``report.json``."""
+    """Write the report files into ``out_dir``; return the path of ``report.json``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     render_plot(report, out / VALUES_PNG)
+    if len(report["games"]) >= 2:
+        render_signature(report, out / SIGNATURE_PNG)
     _atomic_write(out / REPORT_MD, render_markdown(report).encode("utf-8"))
     _atomic_write(out / REPORT_JSON, (json.dumps(report, indent=2) + "\n").encode("utf-8"))
     return out / REPORT_JSON

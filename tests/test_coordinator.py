@@ -69,22 +69,44 @@ def test_report_files_are_written(report, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary files left"
 
 
+def _singletons(game):
+    return {c["members"][0]: c["value"] for c in game["coalitions"] if len(c["members"]) == 1}
+
+
+def _valuation(**kw):
+    from common.games_config import ValuationSettings
+
+    return ValuationSettings(**kw)
+
+
 def test_composition_rules_change_the_game(fast_spec, default_market, quick_adapters, tmp_path):
     names = ["clean", "clean-small", "flipped"]
-    games = {rule: value_submissions(_job(fast_spec, default_market, tmp_path, names, composition=rule),
-                                     _subs(quick_adapters, names))["games"][0] for rule in ("sum", "mean", "size")}
-    for rule, game in games.items():
-        assert game["composition"] == rule and check_efficiency(game)
-        singles = {c["members"][0]: c["value"] for c in game["coalitions"] if len(c["members"]) == 1}
-        assert singles == {c["members"][0]: c["value"] for c in games["sum"]["coalitions"] if len(c["members"]) == 1}
+    settings = _valuation(utilities=("preference", "preference-logsigmoid"))
+    games = {rule: value_submissions(_job(fast_spec, default_market, tmp_path, names, composition=rule,
+                                          valuation=settings), _subs(quick_adapters, names))["games"]
+             for rule in ("sum", "mean", "size")}
+    for rule, (accuracy, logsig) in games.items():
+        assert accuracy["composition"] == rule and check_efficiency(accuracy) and check_efficiency(logsig)
+        assert _singletons(accuracy) == _singletons(games["sum"][0]), "one owner alone is that owner's model"
     # mean = sum / |S| scales every margin by a positive number: accuracy (a sign) cannot tell
     # the two rules apart, but the log-sigmoid utility of multi-owner coalitions can.
-    def logsig(game, members):
-        return next(c["logsigmoid"] for c in game["coalitions"] if c["members"] == members)
+    assert games["sum"][0]["coalitions"] == games["mean"][0]["coalitions"]
+    assert not np.isclose(games["sum"][1]["grand"], games["mean"][1]["grand"])
 
-    both = ["clean", "clean-small"]
-    assert games["sum"]["grand"] == games["mean"]["grand"]
-    assert not np.isclose(logsig(games["sum"], both), logsig(games["mean"], both))
+
+def test_sampling_estimator_and_payout_game(fast_spec, default_market, quick_adapters, tmp_path):
+    names = ["clean", "clean-small", "flipped"]
+    settings = _valuation(utilities=("preference", "preference-logsigmoid"), estimator="permutation",
+                          max_evaluations=400, payout_game="preference-logsigmoid")
+    report = value_submissions(_job(fast_spec, default_market, tmp_path, names, valuation=settings),
+                               _subs(quick_adapters, names))
+    accuracy, logsig = report["games"]
+    assert accuracy["estimator"] == "permutation" and accuracy["status"] in ("converged", "budget_exhausted")
+    assert 0 < accuracy["evaluations"] <= 8 and accuracy["params"]["evaluations"] <= 400 + 4
+    assert all(v["stderr"] >= 0 and v["count"] > 0 for v in accuracy["values"].values())
+    assert report["payout"]["game"] == "preference-logsigmoid"
+    positive = {n for n, v in logsig["values"].items() if v["shapley"] > 0}
+    assert {n for n, s in report["payout"]["shares"].items() if s > 0} == positive
 
 
 def test_too_few_accepted_owners_is_an_error(fast_spec, default_market, quick_adapters, tmp_path):
