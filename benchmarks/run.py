@@ -27,6 +27,8 @@ from pathlib import Path
 
 import psutil
 
+import valuation  # benchmarks/valuation.py, beside this file
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results.json"
 FAIRPOOL = Path(sys.executable).with_name("fairpool")
@@ -398,6 +400,62 @@ def _fmt(value) -> str:
 # --------------------------------------------------------------------------- main
 
 
+def model_and_demo_figures(args: argparse.Namespace, scratch: Path) -> dict[str, dict]:
+    """Cold base-model build (unless skipped), then the demo: wall time, memory, stages."""
+    figures: dict[str, dict] = {}
+    env = {**os.environ, **BASE_ENV}
+    if args.skip_cold_build:
+        print("ensuring the base model is cached in the usual FAIRPOOL_HOME (not timed) ...", flush=True)
+        ensure_base_model(env, scratch, args.timeout)
+    else:
+        home = scratch / "home"
+        home.mkdir()
+        env["FAIRPOOL_HOME"] = str(home)
+        print(f"cold build of the embedded base model in a fresh FAIRPOOL_HOME ({home}) ...", flush=True)
+        build = measure_cold_build(home, scratch, args.timeout)
+        figures["base_model_build_s"] = figure(build["wall_s"], "s", note=(
+            "wall time of a fresh interpreter building the base model from scratch, imports included"))
+        figures["base_model_build_call_s"] = figure(build["build_call_s"], "s", note=(
+            "time inside build_base_model() alone, in that same interpreter"))
+        figures["base_model_build_peak_rss_mb"] = figure(build["peak_rss_mb"], "MiB")
+        print(f"  built in {build['wall_s']:.1f}s, peak RSS {build['peak_rss_mb']:.0f} MiB", flush=True)
+
+    print("running `fairpool demo` with the cached base model ...", flush=True)
+    demo = measure_demo(env, scratch, args.timeout)
+    pss = "" if demo["peak_pss_mb"] is None else f", PSS {demo['peak_pss_mb']:.0f} MiB"
+    print(f"  finished in {demo['wall_s']:.1f}s, peak tree RSS {demo['peak_rss_mb']:.0f} MiB{pss} "
+          f"({demo['peak_processes']} processes at most, {demo['samples']} samples)", flush=True)
+    print("  processes seen: " + ", ".join(f"{n}×{c}" for n, c in demo["processes_seen"].items()), flush=True)
+    if demo["leftover_pids"]:
+        print(f"  warning: processes still alive after the demo: {demo['leftover_pids']}", file=sys.stderr)
+    stages = stage_times(_events(demo["out"]))
+    owners = per_owner_training(demo["out"])
+
+    wall_ok = demo["wall_s"] < DEMO_WALL_TARGET_S
+    rss_ok = demo["peak_rss_mb"] < DEMO_RSS_TARGET_MB
+    figures["demo_wall_s"] = figure(demo["wall_s"], "s", target={"max": DEMO_WALL_TARGET_S}, meets_target=wall_ok)
+    figures["demo_peak_rss_mb"] = figure(demo["peak_rss_mb"], "MiB", target={"max": DEMO_RSS_TARGET_MB},
+                                         meets_target=rss_ok, note=(
+        f"peak of the RSS summed over the whole process tree, sampled every {SAMPLE_PERIOD_S}s "
+        "(shared pages counted once per process, so an upper bound)"))
+    if demo["peak_pss_mb"] is not None:
+        figures["demo_peak_pss_mb"] = figure(demo["peak_pss_mb"], "MiB", note=(
+            "peak of the PSS summed over the same tree: shared pages split among their processes, "
+            "so closer to the memory the demo really occupies; informational, no target"))
+    figures["demo_peak_processes"] = figure(demo["peak_processes"], "processes",
+                                            processes_seen=demo["processes_seen"])
+    figures["demo_meets_target"] = figure(wall_ok and rss_ok, "bool", target={
+        "wall_s_max": DEMO_WALL_TARGET_S, "peak_rss_mb_max": DEMO_RSS_TARGET_MB}, meets_target=wall_ok and rss_ok)
+    for name in ("stage_wait_for_nodes_s", "stage_training_s", "stage_validation_s", "stage_scoring_s",
+                 "stage_valuation_s"):
+        figures[name] = figure(stages[name], "s")
+    figures["training_per_owner_s"] = figure(owners, "s")
+    figures["flower_overhead_s"] = figure(demo["wall_s"] - stages["coordinator_last_event_s"], "s", note=(
+        "demo wall time minus the coordinator's last progress event: CLI start-up, job preparation, "
+        "Flower/Ray start-up before the coordinator's clock starts, and teardown"))
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--skip-cold-build", action="store_true",
@@ -405,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed for each step (default 900)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (printed) for inspection")
     parser.add_argument("--no-write", action="store_true", help="print the figures without updating results.json")
+    parser.add_argument("--only-valuation", action="store_true",
+                        help="run only the valuation-engine micro-benchmarks (seconds; no model, no Flower)")
     args = parser.parse_args(argv)
 
     if not FAIRPOOL.exists():
@@ -414,56 +474,10 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="fairpool-bench-"))
     figures: dict[str, dict] = {}
     try:
-        env = {**os.environ, **BASE_ENV}
-        if args.skip_cold_build:
-            print("ensuring the base model is cached in the usual FAIRPOOL_HOME (not timed) ...", flush=True)
-            ensure_base_model(env, scratch, args.timeout)
-        else:
-            home = scratch / "home"
-            home.mkdir()
-            env["FAIRPOOL_HOME"] = str(home)
-            print(f"cold build of the embedded base model in a fresh FAIRPOOL_HOME ({home}) ...", flush=True)
-            build = measure_cold_build(home, scratch, args.timeout)
-            figures["base_model_build_s"] = figure(build["wall_s"], "s", note=(
-                "wall time of a fresh interpreter building the base model from scratch, imports included"))
-            figures["base_model_build_call_s"] = figure(build["build_call_s"], "s", note=(
-                "time inside build_base_model() alone, in that same interpreter"))
-            figures["base_model_build_peak_rss_mb"] = figure(build["peak_rss_mb"], "MiB")
-            print(f"  built in {build['wall_s']:.1f}s, peak RSS {build['peak_rss_mb']:.0f} MiB", flush=True)
-
-        print("running `fairpool demo` with the cached base model ...", flush=True)
-        demo = measure_demo(env, scratch, args.timeout)
-        pss = "" if demo["peak_pss_mb"] is None else f", PSS {demo['peak_pss_mb']:.0f} MiB"
-        print(f"  finished in {demo['wall_s']:.1f}s, peak tree RSS {demo['peak_rss_mb']:.0f} MiB{pss} "
-              f"({demo['peak_processes']} processes at most, {demo['samples']} samples)", flush=True)
-        print("  processes seen: " + ", ".join(f"{n}×{c}" for n, c in demo["processes_seen"].items()), flush=True)
-        if demo["leftover_pids"]:
-            print(f"  warning: processes still alive after the demo: {demo['leftover_pids']}", file=sys.stderr)
-        stages = stage_times(_events(demo["out"]))
-        owners = per_owner_training(demo["out"])
-
-        wall_ok = demo["wall_s"] < DEMO_WALL_TARGET_S
-        rss_ok = demo["peak_rss_mb"] < DEMO_RSS_TARGET_MB
-        figures["demo_wall_s"] = figure(demo["wall_s"], "s", target={"max": DEMO_WALL_TARGET_S}, meets_target=wall_ok)
-        figures["demo_peak_rss_mb"] = figure(demo["peak_rss_mb"], "MiB", target={"max": DEMO_RSS_TARGET_MB},
-                                             meets_target=rss_ok, note=(
-            f"peak of the RSS summed over the whole process tree, sampled every {SAMPLE_PERIOD_S}s "
-            "(shared pages counted once per process, so an upper bound)"))
-        if demo["peak_pss_mb"] is not None:
-            figures["demo_peak_pss_mb"] = figure(demo["peak_pss_mb"], "MiB", note=(
-                "peak of the PSS summed over the same tree: shared pages split among their processes, "
-                "so closer to the memory the demo really occupies; informational, no target"))
-        figures["demo_peak_processes"] = figure(demo["peak_processes"], "processes",
-                                                processes_seen=demo["processes_seen"])
-        figures["demo_meets_target"] = figure(wall_ok and rss_ok, "bool", target={
-            "wall_s_max": DEMO_WALL_TARGET_S, "peak_rss_mb_max": DEMO_RSS_TARGET_MB}, meets_target=wall_ok and rss_ok)
-        for name in ("stage_wait_for_nodes_s", "stage_training_s", "stage_validation_s", "stage_scoring_s",
-                     "stage_valuation_s"):
-            figures[name] = figure(stages[name], "s")
-        figures["training_per_owner_s"] = figure(owners, "s")
-        figures["flower_overhead_s"] = figure(demo["wall_s"] - stages["coordinator_last_event_s"], "s", note=(
-            "demo wall time minus the coordinator's last progress event: CLI start-up, job preparation, "
-            "Flower/Ray start-up before the coordinator's clock starts, and teardown"))
+        print("valuation-engine micro-benchmarks ...", flush=True)
+        figures.update(valuation.measure())
+        if not args.only_valuation:
+            figures.update(model_and_demo_figures(args, scratch))
     except StepFailed as exc:
         print(f"\nbenchmark FAILED: {exc}", file=sys.stderr)
         print("results.json left unchanged", file=sys.stderr)
@@ -475,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(scratch, ignore_errors=True)
 
     context = {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "mode": "skip-cold-build" if args.skip_cold_build else "cold-build",
+               "mode": "only-valuation" if args.only_valuation else
+                       ("skip-cold-build" if args.skip_cold_build else "cold-build"),
                "machine": machine}
     if not args.no_write:
         merge_results(figures, context)
