@@ -16,6 +16,9 @@ from common.stopping import MaxEvaluations, MaxSeconds, StderrBelow, StoppingRul
 
 PREFERENCE_UTILITIES: dict[str, str] = {"preference": "accuracy", "preference-logsigmoid": "logsigmoid"}
 UTILITY_NAMES: tuple[str, ...] = tuple(PREFERENCE_UTILITIES)
+PERSISTED_UTILITIES: frozenset[str] = frozenset()
+"""Utilities costly enough to memoise in the ledger; the preference games are a few vector
+operations per coalition, cheaper to recompute than to store 2ⁿ rows."""
 ESTIMATOR_NAMES: tuple[str, ...] = ("auto", *ESTIMATORS)
 
 

@@ -199,8 +199,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from server.defaults import default_job
     import dataclasses
 
+    options = _job_options(args)  # option errors first: before the model is built
     _say("preparing the embedded base model and synthetic market (cached after the first run)")
-    job = default_job(out_dir=args.out.resolve(), seed=args.seed, progress=_say, **_job_options(args))
+    job = default_job(out_dir=args.out.resolve(), seed=args.seed, progress=_say, **options)
     overrides = {k: v for k, v in _spec_overrides(args).items() if k != "seed"}
     if overrides:
         job = dataclasses.replace(job, spec=dataclasses.replace(job.spec, **overrides))
@@ -214,6 +215,7 @@ def cmd_value(args: argparse.Namespace) -> int:
     from server.defaults import new_run_id, spec_for
 
     owners = parse_owner_args(args.owner)
+    options = _job_options(args)  # option errors first: before any file is read or model built
     if not args.eval.exists():
         raise ConfigError(f"--eval {args.eval}: no such file or directory")
     for name, path in owners:  # fail fast, before any Flower process starts
@@ -227,7 +229,7 @@ def cmd_value(args: argparse.Namespace) -> int:
         eval_path=str(args.eval.resolve()),
         out_dir=str(args.out.resolve()),
         spec=spec,
-        **_job_options(args),
+        **options,
     )
     return _run_and_print(job)
 

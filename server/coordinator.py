@@ -22,8 +22,8 @@ from common.errors import FairPoolError
 from common.job import ValuationJob
 from common.lora import expected_adapter_shapes
 from common.estimators import estimate
-from common.game import Game
-from common.games_config import PREFERENCE_UTILITIES
+from common.game import Game, UtilityStore
+from common.games_config import PERSISTED_UTILITIES, PREFERENCE_UTILITIES
 from common.payout import payout_shares
 from common.preference_game import preference_game
 from server.scoring import load_adapters, score_evaluation
@@ -92,11 +92,17 @@ def _plain(value):
 
 
 def play_game(job: ValuationJob, utility: str, names: Sequence[str], margins: np.ndarray,
-              sizes: Sequence[int], progress: Callable[..., None]) -> dict:
-    """Build one game over the valued owners, estimate its values, describe it for the report."""
+              sizes: Sequence[int], progress: Callable[..., None], store: UtilityStore | None = None) -> dict:
+    """Build one game over the valued owners, estimate its values, describe it for the report.
+
+    ``store`` (the run's ledger) memoises utilities across re-runs; it is only worth it for
+    costly utilities, so the arithmetic preference games are given none (see
+    :data:`common.games_config.PERSISTED_UTILITIES`).
+    """
     settings = job.valuation
     game = preference_game(names, margins, PREFERENCE_UTILITIES[utility], job.composition, sizes,
-                           job.spec.beta, key=f"{job.run_id}/{utility}")
+                           job.spec.beta, key=f"{job.run_id}/{utility}",
+                           store=store if utility in PERSISTED_UTILITIES else None)
     stop = None if settings.estimator in ("exact", "loo") else settings.stopping_rule(len(names))
     progress("valuation", f"{utility}: estimating values ({settings.estimator})")
     result = estimate(game, settings.estimator, stop=stop, seed=job.spec.seed,
@@ -126,6 +132,7 @@ def value_submissions(
     job: ValuationJob,
     submissions: Sequence[Submission],
     progress: Callable[..., None] = lambda *_a, **_k: None,
+    store: UtilityStore | None = None,
 ) -> dict:
     """Validate, score, value and pay: the full report for ``job``."""
     base_model, tokenizer = load_base_model(job.spec.base_model)
@@ -158,7 +165,7 @@ def value_submissions(
     peft_model = load_adapters(base_model, job.spec, {s.owner: s.tensors for s in accepted})
     scored = score_evaluation(peft_model, tokenizer, names, eval_examples, job.spec.max_length,
                               progress=lambda m: progress("score", m))
-    games = [play_game(job, utility, names, scored.margins, sizes, progress)
+    games = [play_game(job, utility, names, scored.margins, sizes, progress, store)
              for utility in job.valuation.utilities]
     paying = next(g for g in games if g["utility"] == job.valuation.payout_utility)
     payout = payout_shares({n: v["shapley"] for n, v in paying["values"].items()}, job.budget, job.payout_policy)

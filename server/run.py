@@ -15,9 +15,11 @@ from common.errors import FairPoolError
 from common.job import ValuationJob
 from common.progress import ProgressLog
 from server.coordinator import Submission, value_submissions
+from server.ledger import Ledger
 from server.report import write_report
 
 ERROR_FILE = "error.json"
+LEDGER_FILE = "ledger.sqlite"
 
 Collector = Callable[[Callable[..., None]], list[Submission]]
 
@@ -29,16 +31,21 @@ def run_job(job: ValuationJob, collect: Collector) -> dict | None:
     (out / ERROR_FILE).unlink(missing_ok=True)
     log = ProgressLog(out)
     log.emit("start", f"run {job.run_id}: {len(job.owners)} owner(s)", total=len(job.owners))
-    try:
-        submissions = collect(log.emit)
-        report = value_submissions(job, submissions, log.emit)
-        write_report(report, out)
-    except FairPoolError as exc:
-        _fail(out, log, str(exc))
-        return None
-    except Exception as exc:  # an unexpected failure still reaches the user, with its trace on disk
-        _fail(out, log, f"internal error: {type(exc).__name__}: {exc}", traceback.format_exc())
-        return None
+    with Ledger(out / LEDGER_FILE) as ledger:
+        ledger.start_run(job.run_id, job.to_json())
+        try:
+            submissions = collect(log.emit)
+            report = value_submissions(job, submissions, log.emit, store=ledger)
+            write_report(report, out)
+        except FairPoolError as exc:
+            _fail(out, log, str(exc))
+            ledger.finish_run(job.run_id, "failed")
+            return None
+        except Exception as exc:  # an unexpected failure still reaches the user, with its trace on disk
+            _fail(out, log, f"internal error: {type(exc).__name__}: {exc}", traceback.format_exc())
+            ledger.finish_run(job.run_id, "failed")
+            return None
+        ledger.finish_run(job.run_id, "done", report)
     log.emit("done", f"report written to {out / 'report.json'}")
     return report
 

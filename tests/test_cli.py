@@ -101,3 +101,24 @@ def test_market_make_writes_loadable_files(tmp_path, capsys):
     assert len(load_preferences(Path(printed["eval"]))[0]) == 5
     manifest = json.loads((tmp_path / "market.json").read_text())
     assert manifest["seed"] == 0
+
+
+def test_valuation_options_reach_the_job(files):
+    from server.cli import _job_options, build_parser
+
+    tmp, good = files
+    args = build_parser().parse_args(["value", "--owner", f"a={good}", "--eval", str(good), "--out", str(tmp / "o"),
+                                      "--utility", "preference", "--utility", "preference-logsigmoid",
+                                      "--estimator", "kernel", "--max-evaluations", "500", "--tolerance", "0.01",
+                                      "--payout-game", "preference-logsigmoid"])
+    valuation = _job_options(args)["valuation"]
+    assert valuation.utilities == ("preference", "preference-logsigmoid")
+    assert valuation.estimator == "kernel" and valuation.payout_utility == "preference-logsigmoid"
+    assert "MaxEvaluations(500)" in repr(valuation.stopping_rule(3)) and "0.01" in repr(valuation.stopping_rule(3))
+
+
+def test_payout_game_must_be_a_played_game(files, capsys):
+    tmp, good = files
+    code, err = _value(["--owner", f"a={good}", "--eval", str(good), "--payout-game", "preference-logsigmoid"],
+                       tmp / "out", capsys)
+    assert code == 2 and "not one of the utilities" in err and not (tmp / "out").exists()

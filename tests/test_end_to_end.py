@@ -31,7 +31,8 @@ def _values(report: dict) -> dict[str, float]:
 
 
 def test_demo_recovers_the_market_ground_truth(tmp_path, base_model_dir):
-    proc = _run(["demo", "--out", str(tmp_path / "demo")])
+    proc = _run(["demo", "--out", str(tmp_path / "demo"), "--utility", "preference",
+                 "--utility", "preference-logsigmoid"])
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     values = _values(report)
     assert values["clean"] > values["noisy"] > values["flipped"]
@@ -44,7 +45,15 @@ def test_demo_recovers_the_market_ground_truth(tmp_path, base_model_dir):
     assert report["payout"]["flagged"] == ["flipped"]
     for name in values:  # the printed table names every owner with its share
         assert any(line.startswith(name + " ") for line in proc.stdout.splitlines())
-    assert (tmp_path / "demo" / "report.md").exists() and (tmp_path / "demo" / "values.png").exists()
+    for name in ("report.md", "values.png", "signature.png"):
+        assert (tmp_path / "demo" / name).exists()
+    logsig = {n: v["shapley"] for n, v in report["games"][1]["values"].items()}
+    assert report["games"][1]["utility"] == "preference-logsigmoid" and check_efficiency(report["games"][1])
+    assert logsig["clean"] > 0 > logsig["flipped"]
+    from server.ledger import Ledger
+
+    with Ledger(tmp_path / "demo" / "ledger.sqlite") as ledger:
+        assert ledger.run(report["run_id"])["report"] == report
     assert not _processes_mentioning("fairpool-flwr-"), "the local SuperLink must be stopped"
 
 
