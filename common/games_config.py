@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from common.errors import ConfigError
 from common.estimators import ESTIMATORS
-from common.stopping import MaxEvaluations, MaxSeconds, StderrBelow, StoppingRule, default_stop
+from common.stopping import MaxEvaluations, MaxSeconds, RankStableFor, StderrBelow, StoppingRule, default_stop
 
 PREFERENCE_UTILITIES: dict[str, str] = {"preference": "accuracy", "preference-logsigmoid": "logsigmoid"}
 UTILITY_NAMES: tuple[str, ...] = tuple(PREFERENCE_UTILITIES)
@@ -38,6 +38,8 @@ class ValuationSettings:
     """Stop sampling once every owner's standard error is below this (default 1e-3)."""
     max_seconds: float | None = None
     """Wall-clock budget of one estimator run."""
+    rank_stable_for: int | None = None
+    """Also stop once the owners' ranking has not changed for this many checks."""
     payout_game: str = ""
     """Utility whose values set the payout; "" = the first utility."""
 
@@ -57,6 +59,8 @@ class ValuationSettings:
             raise ConfigError("max_evaluations must be at least 1")
         if self.tolerance is not None and not self.tolerance > 0:
             raise ConfigError("tolerance must be positive")
+        if self.rank_stable_for is not None and self.rank_stable_for < 1:
+            raise ConfigError("rank_stable_for must be at least 1")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ConfigError("max_seconds must be positive")
         if not 1 <= self.exact_max_players <= 24:
@@ -68,10 +72,12 @@ class ValuationSettings:
 
     def stopping_rule(self, n_players: int) -> StoppingRule:
         """The sampling budget: the user's parts where given, the defaults elsewhere."""
-        if self.max_evaluations is None and self.tolerance is None and self.max_seconds is None:
+        if all(x is None for x in (self.max_evaluations, self.tolerance, self.max_seconds, self.rank_stable_for)):
             return default_stop(n_players)
         rule: StoppingRule = MaxEvaluations(self.max_evaluations or 10_000 * max(1, n_players))
         rule = rule | StderrBelow(self.tolerance if self.tolerance is not None else 1e-3)
         if self.max_seconds is not None:
             rule = rule | MaxSeconds(self.max_seconds)
+        if self.rank_stable_for is not None:
+            rule = rule | RankStableFor(self.rank_stable_for)
         return rule

@@ -60,6 +60,8 @@ def _add_valuation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tolerance", type=float, default=None,
                    help="stop sampling when every standard error is below this (default 1e-3)")
     p.add_argument("--max-seconds", type=float, default=None, help="time budget of a sampling estimator")
+    p.add_argument("--rank-stable-for", type=int, default=None,
+                   help="also stop sampling once the owners' ranking is unchanged for K checks")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for owners (default 900)")
 
 
@@ -123,7 +125,8 @@ def _job_options(args: argparse.Namespace) -> dict:
     valuation = ValuationSettings(
         utilities=tuple(args.utility or ("preference",)), estimator=args.estimator,
         exact_max_players=args.exact_max_players, max_evaluations=args.max_evaluations,
-        tolerance=args.tolerance, max_seconds=args.max_seconds, payout_game=args.payout_game)
+        tolerance=args.tolerance, max_seconds=args.max_seconds, rank_stable_for=args.rank_stable_for,
+        payout_game=args.payout_game)
     return {"composition": args.composition, "payout_policy": args.payout_policy, "budget": args.budget,
             "min_owners": args.min_owners, "owner_timeout_s": args.timeout, "valuation": valuation}
 

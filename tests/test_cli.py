@@ -110,11 +110,13 @@ def test_valuation_options_reach_the_job(files):
     args = build_parser().parse_args(["value", "--owner", f"a={good}", "--eval", str(good), "--out", str(tmp / "o"),
                                       "--utility", "preference", "--utility", "preference-logsigmoid",
                                       "--estimator", "kernel", "--max-evaluations", "500", "--tolerance", "0.01",
+                                      "--rank-stable-for", "7",
                                       "--payout-game", "preference-logsigmoid"])
     valuation = _job_options(args)["valuation"]
     assert valuation.utilities == ("preference", "preference-logsigmoid")
     assert valuation.estimator == "kernel" and valuation.payout_utility == "preference-logsigmoid"
-    assert "MaxEvaluations(500)" in repr(valuation.stopping_rule(3)) and "0.01" in repr(valuation.stopping_rule(3))
+    rule = repr(valuation.stopping_rule(3))
+    assert "MaxEvaluations(500)" in rule and "0.01" in rule and "RankStableFor(7)" in rule
 
 
 def test_payout_game_must_be_a_played_game(files, capsys):
