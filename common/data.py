@@ -99,6 +99,24 @@ def load_preferences(
     return examples, report
 
 
+def load_prompts(path: str | os.PathLike[str]) -> list[str]:
+    """Load prompts for generation from any supported format: each record needs ``prompt``.
+
+    Preference files qualify too (their other fields are ignored), so the evaluation set's
+    prompts can be decoded without a separate file.
+    """
+    shown = os.fspath(path)
+    prompts = []
+    for line, record in _read_records(shown, Path(shown), fields=("prompt",)):
+        if not isinstance(record, Mapping):
+            raise DataError(shown, f"record must be an object with a prompt field, got {_type_name(record)}",
+                            line=line)
+        prompts.append(_validate_field(shown, line, record, "prompt"))
+    if not prompts:
+        raise DataError(shown, "empty file: no rows")
+    return prompts
+
+
 def save_preferences_jsonl(
     examples: Iterable[PreferenceExample], path: str | os.PathLike[str]
 ) -> None:
@@ -204,12 +222,13 @@ def _type_name(value: Any) -> str:
     return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
 
-def _require_columns(path: str, columns: Sequence[str], line: int | None) -> None:
+def _require_columns(path: str, columns: Sequence[str], line: int | None,
+                     fields: Sequence[str] = FIELDS) -> None:
     """Fail once, at the header/schema, when a tabular file lacks a required column.
 
     Reporting it per row would name row 1 for what is really a file-level mistake.
     """
-    for name in FIELDS:
+    for name in fields:
         if name not in columns:
             raise DataError(
                 path, f"missing column (columns found: {', '.join(map(str, columns)) or 'none'})",
@@ -221,8 +240,11 @@ def _require_columns(path: str, columns: Sequence[str], line: int | None) -> Non
 # Format dispatch and readers: each yields (line_number, record) pairs and validates nothing.
 
 
-def _read_records(shown: str, path: Path) -> Iterator[Record]:
-    """Pick the reader for ``path``; check existence and format before any parsing."""
+def _read_records(shown: str, path: Path, fields: Sequence[str] = FIELDS) -> Iterator[Record]:
+    """Pick the reader for ``path``; check existence and format before any parsing.
+
+    ``fields`` are the columns tabular formats must have (and the only ones they read).
+    """
     try:
         is_dir = path.is_dir()
         exists = is_dir or path.exists()
@@ -231,7 +253,7 @@ def _read_records(shown: str, path: Path) -> Iterator[Record]:
     if not exists:
         raise DataError(shown, "no such file or directory")
     if is_dir:
-        return _guard_io(shown, _read_datasets_dir(shown, path))
+        return _guard_io(shown, _read_datasets_dir(shown, path, fields))
     suffix = path.suffix.lower()
     readers = {
         ".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet,
@@ -242,7 +264,7 @@ def _read_records(shown: str, path: Path) -> Iterator[Record]:
         raise DataError(
             shown, f"unsupported format ({found}); supported: {', '.join(SUPPORTED_FORMATS)}"
         )
-    return _guard_io(shown, reader(shown, path))
+    return _guard_io(shown, reader(shown, path, fields))
 
 
 def _guard_io(shown: str, records: Iterator[Record]) -> Iterator[Record]:
@@ -298,7 +320,7 @@ def _parse_json(shown: str, text: str, line: int | None) -> Any:
         raise DataError(shown, f"invalid JSON: {exc}", line=line) from None
 
 
-def _read_jsonl(shown: str, path: Path) -> Iterator[Record]:
+def _read_jsonl(shown: str, path: Path, fields: Sequence[str] = FIELDS) -> Iterator[Record]:
     """One JSON value per line; blank lines are skipped. Streams, so large files are fine."""
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
@@ -309,7 +331,7 @@ def _read_jsonl(shown: str, path: Path) -> Iterator[Record]:
                 yield number, _parse_json(shown, text, number)
 
 
-def _read_json(shown: str, path: Path) -> Iterator[Record]:
+def _read_json(shown: str, path: Path, fields: Sequence[str] = FIELDS) -> Iterator[Record]:
     """A JSON array of records, or an object wrapping it under ``"data"`` or ``"rows"``.
 
     Line numbers are record numbers (1-based), since the stdlib parser gives no positions
@@ -330,7 +352,7 @@ def _read_json(shown: str, path: Path) -> Iterator[Record]:
     yield from enumerate(document, start=1)
 
 
-def _read_csv(shown: str, path: Path) -> Iterator[Record]:
+def _read_csv(shown: str, path: Path, fields: Sequence[str] = FIELDS) -> Iterator[Record]:
     """A CSV with a header naming the fields; extra columns are ignored.
 
     The line reported is where the record starts in the file (header = line 1), which is the
@@ -342,8 +364,8 @@ def _read_csv(shown: str, path: Path) -> Iterator[Record]:
         if header is None:
             return
         header = [name.strip() for name in header]
-        _require_columns(shown, header, line=1)
-        positions = {name: header.index(name) for name in FIELDS}
+        _require_columns(shown, header, line=1, fields=fields)
+        positions = {name: header.index(name) for name in fields}
         while True:
             start = reader.line_num + 1
             row = next(reader, None)
@@ -355,21 +377,21 @@ def _read_csv(shown: str, path: Path) -> Iterator[Record]:
         raise DataError(shown, f"invalid CSV: {exc}", line=reader.line_num) from None
 
 
-def _read_parquet(shown: str, path: Path) -> Iterator[Record]:
+def _read_parquet(shown: str, path: Path, fields: Sequence[str] = FIELDS) -> Iterator[Record]:
     """A Parquet file with prompt/chosen/rejected columns, read in batches of rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         parquet = pq.ParquetFile(path)
-        _require_columns(shown, parquet.schema_arrow.names, line=None)
-        batches = parquet.iter_batches(batch_size=_ARROW_BATCH_ROWS, columns=list(FIELDS))
+        _require_columns(shown, parquet.schema_arrow.names, line=None, fields=fields)
+        batches = parquet.iter_batches(batch_size=_ARROW_BATCH_ROWS, columns=list(fields))
         yield from _number_rows(batch.to_pylist() for batch in batches)
     except (pa.ArrowException, UnicodeDecodeError) as exc:
         raise DataError(shown, f"not a readable Parquet file: {exc}") from None
 
 
-def _read_datasets_dir(shown: str, path: Path) -> Iterator[Record]:
+def _read_datasets_dir(shown: str, path: Path, fields: Sequence[str] = FIELDS) -> Iterator[Record]:
     """A directory from ``Dataset.save_to_disk`` (a ``DatasetDict`` must have a train split)."""
     import datasets
 
@@ -387,8 +409,8 @@ def _read_datasets_dir(shown: str, path: Path) -> Iterator[Record]:
                 shown, f"DatasetDict has no 'train' split (splits: {', '.join(loaded) or 'none'})"
             )
         loaded = loaded["train"]
-    _require_columns(shown, loaded.column_names, line=None)
-    table = loaded.with_format(None).select_columns(list(FIELDS))
+    _require_columns(shown, loaded.column_names, line=None, fields=fields)
+    table = loaded.with_format(None).select_columns(list(fields))
     yield from _number_rows(
         _columns_to_rows(batch) for batch in table.iter(batch_size=_ARROW_BATCH_ROWS)
     )

@@ -407,3 +407,22 @@ def test_csv_lines_follow_the_file_with_multiline_cells(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     path.write_text('prompt,chosen,rejected\n"two\nlines",c,r\n\np,c,\n', encoding="utf-8")
     assert str(load_error(path)) == f"{path}:5: field 'rejected': empty or whitespace-only"
+
+
+def test_load_prompts_needs_only_prompts(tmp_path):
+    from common.data import load_prompts
+
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('{"prompt": "Describe the park."}\n{"prompt": "What is the lake like?", "extra": 1}\n')
+    assert load_prompts(jsonl) == ["Describe the park.", "What is the lake like?"]
+    csv_file = tmp_path / "p.csv"
+    csv_file.write_text("prompt,other\nhello,x\n")
+    assert load_prompts(csv_file) == ["hello"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2: field 'prompt': missing"):
+        load_prompts(bad)
+    no_col = tmp_path / "bad.csv"
+    no_col.write_text("text\nhello\n")
+    with pytest.raises(DataError, match="prompt"):
+        load_prompts(no_col)
