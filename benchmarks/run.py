@@ -27,6 +27,7 @@ from pathlib import Path
 
 import psutil
 
+import decoding  # benchmarks/decoding.py, beside this file
 import valuation  # benchmarks/valuation.py, beside this file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -464,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (printed) for inspection")
     parser.add_argument("--no-write", action="store_true", help="print the figures without updating results.json")
     parser.add_argument("--only-valuation", action="store_true",
-                        help="run only the valuation-engine micro-benchmarks (seconds; no model, no Flower)")
+                        help="run only the valuation and decoding micro-benchmarks (no Flower demo)")
     args = parser.parse_args(argv)
 
     if not FAIRPOOL.exists():
@@ -476,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print("valuation-engine micro-benchmarks ...", flush=True)
         figures.update(valuation.measure())
+        print("composed-decoding micro-benchmark ...", flush=True)
+        figures.update(decoding.measure())
         if not args.only_valuation:
             figures.update(model_and_demo_figures(args, scratch))
     except StepFailed as exc:
