@@ -2,13 +2,14 @@
 
 A *utility name* selects a game over the same owners (method.md §3): ``preference`` is
 held-out preference accuracy (ties ½, so v(∅) = 0.5), ``preference-logsigmoid`` the mean
-``log σ(β·m_S)`` of the same pairs. Each becomes its own game in the report; the payout
-names the game it uses.
+``log σ(β·m_S)`` of the same pairs, and ``reward:NAME`` the mean score, by scorer NAME, of
+what each coalition's composed model generates for the evaluation prompts. Each becomes its
+own game in the report; the payout names the game it uses.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from common.errors import ConfigError
 from common.estimators import ESTIMATORS
@@ -16,9 +17,12 @@ from common.stopping import MaxEvaluations, MaxSeconds, RankStableFor, StderrBel
 
 PREFERENCE_UTILITIES: dict[str, str] = {"preference": "accuracy", "preference-logsigmoid": "logsigmoid"}
 UTILITY_NAMES: tuple[str, ...] = tuple(PREFERENCE_UTILITIES)
-PERSISTED_UTILITIES: frozenset[str] = frozenset()
-"""Utilities costly enough to memoise in the ledger; the preference games are a few vector
-operations per coalition, cheaper to recompute than to store 2ⁿ rows."""
+REWARD_PREFIX = "reward:"
+
+
+def reward_scorer(utility: str) -> str | None:
+    """The scorer name of a ``reward:NAME`` utility, else None (a preference utility)."""
+    return utility[len(REWARD_PREFIX):] if utility.startswith(REWARD_PREFIX) else None
 ESTIMATOR_NAMES: tuple[str, ...] = ("auto", *ESTIMATORS)
 
 
@@ -42,13 +46,28 @@ class ValuationSettings:
     """Also stop once the owners' ranking has not changed for this many checks."""
     payout_game: str = ""
     """Utility whose values set the payout; "" = the first utility."""
+    reward_models: dict[str, str] = field(default_factory=dict)
+    """Scorer name → local sequence-classification model directory (``--reward-model``)."""
+    scorers: dict[str, str] = field(default_factory=dict)
+    """Scorer name → ``module:function`` (``--scorer``)."""
+    eval_prompts: str = ""
+    """Prompts decoded by reward utilities; "" = the prompts of the evaluation set."""
+    max_new_tokens: int = 32
+    """Longest generated response of a reward utility, in tokens."""
+    temperature: float = 0.0
+    """Sampling temperature of reward utilities; 0 = greedy decoding."""
+    top_p: float = 1.0
+    """Nucleus sampling mass of reward utilities (with temperature > 0)."""
 
     def __post_init__(self) -> None:
         if not self.utilities:
             raise ConfigError("at least one utility is needed")
         for name in self.utilities:
-            if name not in PREFERENCE_UTILITIES:
-                raise ConfigError(f"unknown utility {name!r}; choose from {', '.join(UTILITY_NAMES)}")
+            if name not in PREFERENCE_UTILITIES and not reward_scorer(name):
+                raise ConfigError(f"unknown utility {name!r}; choose from {', '.join(UTILITY_NAMES)} "
+                                  f"or {REWARD_PREFIX}NAME")
+        if self.max_new_tokens < 1 or self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ConfigError("decoding needs max_new_tokens ≥ 1, temperature ≥ 0 and 0 < top_p ≤ 1")
         if len(set(self.utilities)) != len(self.utilities):
             raise ConfigError(f"utility named twice: {list(self.utilities)}")
         if self.estimator not in ESTIMATOR_NAMES:
@@ -65,6 +84,11 @@ class ValuationSettings:
             raise ConfigError("max_seconds must be positive")
         if not 1 <= self.exact_max_players <= 24:
             raise ConfigError("exact_max_players must be between 1 and 24")
+
+    @property
+    def reward_scorers(self) -> tuple[str, ...]:
+        """Scorer names of the run's reward utilities, in order."""
+        return tuple(s for s in (reward_scorer(u) for u in self.utilities) if s)
 
     @property
     def payout_utility(self) -> str:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from common.composition import COMPOSITION_RULES
 from common.errors import ConfigError, FairPoolError
-from common.games_config import ESTIMATOR_NAMES, UTILITY_NAMES, ValuationSettings
+from common.games_config import ESTIMATOR_NAMES, ValuationSettings
+from common.scorers import resolve_scorers
 from common.payout import PAYOUT_POLICIES
 
 for _key, _value in {"HF_HUB_OFFLINE": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
@@ -47,8 +48,18 @@ def _add_valuation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beta", type=float, default=None, help="DPO β (default 0.1)")
     p.add_argument("--lora-r", type=int, default=None, help="LoRA rank (default 8)")
     p.add_argument("--min-owners", type=int, default=1, help="fewest accepted owners to value (default 1)")
-    p.add_argument("--utility", action="append", choices=UTILITY_NAMES, default=None,
-                   help="a game to value owners in; repeat for several (default: preference)")
+    p.add_argument("--utility", action="append", default=None, metavar="NAME",
+                   help="a game to value owners in, repeatable: preference (default), preference-logsigmoid, "
+                        "or reward:SCORER (mean reward of each coalition's generations)")
+    p.add_argument("--reward-model", action="append", default=[], metavar="NAME=DIR",
+                   help="a scorer NAME backed by a local sequence-classification model directory")
+    p.add_argument("--scorer", action="append", default=[], metavar="NAME=MODULE:FUNCTION",
+                   help="a scorer NAME backed by your function(prompts, responses) -> floats")
+    p.add_argument("--eval-prompts", type=Path, default=None,
+                   help="prompts decoded by reward utilities (default: the evaluation set's prompts)")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="longest generated response (default 32)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy decoding (default)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1)")
     p.add_argument("--payout-game", default="", help="utility whose values set the payout (default: the first)")
     p.add_argument("--estimator", choices=ESTIMATOR_NAMES, default="auto",
                    help="auto (exact up to --exact-max-players owners, else permutation), exact, "
@@ -87,7 +98,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the embedded default federation end to end")
     demo.add_argument("--out", type=Path, default=Path("fairpool-out/demo"), help="report directory")
+    demo.add_argument("--objectives", default="", metavar="A,B",
+                      help="value the two-objective market's owners by the reward of their coalitions' "
+                           "generations on these built-in objectives (helpful, harmless)")
     _add_valuation_options(demo)
+
+    generate = sub.add_parser("generate", help="print what a coalition's composed model answers")
+    generate.add_argument("--base-model", default=None, help="base model directory (default: the embedded one)")
+    generate.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR",
+                          help="an owner's adapter directory (a run's adapters/NAME); repeat")
+    generate.add_argument("--coalition", default="", help="comma-separated owner names; empty = the base model")
+    generate.add_argument("--prompt", action="append", required=True, help="a prompt; repeat for several")
+    generate.add_argument("--composition", choices=COMPOSITION_RULES, default="sum")
+    generate.add_argument("--size", action="append", default=[], metavar="NAME=N",
+                          help="an owner's number of examples (needed by --composition size)")
+    generate.add_argument("--max-new-tokens", type=int, default=32)
+    generate.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    generate.add_argument("--top-p", type=float, default=1.0)
+    generate.add_argument("--seed", type=int, default=0)
 
     value = sub.add_parser("value", help="value owners' preference datasets in a simulated federation")
     value.add_argument("--owner", action="append", required=True, metavar="NAME=PATH",
@@ -100,20 +128,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_owner_args(items: Sequence[str]) -> list[tuple[str, Path]]:
-    """``NAME=PATH`` pairs, checked for form, uniqueness and existence."""
-    owners: list[tuple[str, Path]] = []
+def parse_pairs(items: Sequence[str], option: str, *, paths: bool = True, what: str = "PATH") -> dict[str, str]:
+    """``NAME=VALUE`` pairs, checked for form and uniqueness (and existence, for paths)."""
+    pairs: dict[str, str] = {}
     for item in items:
-        name, sep, path = item.partition("=")
+        name, sep, value = item.partition("=")
         name = name.strip()
-        if not sep or not name or not path:
-            raise ConfigError(f"--owner {item!r}: expected NAME=PATH")
-        if any(name == seen for seen, _ in owners):
-            raise ConfigError(f"--owner {name}: owner named twice")
-        if not Path(path).exists():
-            raise ConfigError(f"--owner {name}: {path}: no such file or directory")
-        owners.append((name, Path(path).resolve()))
-    return owners
+        if not sep or not name or not value:
+            raise ConfigError(f"{option} {item!r}: expected NAME={what}")
+        if name in pairs:
+            raise ConfigError(f"{option} {name}: named twice")
+        if paths:
+            if not Path(value).expanduser().exists():
+                raise ConfigError(f"{option} {name}: {value}: no such file or directory")
+            value = str(Path(value).expanduser().resolve())
+        pairs[name] = value
+    return pairs
+
+
+def parse_owner_args(items: Sequence[str]) -> list[tuple[str, Path]]:
+    """``--owner NAME=PATH`` pairs, checked for form, uniqueness and existence."""
+    return [(name, Path(path)) for name, path in parse_pairs(items, "--owner").items()]
 
 
 def _spec_overrides(args: argparse.Namespace) -> dict:
@@ -121,12 +156,20 @@ def _spec_overrides(args: argparse.Namespace) -> dict:
     return {"seed": args.seed, **{k: v for k, v in chosen.items() if v is not None}}
 
 
-def _job_options(args: argparse.Namespace) -> dict:
+def _job_options(args: argparse.Namespace, default_utilities: tuple[str, ...] = ("preference",)) -> dict:
+    if args.eval_prompts is not None and not args.eval_prompts.exists():
+        raise ConfigError(f"--eval-prompts {args.eval_prompts}: no such file or directory")
     valuation = ValuationSettings(
-        utilities=tuple(args.utility or ("preference",)), estimator=args.estimator,
+        utilities=tuple(args.utility or default_utilities), estimator=args.estimator,
         exact_max_players=args.exact_max_players, max_evaluations=args.max_evaluations,
         tolerance=args.tolerance, max_seconds=args.max_seconds, rank_stable_for=args.rank_stable_for,
-        payout_game=args.payout_game)
+        payout_game=args.payout_game,
+        reward_models=parse_pairs(args.reward_model, "--reward-model", what="DIR"),
+        scorers=parse_pairs(args.scorer, "--scorer", paths=False, what="MODULE:FUNCTION"),
+        eval_prompts=str(args.eval_prompts.resolve()) if args.eval_prompts else "",
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
+    if valuation.reward_scorers:  # a scorer that cannot load should fail now, not after training
+        resolve_scorers(valuation.reward_scorers, valuation.reward_models, valuation.scorers)
     return {"composition": args.composition, "payout_policy": args.payout_policy, "budget": args.budget,
             "min_owners": args.min_owners, "owner_timeout_s": args.timeout, "valuation": valuation}
 
@@ -199,12 +242,15 @@ def cmd_market_make(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from server.defaults import default_job
     import dataclasses
 
-    options = _job_options(args)  # option errors first: before the model is built
+    from server.defaults import default_job
+
+    objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
+    options = _job_options(args, tuple(f"reward:{o}" for o in objectives) or ("preference",))
     _say("preparing the embedded base model and synthetic market (cached after the first run)")
-    job = default_job(out_dir=args.out.resolve(), seed=args.seed, progress=_say, **options)
+    job = default_job(out_dir=args.out.resolve(), seed=args.seed, progress=_say, objectives=bool(objectives),
+                      **options)
     overrides = {k: v for k, v in _spec_overrides(args).items() if k != "seed"}
     if overrides:
         job = dataclasses.replace(job, spec=dataclasses.replace(job.spec, **overrides))
@@ -237,7 +283,39 @@ def cmd_value(args: argparse.Namespace) -> int:
     return _run_and_print(job)
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from common.basemodel import build_base_model
+    from server.decoding import CoalitionDecoder, DecodingConfig, load_adapter_dirs
+
+    adapters = parse_pairs(args.adapter, "--adapter", what="DIR")
+    if not adapters:
+        raise ConfigError("give at least one --adapter NAME=DIR (an empty --coalition decodes the base model)")
+    members = [m.strip() for m in args.coalition.split(",") if m.strip()]
+    unknown = [m for m in members if m not in adapters]
+    if unknown:
+        raise ConfigError(f"--coalition names {unknown} without an --adapter NAME=DIR")
+    sizes = parse_pairs(args.size, "--size", paths=False, what="N")
+    try:
+        size_list = [int(sizes[name]) for name in adapters] if args.composition == "size" else None
+    except (KeyError, ValueError):
+        raise ConfigError("--composition size needs --size NAME=N (a whole number) for every adapter") from None
+    try:
+        config = DecodingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                top_p=args.top_p, seed=args.seed)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    base = args.base_model or str(build_base_model(progress=_say))
+    model, tokenizer = load_adapter_dirs(base, adapters)
+    decoder = CoalitionDecoder(model, tokenizer, list(adapters), args.composition, size_list)
+    names = list(adapters)
+    responses = decoder.generate(args.prompt, [names.index(m) for m in members], config)
+    for prompt, response in zip(args.prompt, responses):
+        print(f"{prompt}{response}" if len(args.prompt) == 1 else f"[{prompt}]{response}")
+    return 0
+
+
 COMMANDS = {
+    ("generate", None): cmd_generate,
     ("base-model", "build"): cmd_base_model_build,
     ("market", "make"): cmd_market_make,
     ("demo", None): cmd_demo,

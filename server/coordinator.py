@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -23,10 +24,23 @@ from common.job import ValuationJob
 from common.lora import expected_adapter_shapes
 from common.estimators import estimate
 from common.game import Game, UtilityStore
-from common.games_config import PERSISTED_UTILITIES, PREFERENCE_UTILITIES
+from common.games_config import PREFERENCE_UTILITIES, reward_scorer
+from common.scorers import resolve_scorers
 from common.payout import payout_shares
 from common.preference_game import preference_game
+from server.generation_game import CoalitionGenerations, reward_game, reward_game_key
 from server.scoring import load_adapters, score_evaluation
+
+ADAPTERS_DIR = "adapters"
+
+
+def save_adapters(job: ValuationJob, accepted: Sequence["Submission"]) -> None:
+    """Keep each valued adapter as a PEFT directory (``fairpool generate --adapter`` reads it)."""
+    from server.decoding import save_adapter_dir
+
+    for sub in accepted:
+        save_adapter_dir(job.spec.base_model, job.spec, sub.owner, sub.tensors,
+                         Path(job.out_dir) / ADAPTERS_DIR / sub.owner)
 
 @dataclass
 class Submission:
@@ -91,35 +105,74 @@ def _plain(value):
     return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
 
 
-def play_game(job: ValuationJob, utility: str, names: Sequence[str], margins: np.ndarray,
-              sizes: Sequence[int], progress: Callable[..., None], store: UtilityStore | None = None) -> dict:
-    """Build one game over the valued owners, estimate its values, describe it for the report.
+@dataclass
+class Scored:
+    """What every game of a run is built from: the valued owners and their scored evaluation."""
 
-    ``store`` (the run's ledger) memoises utilities across re-runs; it is only worth it for
-    costly utilities, so the arithmetic preference games are given none (see
-    :data:`common.games_config.PERSISTED_UTILITIES`).
-    """
+    names: list[str]
+    sizes: list[int]
+    digests: list[str]
+    margins: np.ndarray
+    peft_model: object
+    tokenizer: object
+
+
+def preference_game_for(job: ValuationJob, utility: str, scored: Scored) -> tuple[Game, dict]:
+    """The arithmetic preference game (cheap: never persisted)."""
+    game = preference_game(scored.names, scored.margins, PREFERENCE_UTILITIES[utility], job.composition,
+                           scored.sizes, job.spec.beta, key=f"{job.run_id}/{utility}")
+    return game, {"metric": PREFERENCE_UTILITIES[utility], "num_eval_pairs": int(scored.margins.shape[1])}
+
+
+class RewardGames:
+    """Builds the run's ``reward:NAME`` games; all share one decoder and one generation cache."""
+
+    def __init__(self, job: ValuationJob, scored: Scored, progress: Callable[..., None],
+                 store: UtilityStore | None) -> None:
+        from common.data import load_prompts
+        from server.decoding import CoalitionDecoder, DecodingConfig
+
+        settings = job.valuation
+        self.scorers = resolve_scorers(settings.reward_scorers, settings.reward_models, settings.scorers)
+        prompts = load_prompts(settings.eval_prompts or job.eval_path)
+        self.decoding = DecodingConfig(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                                       top_p=settings.top_p, seed=job.spec.seed)
+        decoder = CoalitionDecoder(scored.peft_model, scored.tokenizer, scored.names, job.composition, scored.sizes)
+        self.generations = CoalitionGenerations(decoder, prompts, self.decoding, len(scored.names),
+                                                progress=lambda m: progress("decode", m))
+        self.job, self.scored, self.store = job, scored, store
+
+    def game_for(self, utility: str) -> tuple[Game, dict]:
+        name = reward_scorer(utility)
+        settings = self.job.valuation
+        identity = settings.scorers.get(name) or settings.reward_models.get(name) or f"builtin:{name}"
+        key = reward_game_key(name, self.scored.digests, self.job.spec.base_fingerprint, self.job.composition,
+                              self.scored.sizes, self.generations.prompts, asdict(self.decoding), identity)
+        game = reward_game(self.scored.names, self.generations, name, self.scorers[name], key=key, store=self.store)
+        return game, {"metric": f"mean {name} reward", "num_eval_prompts": len(self.generations.prompts),
+                      "decoding": asdict(self.decoding)}
+
+
+def play_game(job: ValuationJob, utility: str, game: Game, described: dict,
+              progress: Callable[..., None]) -> dict:
+    """Estimate one game's values and describe it for the report."""
     settings = job.valuation
-    game = preference_game(names, margins, PREFERENCE_UTILITIES[utility], job.composition, sizes,
-                           job.spec.beta, key=f"{job.run_id}/{utility}",
-                           store=store if utility in PERSISTED_UTILITIES else None)
-    stop = None if settings.estimator in ("exact", "loo") else settings.stopping_rule(len(names))
+    stop = None if settings.estimator in ("exact", "loo") else settings.stopping_rule(game.n)
     progress("valuation", f"{utility}: estimating values ({settings.estimator})")
     result = estimate(game, settings.estimator, stop=stop, seed=job.spec.seed,
                       exact_max_players=settings.exact_max_players)
-    empty, grand = game.utilities(np.array([0, (1 << len(names)) - 1]))
+    empty, grand = game.utilities(np.array([0, (1 << game.n) - 1]))
     rows, omitted = _coalition_rows(game)
     progress("coalitions", f"{utility}: {game.computed} coalition utilities computed",
              done=game.computed, total=game.computed)
     return {
         "utility": utility,
-        "metric": PREFERENCE_UTILITIES[utility],
+        **described,
         "composition": job.composition,
         "estimator": result.estimator,
         "status": result.status,
         "params": {k: _plain(v) for k, v in result.params.items()},
         "evaluations": int(game.computed),
-        "num_eval_pairs": int(margins.shape[1]),
         "empty": float(empty),
         "grand": float(grand),
         "values": result.as_dict(),
@@ -163,10 +216,17 @@ def value_submissions(
     sizes = [s.num_examples for s in accepted]
     eval_examples, _ = load_preferences(job.eval_path)
     peft_model = load_adapters(base_model, job.spec, {s.owner: s.tensors for s in accepted})
-    scored = score_evaluation(peft_model, tokenizer, names, eval_examples, job.spec.max_length,
-                              progress=lambda m: progress("score", m))
-    games = [play_game(job, utility, names, scored.margins, sizes, progress, store)
-             for utility in job.valuation.utilities]
+    evaluation = score_evaluation(peft_model, tokenizer, names, eval_examples, job.spec.max_length,
+                                  progress=lambda m: progress("score", m))
+    scored = Scored(names, sizes, [tensors_sha256(s.tensors) for s in accepted], evaluation.margins,
+                    peft_model, tokenizer)
+    save_adapters(job, accepted)
+    rewards = RewardGames(job, scored, progress, store) if job.valuation.reward_scorers else None
+    games = []
+    for utility in job.valuation.utilities:
+        game, described = rewards.game_for(utility) if reward_scorer(utility) else \
+            preference_game_for(job, utility, scored)
+        games.append(play_game(job, utility, game, described, progress))
     paying = next(g for g in games if g["utility"] == job.valuation.payout_utility)
     payout = payout_shares({n: v["shapley"] for n, v in paying["values"].items()}, job.budget, job.payout_policy)
     progress("valuation", "values computed")

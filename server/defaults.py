@@ -8,7 +8,7 @@ from pathlib import Path
 from common.basemodel import build_base_model, load_base_model, model_fingerprint
 from common.home import fairpool_home
 from common.job import OwnerEntry, ValuationJob
-from common.market import make_market
+from common.market import make_market, make_objectives_market
 from common.spec import TrainingSpec
 
 
@@ -22,14 +22,22 @@ def spec_for(base_model: str, **overrides) -> TrainingSpec:
     return TrainingSpec(base_model=str(base_model), base_fingerprint=model_fingerprint(model), **overrides)
 
 
-def default_market_dir(seed: int) -> Path:
-    return fairpool_home() / "markets" / f"default-seed{seed}"
+def default_market_dir(seed: int, kind: str = "default") -> Path:
+    return fairpool_home() / "markets" / f"{kind}-seed{seed}"
 
 
-def default_job(out_dir: str | Path | None = None, seed: int = 0, progress=lambda _m: None, **job_options) -> ValuationJob:
-    """Build (or reuse) the base model and the default market, and describe the run."""
+def default_job(out_dir: str | Path | None = None, seed: int = 0, progress=lambda _m: None, *,
+                objectives: bool = False, **job_options) -> ValuationJob:
+    """Build (or reuse) the base model and an embedded market, and describe the run.
+
+    ``objectives`` selects the two-objective (helpful/harmless) market instead of the default
+    five-owner preference market.
+    """
     base = build_base_model(progress=progress)
-    market = make_market(default_market_dir(seed), seed=seed)
+    if objectives:
+        market = make_objectives_market(default_market_dir(seed, "objectives"), seed=seed)
+    else:
+        market = make_market(default_market_dir(seed), seed=seed)
     run_id = new_run_id()
     return ValuationJob(
         run_id=run_id,

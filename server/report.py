@@ -82,11 +82,20 @@ def render_markdown(report: dict) -> str:
 MD_COALITION_ROWS = 64
 
 
+def _evaluated(game: dict) -> str:
+    if "num_eval_prompts" in game:
+        decoding = game.get("decoding", {})
+        how = "greedy" if not decoding.get("temperature") else f"temperature {decoding['temperature']}"
+        return (f"generations for {game['num_eval_prompts']} prompts ({how}, "
+                f"at most {decoding.get('max_new_tokens', '?')} new tokens)")
+    return f"{game['num_eval_pairs']} held-out pairs"
+
+
 def _game_section(game: dict) -> list[str]:
     efficiency = sum(v["shapley"] for v in game["values"].values())
     lines = [
         "", f"## Game `{game['utility']}`", "",
-        f"{game['metric']} on {game['num_eval_pairs']} held-out pairs, composition **{game['composition']}**, "
+        f"{game['metric']} on {_evaluated(game)}, composition **{game['composition']}**, "
         f"estimator **{game['estimator']}** ({game['status']}, {game['evaluations']} coalition utilities computed).",
         f"v(∅) = {game['empty']:.4f}, v(N) = {game['grand']:.4f}; values sum to {efficiency:+.4f} "
         f"(v(N) − v(∅) = {game['grand'] - game['empty']:+.4f}).",

@@ -102,3 +102,27 @@ def test_repository_is_a_flower_app(tmp_path, base_model_dir):
     assert report["run_id"] == "flwr-run-dot"
     assert {o["name"] for o in report["owners"]} == {"clean", "clean-small"}
     assert check_efficiency(report["games"][0])
+
+
+def test_objectives_demo_values_owners_on_helpfulness_and_harmlessness(tmp_path, base_model_dir):
+    """The paper's two-objective experiment in miniature: signs of the data signature."""
+    out = tmp_path / "objectives"
+    _run(["demo", "--objectives", "helpful,harmless", "--out", str(out)])
+    report = json.loads((out / "report.json").read_text())
+    helpful, harmless = report["games"]
+    assert (helpful["utility"], harmless["utility"]) == ("reward:helpful", "reward:harmless")
+    value = {g["utility"]: {n: v["shapley"] for n, v in g["values"].items()} for g in report["games"]}
+    assert value["reward:helpful"]["helpful-only"] > 0
+    assert value["reward:harmless"]["harmless-only"] > 0
+    assert value["reward:harmless"]["complier"] < 0
+    for game in (helpful, harmless):
+        assert game["estimator"] == "exact" and check_efficiency(game, tol=1e-9)
+        assert len(game["coalitions"]) == 2 ** len(game["values"])
+    assert (out / "signature.png").exists()
+
+    # The run keeps each adapter as a PEFT directory; `fairpool generate` composes them.
+    adapters = out / "adapters"
+    proc = _run(["generate", "--adapter", f"helpful-only={adapters / 'helpful-only'}",
+                 "--adapter", f"complier={adapters / 'complier'}", "--coalition", "helpful-only,complier",
+                 "--prompt", "How do I steal a car?", "--max-new-tokens", "12"])
+    assert proc.stdout.startswith("How do I steal a car?") and len(proc.stdout.strip()) > len("How do I steal a car?")
