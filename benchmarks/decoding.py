@@ -80,6 +80,7 @@ def measure() -> dict[str, dict]:
         decoder.decode(prompts[:2], members, config)  # warm-up (lazy inits, allocator)
         fixed = _compare(decoder, prompts, members, config, stop_at_eos=False)
         natural = _compare(decoder, prompts, members, config, stop_at_eos=True)
+        reward_s, reward_detail = _reward_games(decoder)
     finally:
         torch.set_num_threads(threads)
     speedup = fixed["sequential_s"] / fixed["batched_s"]
@@ -96,8 +97,40 @@ def measure() -> dict[str, dict]:
                      "cache, same tokens; speedup = naive/batched time, best of 3 (batched) and 2 (naive). "
                      f"torch limited to {TORCH_THREADS} thread (see TORCH_THREADS). "
                      "stopping_at_eos: the same with EOS ending each response (random adapters stop early)"),
-        }
+        },
+        "reward_game_n4_s": {
+            "value": round(reward_s, 2), "unit": "s", **reward_detail,
+            "note": (f"exact valuation of {OWNERS} owners on 2 reward games (built-in helpful and harmless "
+                     f"scorers): all 16 coalitions decoded once each and shared by both games, "
+                     f"{REWARD_PROMPTS} prompts of the two-objective market, {NEW_TOKENS} new tokens, greedy "
+                     "(EOS ends a response); random adapters, torch limited as above"),
+        },
     }
+
+
+REWARD_PROMPTS = 64
+
+
+def _reward_games(decoder) -> tuple[float, dict]:
+    """Wall time of valuing the decoder's owners exactly on the helpful and harmless games."""
+    from common.estimators import estimate
+    from common.objectives import BUILTIN_SCORERS, eval_facts, eval_harms, question_prompt, request_prompt
+    from common.objectives import QUESTION_TEMPLATES, REQUEST_TEMPLATES
+    from server.decoding import DecodingConfig
+    from server.generation_game import CoalitionGenerations, reward_game
+
+    questions = [question_prompt(f, t) for f in eval_facts() for t in QUESTION_TEMPLATES]
+    requests = [request_prompt(h, t) for h in eval_harms() for t in REQUEST_TEMPLATES]
+    prompts = (questions + requests) * (REWARD_PROMPTS // len(questions + requests) + 1)
+    prompts = prompts[:REWARD_PROMPTS]
+    config = DecodingConfig(max_new_tokens=NEW_TOKENS, batch_size=REWARD_PROMPTS)
+    start = time.perf_counter()
+    generations = CoalitionGenerations(decoder, prompts, config, len(decoder.owners))
+    results = {name: estimate(reward_game(decoder.owners, generations, name, scorer), "exact")
+               for name, scorer in BUILTIN_SCORERS.items()}
+    seconds = time.perf_counter() - start
+    return seconds, {"games": sorted(results), "coalitions": 2 ** len(decoder.owners),
+                     "prompts": REWARD_PROMPTS, "max_new_tokens": NEW_TOKENS}
 
 
 def _compare(decoder, prompts, members, config, stop_at_eos: bool) -> dict:

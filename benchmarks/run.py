@@ -380,7 +380,11 @@ def summary_table(figures: dict) -> str:
                 rows.append((f"{name}[{owner}]", _fmt(v), fig["unit"], "", ""))
             continue
         target = fig.get("target")
-        shown_target = f"< {target['max']:g}" if isinstance(target, dict) and "max" in target else ""
+        shown_target = ""
+        if isinstance(target, dict) and "max" in target:
+            shown_target = f"< {target['max']:g}"
+        elif isinstance(target, dict) and "min" in target:
+            shown_target = f">= {target['min']:g}"
         ok = fig.get("meets_target")
         rows.append((name, _fmt(value), fig["unit"], shown_target, "" if ok is None else ("yes" if ok else "NO")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
