@@ -153,14 +153,21 @@ class RewardGames:
                       "decoding": asdict(self.decoding)}
 
 
+REWARD_EXACT_MAX_PLAYERS = 10
+"""Under ``auto``, reward games are enumerated exactly up to this many owners only: each
+coalition costs a decode of every evaluation prompt, so 2ⁿ soon stops being affordable."""
+
+
 def play_game(job: ValuationJob, utility: str, game: Game, described: dict,
               progress: Callable[..., None]) -> dict:
     """Estimate one game's values and describe it for the report."""
     settings = job.valuation
     stop = None if settings.estimator in ("exact", "loo") else settings.stopping_rule(game.n)
+    exact_bound = settings.exact_max_players
+    if reward_scorer(utility):
+        exact_bound = min(exact_bound, REWARD_EXACT_MAX_PLAYERS)
     progress("valuation", f"{utility}: estimating values ({settings.estimator})")
-    result = estimate(game, settings.estimator, stop=stop, seed=job.spec.seed,
-                      exact_max_players=settings.exact_max_players)
+    result = estimate(game, settings.estimator, stop=stop, seed=job.spec.seed, exact_max_players=exact_bound)
     empty, grand = game.utilities(np.array([0, (1 << game.n) - 1]))
     rows, omitted = _coalition_rows(game)
     progress("coalitions", f"{utility}: {game.computed} coalition utilities computed",
