@@ -2,8 +2,11 @@
 
     fairpool base-model build [--force]
     fairpool market make --out DIR [--seed N]
-    fairpool demo [--out DIR] [--seed N] [--composition RULE] [--budget X]
+    fairpool demo [--out DIR] [--objectives helpful,harmless] [--seed N] [...]
     fairpool value --owner NAME=PATH ... --eval PATH [--base-model DIR] --out DIR [...]
+    fairpool generate --adapter NAME=DIR ... --coalition A,B --prompt TEXT [...]
+
+Every option is documented in docs/cli.md.
 
 User mistakes end with ``error: <what, where>`` and exit status 2, before anything is written.
 """
