@@ -98,15 +98,9 @@ def make_dpo_trainer(spec: TrainingSpec, model, tokenizer, examples: Sequence[Pr
     return trainer
 
 
-def train_adapter(
-    spec: TrainingSpec,
-    examples: Sequence[PreferenceExample],
-    *,
-    progress: Callable[[str], None] = lambda _msg: None,
-) -> AdapterResult:
-    """Fine-tune a LoRA adapter with DPO on ``examples``; reference = π₀ (adapters disabled)."""
+def prepare_training() -> None:
+    """Quiet the libraries' per-step logging and progress bars (owners report their own)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
     from datasets import disable_progress_bars
     from transformers.utils import logging as hf_logging
 
@@ -114,14 +108,18 @@ def train_adapter(
     hf_logging.disable_progress_bar()
     disable_progress_bars()
     logging.getLogger("trl").setLevel(logging.ERROR)
+
+
+def fit_lora(spec: TrainingSpec, model, tokenizer, examples: Sequence[PreferenceExample],
+             progress: Callable[[str], None] = lambda _msg: None):
+    """DPO-train a fresh LoRA adapter on ``model``, whose own weights are the reference.
+
+    Returns ``(trainer, metrics, kept, dropped)``; ``trainer.model`` is the PeftModel.
+    """
+    import torch
+
     started = time.perf_counter()
     torch.manual_seed(spec.seed)
-    model, tokenizer = load_base_model(spec.base_model)
-    if spec.base_fingerprint and model_fingerprint(model) != spec.base_fingerprint:
-        raise FairPoolError(
-            f"base model at {spec.base_model} does not match the coordinator's fingerprint "
-            f"{spec.base_fingerprint[:12]}…: every owner must train on the same π₀"
-        )
     kept, too_long = split_by_length(examples, tokenizer, spec.max_length)
     dropped = {"prompt_too_long": too_long} if too_long else {}
     if not kept:
@@ -139,4 +137,22 @@ def train_adapter(
         for key in ("rewards/accuracies", "rewards/margins", "loss"):
             if key in last:
                 metrics["final_" + key.replace("/", "_")] = float(last[key])
+    return trainer, metrics, kept, dropped
+
+
+def train_adapter(
+    spec: TrainingSpec,
+    examples: Sequence[PreferenceExample],
+    *,
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> AdapterResult:
+    """Fine-tune a LoRA adapter with DPO on ``examples``; reference = π₀ (adapters disabled)."""
+    prepare_training()
+    model, tokenizer = load_base_model(spec.base_model)
+    if spec.base_fingerprint and model_fingerprint(model) != spec.base_fingerprint:
+        raise FairPoolError(
+            f"base model at {spec.base_model} does not match the coordinator's fingerprint "
+            f"{spec.base_fingerprint[:12]}…: every owner must train on the same π₀"
+        )
+    trainer, metrics, kept, dropped = fit_lora(spec, model, tokenizer, examples, progress)
     return AdapterResult(adapter_tensors(trainer.model), len(kept), dropped, metrics)
