@@ -120,6 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--top-p", type=float, default=1.0)
     generate.add_argument("--seed", type=int, default=0)
 
+    fidelity = sub.add_parser("fidelity", help="compare arithmetic coalitions with really retrained ones")
+    fidelity.add_argument("--owner", action="append", default=[], metavar="NAME=PATH", help="an owner; repeat")
+    fidelity.add_argument("--eval", type=Path, default=None, help="held-out preference pairs")
+    fidelity.add_argument("--market", action="store_true",
+                          help="use the embedded market's first four owners (clean, clean-small, noisy, flipped)")
+    fidelity.add_argument("--base-model", default=None, help="base model directory (default: the embedded one)")
+    fidelity.add_argument("--coalitions", default="all", help="'all' (n ≤ 6) or a number K of sampled coalitions")
+    fidelity.add_argument("--orders", type=int, default=2, help="orders of sequential DPO per coalition")
+    fidelity.add_argument("--seed", type=int, default=0)
+    fidelity.add_argument("--epochs", type=float, default=None)
+    fidelity.add_argument("--learning-rate", type=float, default=None)
+    fidelity.add_argument("--out", type=Path, required=True)
+
     value = sub.add_parser("value", help="value owners' preference datasets in a simulated federation")
     value.add_argument("--owner", action="append", required=True, metavar="NAME=PATH",
                        help="an owner and its dataset (JSONL, JSON, CSV, Parquet or a datasets dir); repeat")
@@ -317,7 +330,42 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    from common.basemodel import build_base_model
+    from common.data import load_preferences
+    from common.market import make_market
+    from server.defaults import default_market_dir, spec_for
+    from server.fidelity import run_fidelity, write_fidelity
+
+    if args.market == bool(args.owner):
+        raise ConfigError("give either --market or --owner NAME=PATH ... with --eval")
+    if args.orders < 1:
+        raise ConfigError("--orders must be at least 1")
+    if args.market:
+        market = make_market(default_market_dir(args.seed), seed=args.seed)
+        paths = {name: market.owners[name] for name in ("clean", "clean-small", "noisy", "flipped")}
+        eval_path = market.eval_path
+    else:
+        if args.eval is None:
+            raise ConfigError("--eval is required with --owner")
+        paths, eval_path = dict(parse_owner_args(args.owner)), args.eval
+    if args.coalitions == "all" and len(paths) > 6:
+        raise ConfigError("--coalitions all retrains 2^n - 1 coalitions: use it for n ≤ 6, or give a number K")
+    owners = {name: load_preferences(path)[0] for name, path in paths.items()}
+    evaluation = load_preferences(eval_path)[0]
+    base = args.base_model or str(build_base_model(progress=_say))
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("learning_rate", args.learning_rate)) if v is not None}
+    spec = spec_for(base, seed=args.seed, **overrides)
+    coalitions = args.coalitions if args.coalitions == "all" else int(args.coalitions)
+    report = run_fidelity(spec, owners, evaluation, coalitions=coalitions, orders=args.orders, seed=args.seed,
+                          progress=_say)
+    write_fidelity(report, args.out)
+    print((args.out / "fidelity.md").read_text())
+    return 0
+
+
 COMMANDS = {
+    ("fidelity", None): cmd_fidelity,
     ("generate", None): cmd_generate,
     ("base-model", "build"): cmd_base_model_build,
     ("market", "make"): cmd_market_make,

@@ -1,0 +1,228 @@
+"""The fidelity and cost study: arithmetic coalitions against really retrained ones (method.md §5).
+
+For each studied coalition S the preference utility (held-out accuracy, ties ½) is measured
+three ways: (1) by arithmetic on the owners' individually trained adapters (the federation's
+route, per composition rule), (2) on sequential-DPO models (Algorithm 1) for several orders
+of S's owners, (3) on a model DPO-trained on the union of S's data. The study reports how well
+(1) tracks (2) and (3), how the Shapley values and rankings compare, how much the order of
+sequential DPO matters, and what each route costs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from client.sequential import train_sequential, train_union
+from client.trainer import train_adapter
+from common.basemodel import load_base_model
+from common.bits import mask_of
+from common.data import PreferenceExample
+from common.shapley import exact_shapley
+from common.spec import TrainingSpec
+from common.stats import kendall_tau, pearson, spearman
+from common.utility import accuracy, all_masks, coalition_utilities, preference_margins
+from server.scoring import load_adapters, score_evaluation, sequence_logprobs
+
+
+def studied_coalitions(n: int, coalitions: str | int, seed: int) -> list[tuple[int, ...]]:
+    """All non-empty coalitions, or a seeded sample of K of them."""
+    every = [c for size in range(1, n + 1) for c in itertools.combinations(range(n), size)]
+    if coalitions == "all":
+        return every
+    k = int(coalitions)
+    if not 1 <= k <= len(every):
+        raise ValueError(f"--coalitions must be 'all' or between 1 and {len(every)}")
+    return sorted(random.Random(seed).sample(every, k), key=lambda c: (len(c), c))
+
+
+def orders_of(members: tuple[int, ...], count: int, seed: int) -> list[tuple[int, ...]]:
+    """Up to ``count`` distinct orders of ``members``: the given order first, then seeded shuffles."""
+    perms = list(itertools.permutations(members))
+    if len(perms) <= count:
+        return perms
+    rng = random.Random(f"{seed}-{members}")
+    rest = perms[1:]
+    return [perms[0], *rng.sample(rest, count - 1)]
+
+
+class _Evaluator:
+    """Preference accuracy of any model on the held-out pairs, relative to the base."""
+
+    def __init__(self, spec: TrainingSpec, evaluation: Sequence[PreferenceExample]) -> None:
+        self.spec = spec
+        self.prompts = [e.prompt for e in evaluation]
+        self.chosen = [e.chosen for e in evaluation]
+        self.rejected = [e.rejected for e in evaluation]
+        base, self.tokenizer = load_base_model(spec.base_model)
+        self.base = self._logprobs(base)
+
+    def _logprobs(self, model) -> tuple[np.ndarray, np.ndarray]:
+        return (sequence_logprobs(model, self.tokenizer, self.prompts, self.chosen, self.spec.max_length),
+                sequence_logprobs(model, self.tokenizer, self.prompts, self.rejected, self.spec.max_length))
+
+    def accuracy_of(self, model) -> float:
+        chosen, rejected = self._logprobs(model)
+        margins = preference_margins(self.base[0], self.base[1], chosen[None, :], rejected[None, :])
+        return float(accuracy(margins)[0])
+
+
+def _agreement(arith: Sequence[float], retrained: Sequence[float]) -> dict:
+    a, r = np.asarray(arith), np.asarray(retrained)
+    return {"pearson": pearson(a, r) if len(a) > 1 else float("nan"),
+            "spearman": spearman(a, r) if len(a) > 1 else float("nan"),
+            "max_abs_error": float(np.abs(a - r).max()), "mean_abs_error": float(np.abs(a - r).mean())}
+
+
+def run_fidelity(spec: TrainingSpec, owners: Mapping[str, Sequence[PreferenceExample]],
+                 evaluation: Sequence[PreferenceExample], *, coalitions: str | int = "all", orders: int = 2,
+                 rules: Sequence[str] = ("sum", "mean"), seed: int = 0,
+                 progress: Callable[[str], None] = lambda _m: None) -> dict:
+    """The whole study; returns the ``fidelity.json`` document."""
+    names = list(owners)
+    n = len(names)
+    chosen = studied_coalitions(n, coalitions, seed)
+    evaluator = _Evaluator(spec, evaluation)
+
+    started = time.perf_counter()
+    adapters, sizes = {}, []
+    for name in names:
+        progress(f"arithmetic route: training {name}")
+        result = train_adapter(spec, owners[name])
+        adapters[name] = result.tensors
+        sizes.append(result.num_examples)
+    base, tokenizer = load_base_model(spec.base_model)
+    peft = load_adapters(base, spec, adapters)
+    scored = score_evaluation(peft, tokenizer, names, evaluation, spec.max_length)
+    masks = np.array([mask_of(c) for c in chosen], dtype=np.int64)
+    arithmetic = {rule: coalition_utilities(scored.margins, masks, "accuracy", rule, sizes) for rule in rules}
+    full_arith = {rule: coalition_utilities(scored.margins, all_masks(n), "accuracy", rule, sizes) for rule in rules}
+    arith_seconds = time.perf_counter() - started
+
+    sequential, spreads, union = [], [], []
+    seq_seconds = union_seconds = 0.0
+    seq_trainings = 0
+    for members in chosen:
+        label = "+".join(names[i] for i in members)
+        per_order = []
+        for order in orders_of(members, orders, seed):
+            progress(f"sequential DPO: {' → '.join(names[i] for i in order)}")
+            t0 = time.perf_counter()
+            chain = train_sequential(spec, [owners[names[i]] for i in order])
+            per_order.append(evaluator.accuracy_of(chain.model))
+            seq_seconds += time.perf_counter() - t0
+            seq_trainings += len(order)
+        sequential.append(float(np.mean(per_order)))
+        spreads.append(float(max(per_order) - min(per_order)))
+        progress(f"DPO on the union: {label}")
+        t0 = time.perf_counter()
+        pooled = train_union(spec, [owners[names[i]] for i in members])
+        union.append(evaluator.accuracy_of(load_adapters(load_base_model(spec.base_model)[0], spec,
+                                                         {"union": pooled.tensors})))
+        union_seconds += time.perf_counter() - t0
+
+    rows = [{"members": [names[i] for i in c], **{f"arithmetic_{r}": float(arithmetic[r][k]) for r in rules},
+             "sequential": sequential[k], "sequential_order_spread": spreads[k], "union": union[k]}
+            for k, c in enumerate(chosen)]
+    agreement = {f"{rule}_vs_{route}": _agreement(arithmetic[rule], values)
+                 for rule in rules for route, values in (("sequential", sequential), ("union", union))}
+    report = {
+        "owners": names, "sizes": sizes, "num_eval_pairs": len(evaluation), "orders": orders,
+        "coalitions": rows, "agreement": agreement,
+        "order_sensitivity": {"max_spread": float(max(spreads)), "mean_spread": float(np.mean(spreads))},
+        "cost": {
+            "arithmetic": {"seconds": arith_seconds, "fine_tunings": n},
+            "sequential": {"seconds": seq_seconds, "fine_tunings": seq_trainings},
+            "union": {"seconds": union_seconds, "fine_tunings": len(chosen)},
+            "retrain_over_arithmetic_time": (seq_seconds + union_seconds) / arith_seconds,
+        },
+        "spec": spec.to_record(),
+    }
+    if coalitions == "all":
+        report["shapley"] = _shapley_comparison(names, full_arith, chosen, sequential, union)
+    return report
+
+
+def _shapley_comparison(names, full_arith, chosen, sequential, union) -> dict:
+    n = len(names)
+    out = {}
+    for route, values in (("sequential", sequential), ("union", union)):
+        table = np.full(1 << n, 0.5)
+        for members, value in zip(chosen, values):
+            table[mask_of(members)] = value
+        out[route] = dict(zip(names, exact_shapley(table, n).tolist()))
+    for rule, table in full_arith.items():
+        out[f"arithmetic_{rule}"] = dict(zip(names, exact_shapley(table, n).tolist()))
+    out["kendall_tau"] = {f"{a}_vs_{b}": kendall_tau([out[a][x] for x in names], [out[b][x] for x in names])
+                          for a in (k for k in out if k.startswith("arithmetic_")) for b in ("sequential", "union")}
+    return out
+
+
+def render_fidelity_markdown(report: dict) -> str:
+    """The study as a human reads it: agreement first, then every coalition, then cost."""
+    rules = [k[len("arithmetic_"):] for k in report["coalitions"][0] if k.startswith("arithmetic_")]
+    lines = ["# Fidelity of arithmetic coalitions", "",
+             f"Owners: {', '.join(report['owners'])} (sizes {report['sizes']}); {report['num_eval_pairs']} "
+             f"held-out pairs; sequential DPO over up to {report['orders']} orders per coalition.", "",
+             "| comparison | Pearson | Spearman | max abs error | mean abs error |", "|---|---:|---:|---:|---:|"]
+    for name, a in report["agreement"].items():
+        lines.append(f"| {name.replace('_vs_', ' vs ')} | {a['pearson']:.3f} | {a['spearman']:.3f} | "
+                     f"{a['max_abs_error']:.3f} | {a['mean_abs_error']:.3f} |")
+    lines += ["", "| coalition | " + " | ".join(f"arithmetic ({r})" for r in rules)
+              + " | sequential (mean) | order spread | union |", "|---|" + "---:|" * (len(rules) + 3)]
+    for row in report["coalitions"]:
+        arith = " | ".join(f"{row['arithmetic_' + r]:.3f}" for r in rules)
+        lines.append(f"| {', '.join(row['members'])} | {arith} | {row['sequential']:.3f} | "
+                     f"{row['sequential_order_spread']:.3f} | {row['union']:.3f} |")
+    if "shapley" in report:
+        shapley = report["shapley"]
+        routes = [k for k in shapley if k != "kendall_tau"]
+        lines += ["", "| owner | " + " | ".join(routes) + " |", "|---|" + "---:|" * len(routes)]
+        for owner in report["owners"]:
+            lines.append(f"| {owner} | " + " | ".join(f"{shapley[r][owner]:+.3f}" for r in routes) + " |")
+        lines += ["", "Kendall's τ of the owner rankings: "
+                  + ", ".join(f"{k.replace('_vs_', ' vs ')} {v:.2f}" for k, v in shapley["kendall_tau"].items())]
+    cost = report["cost"]
+    lines += ["", "| route | fine-tunings | seconds |", "|---|---:|---:|"]
+    for route in ("arithmetic", "sequential", "union"):
+        lines.append(f"| {route} | {cost[route]['fine_tunings']} | {cost[route]['seconds']:.1f} |")
+    lines.append(f"\nRetraining took {cost['retrain_over_arithmetic_time']:.1f}× the arithmetic route's time.")
+    return "\n".join(lines) + "\n"
+
+
+def render_fidelity_plot(report: dict, path) -> None:
+    """Arithmetic utility against each retrained utility, one colour per variant."""
+    from server.report import _pyplot, _save
+
+    plt, _ = _pyplot()
+    rows = report["coalitions"]
+    fig, ax = plt.subplots(figsize=(6, 5), constrained_layout=True)
+    rules = [k for k in rows[0] if k.startswith("arithmetic_")]
+    for rule in rules:
+        for route, marker in (("sequential", "o"), ("union", "s")):
+            ax.scatter([r[rule] for r in rows], [r[route] for r in rows], marker=marker,
+                       label=f"{rule.split('_', 1)[1]} vs {route}", alpha=0.8)
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
+    ax.set_xlabel("arithmetic coalition utility (preference accuracy)")
+    ax.set_ylabel("retrained coalition utility")
+    ax.set_title("Arithmetic vs retrained coalitions")
+    ax.legend()
+    _save(fig, plt, path)
+
+
+def write_fidelity(report: dict, out_dir) -> None:
+    """``fidelity.json`` (last), ``fidelity.md`` and ``fidelity.png`` in ``out_dir``."""
+    import json
+    from pathlib import Path
+
+    from server.report import _atomic_write
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    render_fidelity_plot(report, out / "fidelity.png")
+    _atomic_write(out / "fidelity.md", render_fidelity_markdown(report).encode())
+    _atomic_write(out / "fidelity.json", (json.dumps(report, indent=2) + "\n").encode())
