@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
 bench: $(STAMP)
-	$(VENV)/bin/python benchmarks/run.py
+	$(VENV)/bin/python benchmarks/run.py --with-fidelity
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -28,6 +28,7 @@ from pathlib import Path
 import psutil
 
 import decoding  # benchmarks/decoding.py, beside this file
+import fidelity  # benchmarks/fidelity.py, beside this file
 import valuation  # benchmarks/valuation.py, beside this file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -468,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed for each step (default 900)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (printed) for inspection")
     parser.add_argument("--no-write", action="store_true", help="print the figures without updating results.json")
+    parser.add_argument("--with-fidelity", action="store_true",
+                        help="also time the fidelity study (about 5 minutes on 2 cores)")
     parser.add_argument("--only-valuation", action="store_true",
                         help="run only the valuation and decoding micro-benchmarks (no Flower demo)")
     args = parser.parse_args(argv)
@@ -485,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
         figures.update(decoding.measure())
         if not args.only_valuation:
             figures.update(model_and_demo_figures(args, scratch))
+        if args.with_fidelity:
+            print("fidelity study on the embedded market (several minutes) ...", flush=True)
+            figures.update(fidelity.measure({**os.environ, **BASE_ENV}, args.timeout * 2))
     except StepFailed as exc:
         print(f"\nbenchmark FAILED: {exc}", file=sys.stderr)
         print("results.json left unchanged", file=sys.stderr)
