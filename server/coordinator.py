@@ -34,13 +34,16 @@ from server.scoring import load_adapters, score_evaluation
 ADAPTERS_DIR = "adapters"
 
 
-def save_adapters(job: ValuationJob, accepted: Sequence["Submission"]) -> None:
-    """Keep each valued adapter as a PEFT directory (``fairpool generate --adapter`` reads it)."""
-    from server.decoding import save_adapter_dir
+def save_adapters(job: ValuationJob, peft_model, names: Sequence[str]) -> None:
+    """Keep each valued adapter as a PEFT directory (``fairpool generate --adapter`` reads it).
 
-    for sub in accepted:
-        save_adapter_dir(job.spec.base_model, job.spec, sub.owner, sub.tensors,
-                         Path(job.out_dir) / ADAPTERS_DIR / sub.owner)
+    Written from the model that already holds every adapter: no base model is loaded again.
+    """
+    from server.decoding import export_adapter_dir
+
+    for name in names:
+        export_adapter_dir(peft_model, name, Path(job.out_dir) / ADAPTERS_DIR / name)
+
 
 @dataclass
 class Submission:
@@ -227,7 +230,7 @@ def value_submissions(
                                   progress=lambda m: progress("score", m))
     scored = Scored(names, sizes, [tensors_sha256(s.tensors) for s in accepted], evaluation.margins,
                     peft_model, tokenizer)
-    save_adapters(job, accepted)
+    save_adapters(job, peft_model, names)
     rewards = RewardGames(job, scored, progress, store) if job.valuation.reward_scorers else None
     games = []
     for utility in job.valuation.utilities:

@@ -57,6 +57,7 @@ __all__ = [
     "generate_sequential_naive",
     "load_adapter_dirs",
     "save_adapter_dir",
+    "export_adapter_dir",
     "select_tokens",
     "uniform_draws",
 ]
@@ -499,17 +500,21 @@ def load_adapter_dirs(base_model: str, adapters: Mapping[str, str]):
 
 def save_adapter_dir(base_model_path: str, spec, name: str, tensors: Mapping[str, np.ndarray],
                      out_dir: str | Path) -> Path:
-    """Write adapter ``name`` (received ``tensors``) as a PEFT directory ``out_dir``; return it.
+    """Write adapter ``name`` (received ``tensors``) as a PEFT directory ``out_dir``; return it."""
+    from common.basemodel import load_base_model
+    from server.scoring import load_adapters
+
+    base, _ = load_base_model(base_model_path)
+    return export_adapter_dir(load_adapters(base, spec, {name: tensors}), name, out_dir)
+
+
+def export_adapter_dir(peft_model, name: str, out_dir: str | Path) -> Path:
+    """Write adapter ``name`` of an already loaded ``peft_model`` as a PEFT directory ``out_dir``.
 
     ``out_dir/adapter_config.json`` and the weights sit directly in ``out_dir`` (PEFT would
     nest a non-default adapter in ``out_dir/name/``), so :func:`load_adapter_dirs` reads it back.
     """
-    from common.basemodel import load_base_model
-    from server.scoring import load_adapters
-
     out = Path(out_dir)
-    base, _ = load_base_model(base_model_path)
-    peft_model = load_adapters(base, spec, {name: tensors})
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".adapter-", dir=out.parent))
     try:
