@@ -25,7 +25,7 @@ from common.data import PreferenceExample
 from common.shapley import exact_shapley
 from common.spec import TrainingSpec
 from common.stats import kendall_tau, pearson, spearman
-from common.utility import accuracy, all_masks, coalition_utilities, preference_margins
+from common.utility import accuracy, all_masks, coalition_utilities, mean_logsigmoid, preference_margins
 from server.scoring import load_adapters, score_evaluation, sequence_logprobs
 
 
@@ -50,8 +50,13 @@ def orders_of(members: tuple[int, ...], count: int, seed: int) -> list[tuple[int
     return [perms[0], *rng.sample(rest, count - 1)]
 
 
+METRICS = ("accuracy", "logsigmoid")
+"""Accuracy is the federation's utility; ``logsigmoid`` (mean log σ(β·m), minus the DPO loss) is
+continuous, so agreement measured on it is not blurred by accuracy saturating at 0 or 1."""
+
+
 class _Evaluator:
-    """Preference accuracy of any model on the held-out pairs, relative to the base."""
+    """Preference margins of any model on the held-out pairs, relative to the base."""
 
     def __init__(self, spec: TrainingSpec, evaluation: Sequence[PreferenceExample]) -> None:
         self.spec = spec
@@ -65,10 +70,12 @@ class _Evaluator:
         return (sequence_logprobs(model, self.tokenizer, self.prompts, self.chosen, self.spec.max_length),
                 sequence_logprobs(model, self.tokenizer, self.prompts, self.rejected, self.spec.max_length))
 
-    def accuracy_of(self, model) -> float:
+    def utilities_of(self, model) -> dict[str, float]:
+        """Every metric of ``model``'s margins: ``{"accuracy": ..., "logsigmoid": ...}``."""
         chosen, rejected = self._logprobs(model)
         margins = preference_margins(self.base[0], self.base[1], chosen[None, :], rejected[None, :])
-        return float(accuracy(margins)[0])
+        return {"accuracy": float(accuracy(margins)[0]),
+                "logsigmoid": float(mean_logsigmoid(margins, self.spec.beta)[0])}
 
 
 def _agreement(arith: Sequence[float], retrained: Sequence[float]) -> dict:
@@ -80,30 +87,42 @@ def _agreement(arith: Sequence[float], retrained: Sequence[float]) -> dict:
 
 def run_fidelity(spec: TrainingSpec, owners: Mapping[str, Sequence[PreferenceExample]],
                  evaluation: Sequence[PreferenceExample], *, coalitions: str | int = "all", orders: int = 2,
-                 rules: Sequence[str] = ("sum", "mean"), seed: int = 0,
+                 rules: Sequence[str] = ("sum", "mean", "size"), seed: int = 0,
                  progress: Callable[[str], None] = lambda _m: None) -> dict:
-    """The whole study; returns the ``fidelity.json`` document."""
+    """The whole study; returns the ``fidelity.json`` document.
+
+    Rows and ``agreement`` use accuracy (the federation's utility); ``logsigmoid`` holds the
+    same comparison on the continuous metric. ``diagnostics`` records how far each owner's
+    training got (final DPO loss, implicit reward margin on the held-out pairs), which is what
+    decides whether the arithmetic can match retraining.
+    """
     names = list(owners)
     n = len(names)
     chosen = studied_coalitions(n, coalitions, seed)
     evaluator = _Evaluator(spec, evaluation)
 
     started = time.perf_counter()
-    adapters, sizes = {}, []
+    adapters, sizes, diagnostics = {}, [], {}
     for name in names:
         progress(f"arithmetic route: training {name}")
         result = train_adapter(spec, owners[name])
         adapters[name] = result.tensors
         sizes.append(result.num_examples)
+        diagnostics[name] = {"train_loss": result.metrics.get("train_loss"), "steps": result.metrics.get("steps")}
     base, tokenizer = load_base_model(spec.base_model)
     peft = load_adapters(base, spec, adapters)
     scored = score_evaluation(peft, tokenizer, names, evaluation, spec.max_length)
     masks = np.array([mask_of(c) for c in chosen], dtype=np.int64)
-    arithmetic = {rule: coalition_utilities(scored.margins, masks, "accuracy", rule, sizes) for rule in rules}
+    arithmetic = {metric: {rule: coalition_utilities(scored.margins, masks, metric, rule, sizes, beta=spec.beta)
+                           for rule in rules} for metric in METRICS}
     full_arith = {rule: coalition_utilities(scored.margins, all_masks(n), "accuracy", rule, sizes) for rule in rules}
     arith_seconds = time.perf_counter() - started
+    for i, name in enumerate(names):  # β·margin is the owner's implicit reward gap on held-out pairs
+        diagnostics[name]["eval_reward_margin"] = float(spec.beta * scored.margins[i].mean())
 
-    sequential, spreads, union = [], [], []
+    sequential = {m: [] for m in METRICS}
+    union = {m: [] for m in METRICS}
+    spreads = []
     seq_seconds = union_seconds = 0.0
     seq_trainings = 0
     for members in chosen:
@@ -113,27 +132,40 @@ def run_fidelity(spec: TrainingSpec, owners: Mapping[str, Sequence[PreferenceExa
             progress(f"sequential DPO: {' → '.join(names[i] for i in order)}")
             t0 = time.perf_counter()
             chain = train_sequential(spec, [owners[names[i]] for i in order])
-            per_order.append(evaluator.accuracy_of(chain.model))
+            per_order.append(evaluator.utilities_of(chain.model))
             seq_seconds += time.perf_counter() - t0
             seq_trainings += len(order)
-        sequential.append(float(np.mean(per_order)))
-        spreads.append(float(max(per_order) - min(per_order)))
+        for m in METRICS:
+            sequential[m].append(float(np.mean([u[m] for u in per_order])))
+        accs = [u["accuracy"] for u in per_order]
+        spreads.append(float(max(accs) - min(accs)))
         progress(f"DPO on the union: {label}")
         t0 = time.perf_counter()
         pooled = train_union(spec, [owners[names[i]] for i in members])
-        union.append(evaluator.accuracy_of(load_adapters(load_base_model(spec.base_model)[0], spec,
-                                                         {"union": pooled.tensors})))
+        pooled_utils = evaluator.utilities_of(load_adapters(load_base_model(spec.base_model)[0], spec,
+                                                            {"union": pooled.tensors}))
+        for m in METRICS:
+            union[m].append(pooled_utils[m])
         union_seconds += time.perf_counter() - t0
 
-    rows = [{"members": [names[i] for i in c], **{f"arithmetic_{r}": float(arithmetic[r][k]) for r in rules},
-             "sequential": sequential[k], "sequential_order_spread": spreads[k], "union": union[k]}
+    rows = [{"members": [names[i] for i in c],
+             **{f"arithmetic_{r}": float(arithmetic["accuracy"][r][k]) for r in rules},
+             "sequential": sequential["accuracy"][k], "sequential_order_spread": spreads[k],
+             "union": union["accuracy"][k],
+             "logsigmoid": {**{f"arithmetic_{r}": float(arithmetic["logsigmoid"][r][k]) for r in rules},
+                            "sequential": sequential["logsigmoid"][k], "union": union["logsigmoid"][k]}}
             for k, c in enumerate(chosen)]
-    agreement = {f"{rule}_vs_{route}": _agreement(arithmetic[rule], values)
-                 for rule in rules for route, values in (("sequential", sequential), ("union", union))}
+
+    def agreement_on(metric: str) -> dict:
+        return {f"{rule}_vs_{route}": _agreement(arithmetic[metric][rule], values[metric])
+                for rule in rules for route, values in (("sequential", sequential), ("union", union))}
+
     report = {
         "owners": names, "sizes": sizes, "num_eval_pairs": len(evaluation), "orders": orders,
-        "coalitions": rows, "agreement": agreement,
+        "coalitions": rows, "agreement": agreement_on("accuracy"),
+        "agreement_logsigmoid": agreement_on("logsigmoid"),
         "order_sensitivity": {"max_spread": float(max(spreads)), "mean_spread": float(np.mean(spreads))},
+        "diagnostics": diagnostics,
         "cost": {
             "arithmetic": {"seconds": arith_seconds, "fine_tunings": n},
             "sequential": {"seconds": seq_seconds, "fine_tunings": seq_trainings},
@@ -143,7 +175,8 @@ def run_fidelity(spec: TrainingSpec, owners: Mapping[str, Sequence[PreferenceExa
         "spec": spec.to_record(),
     }
     if coalitions == "all":
-        report["shapley"] = _shapley_comparison(names, full_arith, chosen, sequential, union)
+        report["shapley"] = _shapley_comparison(names, full_arith, chosen, sequential["accuracy"],
+                                                union["accuracy"])
     return report
 
 
@@ -169,9 +202,16 @@ def render_fidelity_markdown(report: dict) -> str:
              f"Owners: {', '.join(report['owners'])} (sizes {report['sizes']}); {report['num_eval_pairs']} "
              f"held-out pairs; sequential DPO over up to {report['orders']} orders per coalition.", "",
              "| comparison | Pearson | Spearman | max abs error | mean abs error |", "|---|---:|---:|---:|---:|"]
-    for name, a in report["agreement"].items():
-        lines.append(f"| {name.replace('_vs_', ' vs ')} | {a['pearson']:.3f} | {a['spearman']:.3f} | "
-                     f"{a['max_abs_error']:.3f} | {a['mean_abs_error']:.3f} |")
+    for metric, key in (("accuracy", "agreement"), ("logsigmoid", "agreement_logsigmoid")):
+        for name, a in report.get(key, {}).items():
+            lines.append(f"| {name.replace('_vs_', ' vs ')} ({metric}) | {a['pearson']:.3f} | {a['spearman']:.3f} | "
+                         f"{a['max_abs_error']:.3f} | {a['mean_abs_error']:.3f} |")
+    if "diagnostics" in report:
+        lines += ["", "| owner | final DPO loss | steps | held-out reward margin β·m̄ |", "|---|---:|---:|---:|"]
+        for owner, d in report["diagnostics"].items():
+            loss = "n/a" if d.get("train_loss") is None else f"{d['train_loss']:.3f}"
+            steps = "n/a" if d.get("steps") is None else f"{d['steps']:.0f}"
+            lines.append(f"| {owner} | {loss} | {steps} | {d['eval_reward_margin']:+.3f} |")
     lines += ["", "| coalition | " + " | ".join(f"arithmetic ({r})" for r in rules)
               + " | sequential (mean) | order spread | union |", "|---|" + "---:|" * (len(rules) + 3)]
     for row in report["coalitions"]:

@@ -35,9 +35,44 @@ def test_fidelity_command_on_a_micro_market(tmp_path, base_model_dir, capsys):
     cost = report["cost"]
     assert cost["arithmetic"]["fine_tunings"] == 3 and cost["union"]["fine_tunings"] == 7
     assert cost["sequential"]["fine_tunings"] == 3 * 1 + 3 * 2 * 2 + 1 * 2 * 3
-    assert set(report["agreement"]) == {"sum_vs_sequential", "sum_vs_union", "mean_vs_sequential", "mean_vs_union"}
-    assert set(report["shapley"]["kendall_tau"]) == {"arithmetic_sum_vs_sequential", "arithmetic_sum_vs_union",
-                                                     "arithmetic_mean_vs_sequential", "arithmetic_mean_vs_union"}
+    pairs = {f"{r}_vs_{v}" for r in ("sum", "mean", "size") for v in ("sequential", "union")}
+    assert set(report["agreement"]) == pairs and set(report["agreement_logsigmoid"]) == pairs
+    assert set(report["shapley"]["kendall_tau"]) == {f"arithmetic_{p}" for p in pairs}
+    for row in report["coalitions"]:  # the continuous metric is a mean log-probability: negative, finite
+        assert all(-50 < v < 0 for v in row["logsigmoid"].values())
+    # the diagnostics say how far each owner's training got: flipped learned the reverse reward
+    diag = report["diagnostics"]
+    assert diag["clean"]["eval_reward_margin"] > 0 > diag["flipped"]["eval_reward_margin"]
+    assert all(d["train_loss"] > 0 and d["steps"] >= 1 for d in diag.values())
     for name in ("fidelity.md", "fidelity.png"):
         assert (tmp_path / "out" / name).exists()
     assert "Fidelity of arithmetic coalitions" in capsys.readouterr().out
+
+
+def test_fidelity_sweep_writes_one_study_per_setting_and_a_summary(tmp_path, base_model_dir, capsys):
+    market = make_market(tmp_path / "m", seed=3, profiles=default_profiles(12)[:2], eval_size=20)
+    owners = [a for n in ("clean", "clean-small") for a in ("--owner", f"{n}={market.owners[n]}")]
+    code = main(["fidelity", *owners, "--eval", str(market.eval_path), "--base-model", str(base_model_dir),
+                 "--orders", "1", "--setting", "epochs=1", "--setting", "epochs=1,learning-rate=1e-3",
+                 "--out", str(tmp_path / "sweep")])
+    assert code == 0
+    summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    labels = [r["setting"] for r in summary["settings"]]
+    assert labels == ["epochs-1_lr-0.005", "epochs-1_lr-0.001"]
+    for label in labels:
+        study = json.loads((tmp_path / "sweep" / label / "fidelity.json").read_text())
+        row = next(r for r in summary["settings"] if r["setting"] == label)
+        assert row["learning_rate"] == study["spec"]["learning_rate"]
+        assert row["agreement"]["accuracy"]["sum_vs_union"]["spearman"] == \
+            study["agreement"]["sum_vs_union"]["spearman"]
+    slow, fast = summary["settings"]  # a smaller learning rate moves the adapters less
+    assert fast["mean_abs_reward_margin"] < slow["mean_abs_reward_margin"]
+    assert (tmp_path / "sweep" / "sweep.png").exists()
+    assert "Fidelity across training settings" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text", ["epochs", "speed=3", "epochs=-1", "epochs=x", ""])
+def test_bad_sweep_settings_are_user_errors(text, tmp_path, capsys):
+    code = main(["fidelity", "--market", "--setting", text, "--out", str(tmp_path / "o")])
+    assert code == 2 and "--setting" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
