@@ -1,0 +1,222 @@
+"""``server/verify.py`` and ``fairpool verify-report`` / ``fairpool keys generate``: real keys, a real
+signed report file and a real PEFT adapter directory written by ``server.decoding``."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import stat
+
+import numpy as np
+import pytest
+
+from common.digest import tensors_sha256
+from common.errors import ConfigError
+from common.signing import (
+    SignatureError,
+    fingerprint,
+    generate_private_key,
+    load_private_key,
+    public_key_text,
+    save_keypair,
+    sign_report,
+)
+from server.cli import main
+from server.verify import VerificationError, adapter_dir_sha256, verify_report_file
+from tests.test_signing import sample_report
+
+
+@pytest.fixture(scope="module")
+def coordinator(tmp_path_factory):
+    """The coordinator's key pair on disk: ``(private key, path of NAME.pub)``."""
+    key = generate_private_key()
+    _, pub_path = save_keypair(key, tmp_path_factory.mktemp("coordinator-keys"), "coordinator")
+    return key, pub_path
+
+
+@pytest.fixture(scope="module")
+def owner_adapter(base_model_dir, fast_spec, tmp_path_factory):
+    """A PEFT directory holding seeded random LoRA tensors of the right names and shapes, and its digest.
+
+    Random tensors rather than training: the check is about bytes on disk, and this takes a second.
+    """
+    from common.basemodel import load_base_model
+    from common.lora import expected_adapter_shapes
+    from server.decoding import save_adapter_dir
+
+    base, _ = load_base_model(str(base_model_dir))
+    rng = np.random.default_rng(7)
+    tensors = {name: rng.standard_normal(shape).astype(np.float32) * 0.01
+               for name, shape in expected_adapter_shapes(fast_spec, base).items()}
+    out = save_adapter_dir(str(base_model_dir), fast_spec, "clean", tensors,
+                           tmp_path_factory.mktemp("adapters") / "clean")
+    return out, tensors_sha256(tensors)
+
+
+def _write_signed(path, key, report=None):
+    """Write the report as ``server/report.write_report`` does (indent 2, ASCII escapes)."""
+    path.write_text(json.dumps(sign_report(report or sample_report(), key), indent=2) + "\n")
+    return path
+
+
+def _with_owner_digest(digest: str) -> dict:
+    report = sample_report()
+    report["owners"][0]["adapter_sha256"] = digest
+    return report
+
+
+def test_saved_peft_dir_has_the_digest_of_the_tensors_it_was_given(owner_adapter):
+    directory, digest = owner_adapter
+    assert (directory / "adapter_config.json").is_file()
+    found, count = adapter_dir_sha256(directory)
+    assert found == digest and count > 0
+
+
+def test_signed_report_file_verifies_and_says_what_it_checked(tmp_path, coordinator):
+    key, pub_path = coordinator
+    path = _write_signed(tmp_path / "report.json", key)
+    lines = verify_report_file(path, pub_path)
+    assert fingerprint(key.public_key()) in lines[0]
+    assert "run run-1, 2 owners (2 valued)" in lines[1]
+    assert verify_report_file(path, public_key_text(key.public_key())) == lines  # base64 key works too
+
+
+def test_owner_adapter_check_good_and_bad(tmp_path, coordinator, owner_adapter):
+    from safetensors.numpy import load_file, save_file
+
+    key, pub_path = coordinator
+    directory, digest = owner_adapter
+    path = _write_signed(tmp_path / "report.json", key, _with_owner_digest(digest))
+    lines = verify_report_file(path, pub_path, owner="clean", adapter_dir=directory)
+    assert any(f"sha256 {digest[:16]}" in line for line in lines)
+    assert any("payout share 100.00%" in line for line in lines)
+
+    altered = tmp_path / "altered"
+    shutil.copytree(directory, altered)
+    tensors = load_file(str(altered / "adapter_model.safetensors"))
+    first = sorted(tensors)[0]
+    tensors[first] = tensors[first].copy()
+    tensors[first].flat[0] += np.float32(1e-3)
+    save_file(tensors, str(altered / "adapter_model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(VerificationError, match=rf"owner 'clean'.*{digest[:16]}.*not the adapter"):
+        verify_report_file(path, pub_path, owner="clean", adapter_dir=altered)
+
+
+def test_owner_must_be_in_the_report_and_valued(tmp_path, coordinator, owner_adapter):
+    key, pub_path = coordinator
+    directory, digest = owner_adapter
+    report = _with_owner_digest(digest)
+    report["owners"][1].update(status="rejected", reason="no reply before the timeout")
+    path = _write_signed(tmp_path / "report.json", key, report)
+    with pytest.raises(VerificationError, match="'acme' is not in the report"):
+        verify_report_file(path, pub_path, owner="acme", adapter_dir=directory)
+    with pytest.raises(VerificationError, match="'flipped' was not valued.*timeout"):
+        verify_report_file(path, pub_path, owner="flipped", adapter_dir=directory)
+
+
+def test_unusable_inputs_are_config_errors(tmp_path, coordinator):
+    key, pub_path = coordinator
+    path = _write_signed(tmp_path / "report.json", key)
+    with pytest.raises(ConfigError, match="no such report"):
+        verify_report_file(tmp_path / "missing.json", pub_path)
+    with pytest.raises(ConfigError, match="go together"):
+        verify_report_file(path, pub_path, owner="clean")
+    with pytest.raises(ConfigError, match="no adapter_model.safetensors"):
+        verify_report_file(path, pub_path, owner="clean", adapter_dir=tmp_path)
+
+
+def test_unsigned_report_file_is_a_signature_error(tmp_path, coordinator):
+    _, pub_path = coordinator
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(sample_report(), indent=2))
+    with pytest.raises(SignatureError, match="not signed"):
+        verify_report_file(path, pub_path)
+
+
+# ------------------------------------------------------------------ the CLI
+
+
+def _tamper_one_digit(path) -> None:
+    """Change one digit of one value (clean's Shapley value) in the file's text."""
+    text = path.read_text()
+    match = re.search(r'"shapley": 0\.7290123456789012', text)
+    assert match, "the value to tamper with is in the file"
+    start = match.start() + len('"shapley": 0.72')
+    path.write_text(text[:start] + ("8" if text[start] != "8" else "7") + text[start + 1:])
+
+
+def test_cli_verify_report_exit_codes(tmp_path, coordinator, capsys):
+    key, pub_path = coordinator
+    path = _write_signed(tmp_path / "report.json", key)
+    assert main(["verify-report", str(path), "--coordinator-key", str(pub_path)]) == 0
+    out = capsys.readouterr().out
+    assert "valid ed25519 signature" in out and out.rstrip().endswith("OK")
+
+    _tamper_one_digit(path)
+    assert main(["verify-report", str(path), "--coordinator-key", str(pub_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "altered" in err
+
+    other_key = generate_private_key()
+    _write_signed(path, other_key)
+    assert main(["verify-report", str(path), "--coordinator-key", str(pub_path)]) == 1
+    assert f"signed by key {fingerprint(other_key.public_key())}" in capsys.readouterr().err
+
+
+def test_cli_verify_report_owner_adapter(tmp_path, coordinator, owner_adapter, capsys):
+    key, pub_path = coordinator
+    directory, digest = owner_adapter
+    good = _write_signed(tmp_path / "good.json", key, _with_owner_digest(digest))
+    bad = _write_signed(tmp_path / "bad.json", key, _with_owner_digest("0" * 64))
+    args = ["--coordinator-key", public_key_text(key.public_key()), "--owner", "clean", "--adapter", str(directory)]
+    assert main(["verify-report", str(good), *args]) == 0
+    assert "as in the report" in capsys.readouterr().out
+    assert main(["verify-report", str(bad), *args]) == 1
+    assert "not the adapter the report valued" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--owner", "clean"], "go together"),
+    (["--adapter", "x"], "go together"),
+])
+def test_cli_verify_report_user_errors_exit_2(tmp_path, coordinator, capsys, extra, message):
+    key, pub_path = coordinator
+    path = _write_signed(tmp_path / "report.json", key)
+    assert main(["verify-report", str(path), "--coordinator-key", str(pub_path), *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_verify_report_missing_files_exit_2(tmp_path, coordinator, capsys):
+    key, pub_path = coordinator
+    path = _write_signed(tmp_path / "report.json", key)
+    assert main(["verify-report", str(tmp_path / "nope.json"), "--coordinator-key", str(pub_path)]) == 2
+    assert "no such report file" in capsys.readouterr().err
+    assert main(["verify-report", str(path), "--coordinator-key", str(tmp_path / "nope.pub")]) == 2
+    assert "error: " in capsys.readouterr().err
+
+
+def test_cli_keys_generate(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "keys"
+    assert main(["keys", "generate", "--out", str(out), "--name", "acme"]) == 0
+    printed = capsys.readouterr().out
+    key = load_private_key(out / "acme.key")
+    assert str(out / "acme.key") in printed and str(out / "acme.pub") in printed
+    assert fingerprint(key.public_key()) in printed
+    assert stat.S_IMODE((out / "acme.key").stat().st_mode) == 0o600
+
+    assert main(["keys", "generate", "--out", str(out), "--name", "acme"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert load_private_key(out / "acme.key").public_key() == key.public_key()
+
+    monkeypatch.setenv("FAIRPOOL_TEST_PASSPHRASE", "s3cret phrase")
+    assert main(["keys", "generate", "--out", str(out), "--name", "acme", "--force",
+                 "--passphrase-env", "FAIRPOOL_TEST_PASSPHRASE"]) == 0
+    assert "encrypted" in capsys.readouterr().out
+    assert load_private_key(out / "acme.key", passphrase=b"s3cret phrase").public_key() != key.public_key()
+
+    monkeypatch.delenv("FAIRPOOL_TEST_PASSPHRASE")
+    assert main(["keys", "generate", "--out", str(out), "--name", "other",
+                 "--passphrase-env", "FAIRPOOL_TEST_PASSPHRASE"]) == 2
+    assert "unset or empty" in capsys.readouterr().err
+    assert not (out / "other.key").exists()
