@@ -41,8 +41,55 @@ class AdapterResult:
         return tensors_sha256(self.tensors)
 
 
-def _prompt_length(tokenizer, prompt: str) -> int:
-    return len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+@dataclass(frozen=True)
+class LengthCheck:
+    """How ``max_length`` treats an owner's examples, counted before TRL acts on it silently.
+
+    ``prompt_too_long``: the prompt alone fills ``max_length``, TRL would drop the example (no
+    response token would survive truncation), so we drop it and report it as dropped.
+    ``truncated``: kept, but prompt+chosen or prompt+rejected (+EOS) is longer than
+    ``max_length``, so TRL trains on its first ``max_length`` tokens only (``keep_start``).
+    """
+
+    kept: list[PreferenceExample]
+    prompt_too_long: int
+    truncated: int
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def _with_eos(response: str, eos: str) -> str:
+    return response if eos and response.endswith(eos) else response + eos
+
+
+def check_lengths(examples: Sequence[PreferenceExample], tokenizer, max_length: int) -> LengthCheck:
+    """Split ``examples`` by what ``max_length`` does to them (see :class:`LengthCheck`).
+
+    TRL drops prompt-filled examples and truncates long ones without a word; counting them
+    here is what lets the owner's reply say how much of its data really trained. The lengths
+    mirror TRL's non-conversational tokenisation: plain ``tokenizer(text)`` (special tokens
+    included), EOS appended to each response unless present, and the completion starting
+    where the prompt's and prompt+response's token ids diverge.
+    """
+    if not examples:
+        return LengthCheck([], 0, 0)
+    eos = tokenizer.eos_token or ""
+    prompts = tokenizer([e.prompt for e in examples])["input_ids"]
+    chosen = tokenizer([e.prompt + _with_eos(e.chosen, eos) for e in examples])["input_ids"]
+    rejected = tokenizer([e.prompt + _with_eos(e.rejected, eos) for e in examples])["input_ids"]
+    kept, too_long, truncated = [], 0, 0
+    for example, prompt, full_c, full_r in zip(examples, prompts, chosen, rejected, strict=True):
+        if min(_common_prefix(prompt, full_c), _common_prefix(prompt, full_r)) >= max_length:
+            too_long += 1
+            continue
+        truncated += int(max(len(full_c), len(full_r)) > max_length)
+        kept.append(example)
+    return LengthCheck(kept, too_long, truncated)
 
 
 def split_by_length(
@@ -52,8 +99,8 @@ def split_by_length(
 
     TRL drops such examples silently; we drop them first so the owner can report how many.
     """
-    kept = [e for e in examples if _prompt_length(tokenizer, e.prompt) < max_length]
-    return kept, len(examples) - len(kept)
+    check = check_lengths(examples, tokenizer, max_length)
+    return check.kept, check.prompt_too_long
 
 
 def make_dpo_trainer(spec: TrainingSpec, model, tokenizer, examples: Sequence[PreferenceExample], output_dir: str):
@@ -120,10 +167,14 @@ def fit_lora(spec: TrainingSpec, model, tokenizer, examples: Sequence[Preference
 
     started = time.perf_counter()
     torch.manual_seed(spec.seed)
-    kept, too_long = split_by_length(examples, tokenizer, spec.max_length)
-    dropped = {"prompt_too_long": too_long} if too_long else {}
+    lengths = check_lengths(examples, tokenizer, spec.max_length)
+    kept = lengths.kept
+    dropped = {"prompt_too_long": lengths.prompt_too_long} if lengths.prompt_too_long else {}
     if not kept:
-        raise FairPoolError("no training example fits max_length; nothing to train on")
+        raise FairPoolError(
+            f"no usable examples: all {len(examples)} dropped (prompt_too_long: the prompt alone "
+            f"fills max_length={spec.max_length} tokens)"
+        )
     with tempfile.TemporaryDirectory(prefix="fairpool-dpo-") as scratch, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TRL calls deprecated transformers helpers
         trainer = make_dpo_trainer(spec, model, tokenizer, kept, scratch)
@@ -131,7 +182,9 @@ def fit_lora(spec: TrainingSpec, model, tokenizer, examples: Sequence[Preference
         output = trainer.train()
         history = [h for h in trainer.state.log_history if "loss" in h]
     metrics = {"train_loss": float(output.training_loss), "train_seconds": time.perf_counter() - started,
-               "steps": float(trainer.state.global_step)}
+               "steps": float(trainer.state.global_step),
+               # kept but cut to max_length by TRL: counted so the report shows it (LengthCheck)
+               "truncated_examples": float(lengths.truncated)}
     if history:
         last = history[-1]
         for key in ("rewards/accuracies", "rewards/margins", "loss"):

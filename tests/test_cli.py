@@ -33,7 +33,7 @@ CASES = {
                          ":2: field 'rejected': missing"),
     "not_json": (GOOD + GOOD + "{not json\n", ":3:"),
     "empty": ("", "empty"),
-    "identical": ('{"prompt": "p", "chosen": "same", "rejected": "same"}\n', ":1:"),
+    "identical": ('{"prompt": "p", "chosen": "same", "rejected": "same"}\n', "chosen_equals_rejected: 1 (line 1)"),
 }
 
 
@@ -53,12 +53,13 @@ def test_bad_owner_file_gives_one_clear_error_and_no_report(case, files, capsys)
     assert not (out / "report.json").exists() and not out.exists()
 
 
-def test_identical_chosen_and_rejected_is_named(files, capsys):
+def test_a_file_of_only_unusable_rows_is_named_with_the_reasons(files, capsys):
     tmp, good = files
     bad = tmp / "same.jsonl"
-    bad.write_text(GOOD + '{"prompt": "p", "chosen": "x", "rejected": "x"}\n')
+    bad.write_text('{"prompt": "p", "chosen": "x", "rejected": "x"}\n{"prompt": "p", "chosen": " ", "rejected": "y"}\n')
     code, err = _value(["--owner", f"a={bad}", "--eval", str(good)], tmp / "out", capsys)
-    assert code == 2 and "same.jsonl:2" in err and "identical" in err
+    assert code == 2 and "same.jsonl" in err and "no usable examples" in err
+    assert "chosen_equals_rejected: 1 (line 1)" in err and "empty_field: 1 (line 2)" in err
 
 
 def test_bad_eval_file_is_reported(files, capsys):

@@ -121,3 +121,103 @@ def test_client_app_reports_bad_data_instead_of_crashing(fast_spec, tmp_path):
 def test_client_app_without_identity_says_how_to_configure(fast_spec):
     reply = _call_client(fast_spec, {})
     assert "owner-name" in dict(reply.content["meta"])["error"]
+
+
+# ------------------------------------------------------------------------------------------
+# data preparation: what max_length does, and drop counts reaching the reply
+
+
+def _lengths_fixture(base_model_dir):
+    _, tokenizer = load_base_model(str(base_model_dir))
+
+    def n_tokens(text: str) -> int:
+        return len(tokenizer(text)["input_ids"])
+
+    return tokenizer, n_tokens
+
+
+def test_check_lengths_counts_dropped_and_truncated_examples(base_model_dir):
+    from client.trainer import check_lengths
+
+    tokenizer, n_tokens = _lengths_fixture(base_model_dir)
+    eos = tokenizer.eos_token
+    fits = PreferenceExample("Describe the park.", " It is calm.", " It is noisy.")
+    long_answer = PreferenceExample("Describe the park.", " It is calm" + " and green" * 20 + ".", " No.")
+    long_prompt = PreferenceExample("Tell me " + "about the river and the lake " * 10 + "?", " Nice.", " Bad.")
+    max_length = n_tokens(fits.prompt + fits.rejected + eos)  # the longest sequence of `fits`, exactly
+    assert n_tokens(long_answer.prompt) < max_length < n_tokens(long_answer.prompt + long_answer.chosen + eos)
+    assert n_tokens(long_prompt.prompt) > max_length
+
+    check = check_lengths([fits, long_answer, long_prompt, long_answer], tokenizer, max_length)
+    assert (check.kept, check.prompt_too_long, check.truncated) == ([fits, long_answer, long_answer], 1, 2)
+    # one token less and `fits` is truncated too: the boundary is "longer than max_length"
+    assert check_lengths([fits], tokenizer, max_length - 1).truncated == 1
+
+
+def test_check_lengths_agrees_with_what_trl_keeps_and_truncates(fast_spec, tmp_path):
+    """The counts are only honest if they match TRL's own preprocessing of the same data."""
+    from client.trainer import check_lengths, make_dpo_trainer
+
+    spec = dataclasses.replace(fast_spec, max_length=16)
+    model, tokenizer = load_base_model(spec.base_model)
+    examples = [
+        PreferenceExample("Describe the park.", " It is calm.", " It is noisy."),
+        PreferenceExample("Describe the park.", " It is calm" + " and green" * 8 + ".", " No."),
+        PreferenceExample("Tell me " + "about the river and the lake " * 5 + "?", " Nice.", " Bad."),
+        PreferenceExample("Describe the lake in one short sentence please now", " It is calm.", " It is noisy."),
+    ]
+    check = check_lengths(examples, tokenizer, spec.max_length)
+    trainer = make_dpo_trainer(spec, model, tokenizer, examples, str(tmp_path))
+    rows = list(trainer.train_dataset)
+    longest = [len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"])) for r in rows]
+    assert len(rows) == len(check.kept) and check.prompt_too_long == len(examples) - len(rows) > 0
+    assert check.truncated == sum(n > spec.max_length for n in longest) > 0
+
+
+def test_all_prompts_too_long_is_a_clear_error(fast_spec, small_owner):
+    spec = dataclasses.replace(fast_spec, max_length=2)
+    with pytest.raises(FairPoolError) as info:
+        train_adapter(spec, small_owner[:4])
+    assert str(info.value) == (
+        "no usable examples: all 4 dropped (prompt_too_long: the prompt alone fills max_length=2 tokens)"
+    )
+
+
+def test_client_reply_carries_drop_and_truncation_counts(fast_spec, small_owner, tmp_path):
+    import json
+
+    good = small_owner[:8]
+    lines = [json.dumps(e.as_dict()).encode() for e in good]
+    lines += [
+        b'{"prompt": "caf\xe9?", "chosen": " a", "rejected": " b"}',  # invalid_utf8
+        json.dumps({"prompt": "p", "chosen": " ", "rejected": " b"}).encode(),  # empty_field
+        json.dumps({"prompt": "p", "chosen": " same", "rejected": " same"}).encode(),  # chosen_equals_rejected
+        lines[0],  # duplicate
+        json.dumps({"prompt": "Tell me " + "about the river and the lake " * 20 + "?",
+                    "chosen": " Nice.", "rejected": " Bad."}).encode(),  # prompt_too_long (trainer)
+    ]
+    path = tmp_path / "owner.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    spec = dataclasses.replace(fast_spec, max_length=17)  # the market's sequences are 14..18 tokens
+    reply = _call_client(spec, {"owner-name": "acme", "data-path": str(path)})
+    meta = dict(reply.content["meta"])
+    assert "error" not in meta and meta["num_examples"] == 8
+    assert json.loads(meta["dropped"]) == {"invalid_utf8": 1, "empty_field": 1, "chosen_equals_rejected": 1,
+                                           "duplicate": 1, "prompt_too_long": 1}
+    tokenizer, n_tokens = _lengths_fixture(fast_spec.base_model)
+    eos = tokenizer.eos_token
+    expected_truncated = sum(max(n_tokens(e.prompt + e.chosen + eos), n_tokens(e.prompt + e.rejected + eos)) > 17
+                             for e in good)
+    assert 0 < expected_truncated < 8  # the spec makes some, not all, of the good examples too long
+    assert dict(reply.content["metrics"])["truncated_examples"] == expected_truncated
+
+
+def test_client_reply_names_the_file_when_every_row_is_dropped(fast_spec, tmp_path):
+    path = tmp_path / "useless.jsonl"
+    path.write_text('{"prompt": "p", "chosen": "x", "rejected": "x"}\n{"prompt": "", "chosen": "a", "rejected": "b"}\n')
+    reply = _call_client(fast_spec, {"owner-name": "acme", "data-path": str(path)})
+    assert "adapter" not in reply.content
+    assert dict(reply.content["meta"])["error"] == (
+        f"{path}: no usable examples: all 2 rows dropped "
+        "(empty_field: 1 (line 2), chosen_equals_rejected: 1 (line 1))"
+    )
