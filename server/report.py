@@ -1,5 +1,6 @@
-"""Writing a run's report: ``report.json`` (the contract), ``report.md``, ``values.png`` and,
-with two or more games, ``signature.png``.
+"""Writing a run's report: ``report.json`` (the contract), ``report.md``, ``report.html``
+(self-contained, :mod:`server.report_html`), ``values.png`` and, with two or more games,
+``signature.png``.
 
 Every file is written to a temporary name and renamed into place, and ``report.json`` goes
 last: a reader that finds ``report.json`` finds a complete report.
@@ -7,6 +8,7 @@ last: a reader that finds ``report.json`` finds a complete report.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -16,6 +18,7 @@ REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 VALUES_PNG = "values.png"
 SIGNATURE_PNG = "signature.png"
+REPORT_HTML = "report.html"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -115,41 +118,67 @@ def render_plot(report: dict, path: Path) -> None:
     plt, ticker = _pyplot()
     game = payout_game(report)
     names = list(game["values"])
-    values = [game["values"][n]["shapley"] for n in names]
-    errors = [game["values"][n]["stderr"] for n in names]
     shares = [report["payout"]["shares"].get(n, 0.0) for n in names]
-    fig, (ax_v, ax_s) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    colours = ["#2a9d8f" if v >= 0 else "#e76f51" for v in values]
-    ax_v.bar(names, values, yerr=errors, color=colours, capsize=3)
-    ax_v.axhline(0, color="black", linewidth=0.8)
-    ax_v.set_title(f"Shapley value ({game['utility']}, {game['estimator']})")
-    ax_s.bar(names, shares, color="#264653")
-    ax_s.set_title(f"Payout share ({report['payout']['policy']} policy)")
-    ax_s.yaxis.set_major_formatter(ticker.PercentFormatter(1.0))
-    for ax in (ax_v, ax_s):
-        ax.tick_params(axis="x", rotation=30)
-    fig.suptitle(f"FairPool run {report['run_id']}")
+    with plt.rc_context(PLAIN_TEXT):
+        fig, (ax_v, ax_s) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+        draw_values(ax_v, game)
+        ax_s.bar(names, shares, color="#264653")
+        ax_s.set_title(f"Payout share ({report['payout']['policy']} policy)")
+        ax_s.yaxis.set_major_formatter(ticker.PercentFormatter(1.0))
+        for ax in (ax_v, ax_s):
+            ax.tick_params(axis="x", rotation=30)
+        fig.suptitle(f"FairPool run {report['run_id']}")
     _save(fig, plt, path)
 
 
+PLAIN_TEXT = {"text.parse_math": False}
+"""Figures are built under this rc: owner names and run ids are user text, and one with ``$…$``
+would otherwise be parsed as mathtext (a bad one makes ``savefig`` raise, losing the report)."""
+
+
+def value_kind(game: dict) -> str:
+    """What a game's values are: Banzhaf and leave-one-out values are not Shapley values."""
+    return {"banzhaf": "Banzhaf value", "loo": "leave-one-out value"}.get(game["estimator"], "Shapley value")
+
+
+def draw_values(ax, game: dict) -> None:
+    """One game's values as bars with their standard errors (``values.png`` and ``report.html``)."""
+    names = list(game["values"])
+    values = [game["values"][n]["shapley"] for n in names]
+    errors = [game["values"][n]["stderr"] for n in names]
+    colours = ["#2a9d8f" if v >= 0 else "#e76f51" for v in values]
+    ax.bar(names, values, yerr=errors if any(errors) else None, color=colours, capsize=3)  # exact: no bars
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_title(f"{value_kind(game)} ({game['utility']}, {game['estimator']})")
+
+
 def render_signature(report: dict, path: Path) -> None:
-    """The data signature: each owner as a point (value in game 1, value in game 2)."""
+    """The data signature, as ``signature.png``."""
     plt, _ = _pyplot()
+    _save(signature_figure(report, plt), plt, path)
+
+
+def signature_figure(report: dict, plt):
+    """The data signature: each owner as a point (value in game 1, value in game 2).
+
+    One figure for both ``signature.png`` and ``report.html``, so the two cannot disagree.
+    """
     first, second = report["games"][:2]
     names = [n for n in first["values"] if n in second["values"]]
     x = [first["values"][n]["shapley"] for n in names]
     y = [second["values"][n]["shapley"] for n in names]
-    fig, ax = plt.subplots(figsize=(6, 5), constrained_layout=True)
-    ax.errorbar(x, y, xerr=[first["values"][n]["stderr"] for n in names],
-                yerr=[second["values"][n]["stderr"] for n in names], fmt="o", color="#264653", capsize=3)
-    for name, xi, yi in zip(names, x, y):
-        ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(5, 5))
-    ax.axhline(0, color="grey", linewidth=0.8)
-    ax.axvline(0, color="grey", linewidth=0.8)
-    ax.set_xlabel(f"Shapley value: {first['utility']}")
-    ax.set_ylabel(f"Shapley value: {second['utility']}")
-    ax.set_title("Data signature of each owner")
-    _save(fig, plt, path)
+    with plt.rc_context(PLAIN_TEXT):
+        fig, ax = plt.subplots(figsize=(6, 5), constrained_layout=True)
+        ax.errorbar(x, y, xerr=[first["values"][n]["stderr"] for n in names],
+                    yerr=[second["values"][n]["stderr"] for n in names], fmt="o", color="#264653", capsize=3)
+        for name, xi, yi in zip(names, x, y):
+            ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(5, 5))
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.axvline(0, color="grey", linewidth=0.8)
+        ax.set_xlabel(f"{value_kind(first)}: {first['utility']}")
+        ax.set_ylabel(f"{value_kind(second)}: {second['utility']}")
+        ax.set_title("Data signature of each owner")
+    return fig
 
 
 def _pyplot():
@@ -162,11 +191,19 @@ def _pyplot():
     return plt, ticker
 
 
+def _png_bytes(fig, plt) -> bytes:
+    """The figure as PNG bytes (and closed: pyplot keeps every open figure alive)."""
+    buffer = io.BytesIO()
+    try:
+        with plt.rc_context(PLAIN_TEXT):  # tick labels are made while drawing
+            fig.savefig(buffer, format="png", dpi=110)
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
 def _save(fig, plt, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    _atomic_write(path, _png_bytes(fig, plt))
 
 
 def write_report(report: dict, out_dir: str | Path) -> Path:
@@ -177,5 +214,8 @@ def write_report(report: dict, out_dir: str | Path) -> Path:
     if len(report["games"]) >= 2:
         render_signature(report, out / SIGNATURE_PNG)
     _atomic_write(out / REPORT_MD, render_markdown(report).encode("utf-8"))
+    from server.report_html import render_html  # here, not at the top: report_html imports this module
+
+    _atomic_write(out / REPORT_HTML, render_html(report).encode("utf-8"))
     _atomic_write(out / REPORT_JSON, (json.dumps(report, indent=2) + "\n").encode("utf-8"))
     return out / REPORT_JSON
