@@ -10,7 +10,7 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench venv clean proto
 
 venv: $(STAMP)
 
@@ -29,6 +29,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/run.py --with-fidelity
+
+# Regenerate the committed gRPC code from common/publication.proto (needs the dev extra).
+proto: $(STAMP)
+	$(VENV)/bin/python -m common.gen_proto
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,318 @@
+"""The coordinator's publication service: owners fetch signed reports and follow live runs over gRPC.
+
+    fairpool serve --ledger runs/q3/ledger.sqlite --address 0.0.0.0:50061 \
+                   --tls-cert server.pem --tls-key server.key --allowlist owners.toml
+
+Why these choices:
+
+- **Reads only the ledger.** The coordinator writes runs, reports and progress events to its
+  SQLite ledger (WAL mode), so this process never talks to the coordinator: it can be started,
+  stopped or crash independently, and it cannot change a report. Each RPC opens its own
+  connection because sqlite3 connections belong to the thread that made them and gRPC serves
+  every call on a pool thread.
+- **Authentication by the owner's FairPool key**, the Ed25519 key it already signs its
+  submissions with: a bearer token (``common.signing.sign_token``) per call, checked against an
+  allowlist of public keys. No passwords or extra PKI for owners; TLS (server certificate only)
+  protects the token and the report in transit.
+- **An owner sees only its runs**: those whose report (or, while running, whose job) names it.
+  Other owners' payouts are their business, not the whole federation's.
+- **Reports travel as the signed JSON text** and are verified by the owner on arrival, so
+  trusting the server (or the TLS certificate) is not needed to trust the numbers.
+
+The checks live in the servicer rather than an interceptor: three RPCs, one helper call each,
+and the owner name the check yields is needed by the authorisation right after it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from common import publication_pb2 as pb
+from common import publication_pb2_grpc as pb_grpc
+from common.errors import ConfigError
+from common.publication import (
+    PURPOSE,
+    TERMINAL_STAGES,
+    TOKEN_MAX_AGE_S,
+    job_owner_names,
+    report_owner_names,
+    token_from_metadata,
+)
+from common.signing import SignatureError, load_public_key, token_owner, verify_token
+from server.ledger import Ledger
+
+POLL_S = 0.2
+"""How often WatchRun looks for new events: the ledger has no change notification."""
+
+Allowlist = Mapping[str, Ed25519PublicKey]
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def load_allowlist(path: str | Path) -> dict[str, Ed25519PublicKey]:
+    """Owner name → public key from a JSON or TOML file mapping names to public-key files.
+
+    ``{"acme": "keys/acme.pub"}`` or ``acme = "keys/acme.pub"``; a value may also be PEM text
+    or base64 of the raw key. Relative paths are relative to the allowlist file, so the file
+    and its keys can move together.
+    """
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"--allowlist {p}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--allowlist {p}: cannot read: {exc}") from None
+    try:
+        raw = json.loads(text) if p.suffix.lower() == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'TOML'}: {exc}") from None
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{p}: expected a non-empty mapping of owner name to public-key file")
+    keys = {}
+    for name, value in raw.items():
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{p}: owner {name!r}: the value must be a public-key file path (a string)")
+        ref = value if "-----BEGIN" in value else _relative_to(p.parent, value)
+        keys[_check_owner(name, str(p))] = load_public_key(ref)
+    return keys
+
+
+def _relative_to(base: Path, value: str) -> str:
+    candidate = Path(value).expanduser()
+    resolved = candidate if candidate.is_absolute() else base / candidate
+    return str(resolved) if resolved.is_file() else value  # not a file: maybe base64 key text
+
+
+def parse_allow(entries: Sequence[str]) -> dict[str, Ed25519PublicKey]:
+    """``--allow NAME=PUBKEY`` entries (PUBKEY: a public-key file or base64 raw key)."""
+    keys = {}
+    for entry in entries:
+        name, sep, ref = entry.partition("=")
+        if not sep or not ref:
+            raise ConfigError(f"--allow {entry!r}: expected NAME=PUBLIC_KEY_FILE")
+        keys[_check_owner(name, "--allow")] = load_public_key(ref)
+    return keys
+
+
+def _check_owner(name: str, where: str) -> str:
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise ConfigError(f"{where}: owner name {name!r} must be non-empty without surrounding spaces")
+    return name
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The server's certificate chain and private key (PEM)."""
+
+    cert: Path
+    key: Path
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Server credentials, after checking both files parse: gRPC would only fail at the first handshake."""
+        cert = _read_pem(self.cert, "--tls-cert")
+        key = _read_pem(self.key, "--tls-key")
+        try:
+            x509.load_pem_x509_certificates(cert)
+        except ValueError:
+            raise ConfigError(f"--tls-cert {self.cert}: not a PEM certificate") from None
+        try:
+            serialization.load_pem_private_key(key, password=None)
+        except (ValueError, TypeError):
+            raise ConfigError(f"--tls-key {self.key}: not an unencrypted PEM private key") from None
+        return grpc.ssl_server_credentials([(key, cert)])
+
+
+def _read_pem(path: Path, flag: str) -> bytes:
+    try:
+        return Path(path).expanduser().read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{flag} {path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot read: {exc}") from None
+
+
+# --------------------------------------------------------------------------- the service
+
+
+class _Abort(Exception):
+    """Raised inside an RPC to end it with a status; keeps each RPC's happy path linear."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code, self.details = code, details
+
+
+class PublicationServicer(pb_grpc.PublicationServicer):
+    """Serves one ledger to the owners of ``allowlist``; see the module docstring for the rules."""
+
+    def __init__(self, ledger_path: str | Path, allowlist: Allowlist, *, poll_s: float = POLL_S,
+                 token_max_age_s: float = TOKEN_MAX_AGE_S, clock: Callable[[], float] = time.time) -> None:
+        self.ledger_path = Path(ledger_path)
+        self.allowlist = dict(allowlist)
+        self.poll_s = poll_s
+        self.token_max_age_s = token_max_age_s
+        self.clock = clock
+
+    # -- RPCs ------------------------------------------------------------------------------
+    def ListRuns(self, request: pb.ListRunsRequest, context: grpc.ServicerContext) -> pb.ListRunsResponse:
+        try:
+            owner = self._authenticate(context)
+            with Ledger(self.ledger_path) as ledger:
+                runs = []
+                for summary in ledger.runs():
+                    run = ledger.run(summary["run_id"]) or summary
+                    if owner not in _participants(ledger, run):
+                        continue
+                    report = run.get("report")
+                    runs.append(pb.RunSummary(run_id=run["run_id"], status=run["status"],
+                                              created_at=run["created_at"],
+                                              num_owners=len(report.get("owners", ())) if report else None))
+            return pb.ListRunsResponse(runs=runs)
+        except _Abort as stop:
+            context.abort(stop.code, stop.details)
+
+    def GetReport(self, request: pb.GetReportRequest, context: grpc.ServicerContext) -> pb.Report:
+        try:
+            owner = self._authenticate(context)
+            with Ledger(self.ledger_path) as ledger:
+                run = self._authorised_run(ledger, request.run_id, owner)
+            if run["status"] == "running":
+                raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f"run {run['run_id']} is still running")
+            if run["report"] is None:
+                raise _Abort(grpc.StatusCode.FAILED_PRECONDITION,
+                             f"run {run['run_id']} has status {run['status']!r} and no report")
+            return pb.Report(run_id=run["run_id"], status=run["status"],
+                             report_json=json.dumps(run["report"], ensure_ascii=False))
+        except _Abort as stop:
+            context.abort(stop.code, stop.details)
+
+    def WatchRun(self, request: pb.WatchRunRequest, context: grpc.ServicerContext) -> Iterator[pb.ProgressEvent]:
+        try:
+            owner = self._authenticate(context)
+            ledger = Ledger(self.ledger_path)
+        except _Abort as stop:
+            context.abort(stop.code, stop.details)
+        wake = threading.Event()
+        context.add_callback(wake.set)  # a cancelled stream stops waiting at once
+        try:
+            try:
+                self._authorised_run(ledger, request.run_id, owner)
+            except _Abort as stop:
+                context.abort(stop.code, stop.details)
+            yield from self._follow(ledger, request.run_id, int(request.after_seq), context, wake)
+        finally:
+            ledger.close()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _follow(self, ledger: Ledger, run_id: str, seq: int, context: grpc.ServicerContext,
+                wake: threading.Event) -> Iterator[pb.ProgressEvent]:
+        """Stored events after ``seq``, then new ones, until a terminal event or the run ends.
+
+        When the run's status leaves "running" one more poll interval is waited before the last
+        read: the coordinator records the status first and emits its final event just after.
+        A terminal event followed by more events is not the end: the run was resumed after it.
+        """
+        finished = False
+        while context.is_active():
+            batch = ledger.events(run_id, seq)
+            for seq, event in batch:
+                yield _event_message(seq, event)
+            if batch and batch[-1][1].get("stage") in TERMINAL_STAGES:
+                return
+            if finished:
+                return
+            run = ledger.run(run_id)
+            finished = run is None or run["status"] != "running"
+            wake.wait(self.poll_s)
+
+    def _authenticate(self, context: grpc.ServicerContext) -> str:
+        """The calling owner, or UNAUTHENTICATED; the token's signature is checked before its claims."""
+        metadata = {k.lower(): v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        token = token_from_metadata(metadata)
+        if token is None:
+            raise _Abort(grpc.StatusCode.UNAUTHENTICATED,
+                         "missing 'authorization: Bearer <token>' metadata (a token signed with your owner key)")
+        try:
+            claimed = token_owner(token)
+            pub = self.allowlist.get(claimed)
+            if pub is None:
+                raise _Abort(grpc.StatusCode.UNAUTHENTICATED, f"owner {claimed!r} is not on this server's allowlist")
+            return verify_token(pub, token, PURPOSE, self.token_max_age_s, self.clock())
+        except SignatureError as exc:
+            raise _Abort(grpc.StatusCode.UNAUTHENTICATED, f"bad token: {exc}") from None
+
+    def _authorised_run(self, ledger: Ledger, run_id: str, owner: str) -> dict:
+        run = ledger.run(run_id) if run_id else None
+        if run is None:
+            raise _Abort(grpc.StatusCode.NOT_FOUND, f"no run {run_id!r} in this ledger")
+        if owner not in _participants(ledger, run):
+            raise _Abort(grpc.StatusCode.PERMISSION_DENIED, f"owner {owner!r} does not take part in run {run_id!r}")
+        return run
+
+
+
+def _participants(ledger: Ledger, run: Mapping) -> frozenset[str]:
+    """Who may see a run: the owners its report lists or, with no report yet (running, failed),
+    those its job names — a live run's job is the only record of who takes part."""
+    report = run.get("report")
+    return report_owner_names(report) if report else job_owner_names(ledger.run_job(run["run_id"]))
+
+
+def _event_message(seq: int, event: Mapping) -> pb.ProgressEvent:
+    return pb.ProgressEvent(seq=seq, stage=str(event.get("stage", "")), message=str(event.get("message", "")),
+                            fields_json=json.dumps(dict(event), ensure_ascii=False))
+
+
+# --------------------------------------------------------------------------- the server
+
+
+@dataclass
+class RunningServer:
+    """A started server and the port it bound (useful with port 0)."""
+
+    server: grpc.Server
+    port: int
+
+    def stop(self, grace_s: float | None = 1.0) -> None:
+        self.server.stop(grace_s).wait()
+
+
+def serve(ledger_path: str | Path, address: str, allowlist: Allowlist, *, tls: TlsFiles | None = None,
+          insecure: bool = False, max_workers: int = 16, poll_s: float = POLL_S) -> RunningServer:
+    """Start the publication service on ``address`` (``HOST:PORT``; port 0 picks a free one).
+
+    TLS is required unless ``insecure`` is given explicitly: the bearer tokens and the reports
+    must not travel in the clear by accident. Returns once the server listens.
+    """
+    if (tls is None) == (not insecure):
+        raise ConfigError("give --tls-cert and --tls-key, or --insecure for plaintext (not both)")
+    ledger = Path(ledger_path).expanduser()
+    if not ledger.is_file():
+        raise ConfigError(f"--ledger {ledger}: no such file (the coordinator writes ledger.sqlite in its --out)")
+    if not allowlist:
+        raise ConfigError("no owner may connect: give --allowlist PATH or --allow NAME=PUBKEY")
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="publication"))
+    pb_grpc.add_PublicationServicer_to_server(PublicationServicer(ledger, allowlist, poll_s=poll_s), server)
+    try:
+        port = (server.add_insecure_port(address) if insecure
+                else server.add_secure_port(address, tls.credentials()))
+    except RuntimeError as exc:
+        raise ConfigError(f"--address {address}: cannot listen: {exc}") from None
+    if not port:
+        raise ConfigError(f"--address {address}: cannot listen there")
+    server.start()
+    return RunningServer(server, port)
