@@ -13,7 +13,7 @@ import os
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.owner import resolve_identity, train_owner
+from client.owner import resolve_identity, sign_submission, train_with_retries
 from common.errors import FairPoolError
 from common.spec import TrainingSpec
 
@@ -31,7 +31,7 @@ def _reply(msg: Message, meta: dict, adapter: ArrayRecord | None = None, metrics
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Train this owner's DPO adapter with the coordinator's spec; reply with tensors only."""
+    """Train this owner's DPO adapter with the coordinator's spec; reply with tensors only, signed."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
@@ -39,14 +39,19 @@ def train(msg: Message, context: Context) -> Message:
     roster = None
     if "roster" in msg.content:
         record = msg.content["roster"]
-        roster = {"names": list(record["names"]), "paths": list(record["paths"])}
+        roster = {k: list(record[k]) for k in ("names", "paths", "keys") if k in record}
+    request = dict(msg.content["request"]) if "request" in msg.content else {}
     try:
         identity = resolve_identity(context.node_config, roster)
     except FairPoolError as exc:
         return _reply(msg, {"owner": "", "error": str(exc)})
+    if identity.name in list(request.get("held", [])):
+        return _reply(msg, {"owner": identity.name, "skipped": True})  # the coordinator holds our adapter
     try:
         spec = TrainingSpec.from_record(dict(msg.content["spec"]))
-        result = train_owner(spec, identity)
+        result, attempts = train_with_retries(spec, identity)
+        run_id, nonce = str(request.get("run_id", "")), str(request.get("nonce", ""))
+        signature = sign_submission(identity, run_id, nonce, result, spec)
     except FairPoolError as exc:
         return _reply(msg, {"owner": identity.name, "error": str(exc)})
     except Exception as exc:  # report, never crash the node: the coordinator records the reason
@@ -57,5 +62,9 @@ def train(msg: Message, context: Context) -> Message:
         "num_examples": result.num_examples,
         "sha256": result.sha256,
         "dropped": json.dumps(result.dropped, sort_keys=True),
+        "run_id": run_id,
+        "nonce": nonce,
+        "spec_sha256": spec.digest(),
+        "signature": signature,
     }
-    return _reply(msg, meta, adapter, result.metrics)
+    return _reply(msg, meta, adapter, {**result.metrics, "attempts": float(attempts)})

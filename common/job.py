@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from common.adapter_checks import AdapterLimits
 from common.composition import COMPOSITION_RULES
 from common.errors import ConfigError
 from common.games_config import ValuationSettings
@@ -22,10 +23,17 @@ from common.spec import TrainingSpec
 
 @dataclass(frozen=True)
 class OwnerEntry:
-    """An owner the coordinator expects; ``data`` is set only for simulated owners."""
+    """An owner the coordinator expects (the allowlist).
+
+    ``data`` is set only for simulated owners. ``public_key`` is the owner's Ed25519 public key
+    (PEM text or base64 of the raw 32 bytes); ``signing_key`` is the path of the matching private
+    key, set only for simulated owners, whose clients run on the coordinator's machine.
+    """
 
     name: str
     data: str = ""
+    public_key: str = ""
+    signing_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,13 @@ class ValuationJob:
     simulated: bool = True
     embedded_market: bool = False
     valuation: ValuationSettings = field(default_factory=ValuationSettings)
+    coordinator_key: str = ""
+    """Ed25519 private key that signs the report (unsigned report when empty)."""
+    coordinator_key_passphrase_env: str = ""
+    """Environment variable holding the coordinator key's passphrase, if it has one."""
+    storage_key: str = ""
+    """Key file that encrypts adapters stored in the ledger (required to store them)."""
+    adapter_limits: AdapterLimits = field(default_factory=AdapterLimits)
 
     def __post_init__(self) -> None:
         names = [o.name for o in self.owners]
@@ -58,6 +73,26 @@ class ValuationJob:
             raise ConfigError(f"unknown payout policy {self.payout_policy!r}; choose from {', '.join(PAYOUT_POLICIES)}")
         if not (self.budget >= 0 and self.budget != float("inf")):
             raise ConfigError(f"budget must be a finite non-negative amount, got {self.budget!r}")
+        keyed = [o.name for o in self.owners if o.public_key]
+        if keyed and len(keyed) != len(names):
+            raise ConfigError("either every owner has a public key or none does; missing for "
+                              + ", ".join(o.name for o in self.owners if not o.public_key))
+
+    @property
+    def requires_signatures(self) -> bool:
+        """Submissions must be signed when the allowlist holds public keys."""
+        return any(o.public_key for o in self.owners)
+
+    def same_work_as(self, other: "ValuationJob") -> bool:
+        """Whether ``other`` asks for the same valuation: a resumable re-run.
+
+        The run id and where the coordinator's keys are kept do not change the work (a moved
+        or wrong storage key is caught when the stored adapters fail to decrypt).
+        """
+        mine, theirs = json.loads(self.to_json()), json.loads(other.to_json())
+        for key in ("run_id", "coordinator_key", "coordinator_key_passphrase_env", "storage_key"):
+            mine.pop(key), theirs.pop(key)
+        return mine == theirs
 
     @property
     def owner_names(self) -> tuple[str, ...]:
@@ -71,6 +106,8 @@ class ValuationJob:
         raw = json.loads(text)
         raw["owners"] = tuple(OwnerEntry(**o) for o in raw["owners"])
         raw["spec"] = TrainingSpec(**raw["spec"])
+        if "adapter_limits" in raw:
+            raw["adapter_limits"] = AdapterLimits(**raw["adapter_limits"])
         if "valuation" in raw:
             settings = dict(raw["valuation"])
             settings["utilities"] = tuple(settings.get("utilities", ("preference",)))

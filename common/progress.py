@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 PROGRESS_FILE = "progress.jsonl"
@@ -18,15 +18,19 @@ PROGRESS_FILE = "progress.jsonl"
 class ProgressLog:
     """Appends events ``{"t": seconds, "stage": ..., "message": ..., **fields}``."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, sink: Callable[[dict], object] | None = None) -> None:
+        """``sink`` also receives every event (the coordinator's ledger, for live watchers)."""
         self.path = Path(directory) / PROGRESS_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._start = time.time()
+        self._sink = sink
 
     def emit(self, stage: str, message: str, **fields) -> None:
         event = {"t": round(time.time() - self._start, 3), "stage": stage, "message": message, **fields}
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(event) + "\n")
+        if self._sink is not None:
+            self._sink(event)
 
 
 def follow(path: Path, offset: int) -> tuple[list[dict], int]:

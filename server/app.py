@@ -25,6 +25,7 @@ def main(grid: Grid, context: Context) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     job_path = str(context.run_config.get("job", "") or "")
     job = ValuationJob.load(job_path) if job_path else default_job()
-    report = run_job(job, lambda progress: collect_adapters(grid, job, progress))
+    report = run_job(job, lambda admission, wanted, progress: collect_adapters(grid, job, admission, wanted,
+                                                                                progress))
     where = job.out_dir
     logging.getLogger("flwr").info("FairPool %s: %s", "report written to" if report else "run failed, see", where)

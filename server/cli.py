@@ -5,6 +5,10 @@
     fairpool demo [--out DIR] [--objectives helpful,harmless] [--seed N] [...]
     fairpool value --owner NAME=PATH ... --eval PATH [--base-model DIR] --out DIR [...]
     fairpool generate --adapter NAME=DIR ... --coalition A,B --prompt TEXT [...]
+    fairpool keys generate --out DIR [--name NAME] [--passphrase-env VAR] [--force]
+    fairpool verify-report REPORT --coordinator-key PUB [--owner NAME --adapter DIR]
+    fairpool serve --ledger PATH --address HOST:PORT --tls-cert CERT --tls-key KEY --allowlist FILE
+    fairpool fetch-report --server HOST:PORT --run ID --owner NAME --key KEY --coordinator-key PUB [...]
 
 Every option is documented in docs/cli.md.
 
@@ -20,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.adapter_checks import AdapterLimits
 from common.composition import COMPOSITION_RULES
 from common.errors import ConfigError, FairPoolError
 from common.games_config import ESTIMATOR_NAMES, ValuationSettings
@@ -51,6 +56,15 @@ def _add_valuation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beta", type=float, default=None, help="DPO β (default 0.1)")
     p.add_argument("--lora-r", type=int, default=None, help="LoRA rank (default 8)")
     p.add_argument("--min-owners", type=int, default=1, help="fewest accepted owners to value (default 1)")
+    p.add_argument("--coordinator-key", type=Path, default=None,
+                   help="Ed25519 private key that signs the report (default: OUT/keys/coordinator.key, created)")
+    p.add_argument("--storage-key", type=Path, default=None,
+                   help="key file sealing adapters stored in the ledger (default: OUT/keys/storage.key, created)")
+    p.add_argument("--max-adapter-norm", type=float, default=None,
+                   help="reject adapters whose L2 norm exceeds this (default 1000)")
+    p.add_argument("--max-adapter-mb", type=float, default=None, help="reject adapters larger than this (default 512)")
+    p.add_argument("--duplicate-cosine", type=float, default=None,
+                   help="flag owner pairs whose adapters have cosine similarity ≥ this (default 0.99)")
     p.add_argument("--utility", action="append", default=None, metavar="NAME",
                    help="a game to value owners in, repeatable: preference (default), preference-logsigmoid, "
                         "or reward:SCORER (mean reward of each coalition's generations)")
@@ -131,7 +145,54 @@ def build_parser() -> argparse.ArgumentParser:
     fidelity.add_argument("--seed", type=int, default=0)
     fidelity.add_argument("--epochs", type=float, default=None)
     fidelity.add_argument("--learning-rate", type=float, default=None)
+    fidelity.add_argument("--setting", action="append", default=[], metavar="KEY=V[,KEY=V]",
+                          help="run the study once per setting (keys: epochs, learning-rate) and write a "
+                               "sweep summary; repeat for each setting")
     fidelity.add_argument("--out", type=Path, required=True)
+
+    keys = sub.add_parser("keys", help="Ed25519 signing keys of a coordinator or an owner")
+    keys_sub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    keygen = keys_sub.add_parser("generate", help="write a new key pair NAME.key (mode 600) and NAME.pub")
+    keygen.add_argument("--out", required=True, type=Path, help="directory to write the key pair into")
+    keygen.add_argument("--name", default="fairpool", help="file name stem (default: fairpool)")
+    keygen.add_argument("--passphrase-env", default=None, metavar="VAR",
+                        help="encrypt the private key with the passphrase in environment variable VAR")
+    keygen.add_argument("--force", action="store_true", help="overwrite an existing key pair")
+
+    verify = sub.add_parser("verify-report", help="check a report's signature (and an owner's adapter digest)")
+    verify.add_argument("report", type=Path, help="the report.json to check")
+    verify.add_argument("--coordinator-key", required=True, metavar="PUB",
+                        help="the coordinator's public key: a .pub file, or base64 of its 32 raw bytes")
+    verify.add_argument("--owner", default=None, help="also check this owner's entry ...")
+    verify.add_argument("--adapter", default=None, metavar="DIR",
+                        help="... against the PEFT adapter directory the owner submitted")
+
+    serve = sub.add_parser("serve", help="publish the ledger's signed reports and progress to owners over gRPC")
+    serve.add_argument("--ledger", required=True, type=Path, help="the coordinator's ledger.sqlite (in its --out)")
+    serve.add_argument("--address", default="0.0.0.0:50061", help="HOST:PORT to listen on (default 0.0.0.0:50061)")
+    serve.add_argument("--tls-cert", type=Path, default=None, help="server certificate chain (PEM)")
+    serve.add_argument("--tls-key", type=Path, default=None, help="server private key (PEM)")
+    serve.add_argument("--insecure", action="store_true", help="serve plaintext without TLS (local tests only)")
+    serve.add_argument("--allowlist", type=Path, default=None,
+                       help="JSON or TOML file mapping owner names to their public-key files")
+    serve.add_argument("--allow", action="append", default=[], metavar="NAME=PUBKEY",
+                       help="an owner allowed to connect and its public key (file or base64); repeat")
+
+    fetch = sub.add_parser("fetch-report", help="fetch a run's report from `fairpool serve` and verify its signature")
+    fetch.add_argument("--server", required=True, metavar="HOST:PORT", help="the publication server")
+    fetch.add_argument("--run", required=True, help="run id")
+    fetch.add_argument("--owner", required=True, help="your owner name (as on the server's allowlist)")
+    fetch.add_argument("--key", required=True, type=Path, help="your owner private key (NAME.key)")
+    fetch.add_argument("--passphrase-env", default=None, metavar="VAR",
+                       help="the private key's passphrase is in environment variable VAR")
+    fetch.add_argument("--coordinator-key", required=True, metavar="PUB",
+                       help="the coordinator's public key: a .pub file, or base64 of its 32 raw bytes")
+    fetch.add_argument("--ca-cert", type=Path, default=None,
+                       help="CA certificate (PEM) that signed the server's certificate (default: system roots)")
+    fetch.add_argument("--insecure", action="store_true", help="connect without TLS (only to `serve --insecure`)")
+    fetch.add_argument("--watch", action="store_true", help="first stream the run's progress until it ends")
+    fetch.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default 10)")
+    fetch.add_argument("--out", type=Path, default=None, help="write the verified report here (default: stdout)")
 
     value = sub.add_parser("value", help="value owners' preference datasets in a simulated federation")
     value.add_argument("--owner", action="append", required=True, metavar="NAME=PATH",
@@ -186,8 +247,30 @@ def _job_options(args: argparse.Namespace, default_utilities: tuple[str, ...] = 
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
     if valuation.reward_scorers:  # a scorer that cannot load should fail now, not after training
         resolve_scorers(valuation.reward_scorers, valuation.reward_models, valuation.scorers)
+    limits = {k: v for k, v in (("max_norm", args.max_adapter_norm), ("max_megabytes", args.max_adapter_mb),
+                                 ("duplicate_cosine", args.duplicate_cosine)) if v is not None}
+    try:
+        adapter_limits = AdapterLimits(**limits)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    for option, path in (("--coordinator-key", args.coordinator_key), ("--storage-key", args.storage_key)):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{option} {path}: no such file")
     return {"composition": args.composition, "payout_policy": args.payout_policy, "budget": args.budget,
-            "min_owners": args.min_owners, "owner_timeout_s": args.timeout, "valuation": valuation}
+            "min_owners": args.min_owners, "owner_timeout_s": args.timeout, "valuation": valuation,
+            "adapter_limits": adapter_limits}
+
+
+def _prepare(job, args: argparse.Namespace):
+    """Keys for the job (created under OUT/keys unless given) and, for a re-run, its earlier run id."""
+    from server.defaults import resume_or_start, with_trust_material
+
+    job = with_trust_material(job, coordinator_key=args.coordinator_key and args.coordinator_key.resolve(),
+                              storage_key=args.storage_key and args.storage_key.resolve())
+    job, resumed = resume_or_start(job)
+    if resumed:
+        _say(f"resuming run {job.run_id} in {job.out_dir} (same job): stored adapters and utilities are reused")
+    return job
 
 
 def _run_and_print(job) -> int:
@@ -270,7 +353,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in _spec_overrides(args).items() if k != "seed"}
     if overrides:
         job = dataclasses.replace(job, spec=dataclasses.replace(job.spec, **overrides))
-    return _run_and_print(job)
+    return _run_and_print(_prepare(job, args))
 
 
 def cmd_value(args: argparse.Namespace) -> int:
@@ -296,7 +379,7 @@ def cmd_value(args: argparse.Namespace) -> int:
         spec=spec,
         **options,
     )
-    return _run_and_print(job)
+    return _run_and_print(_prepare(job, args))
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -336,11 +419,13 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     from common.market import make_market
     from server.defaults import default_market_dir, spec_for
     from server.fidelity import run_fidelity, write_fidelity
+    from server.fidelity_sweep import labels_unique, parse_setting, setting_label, summarise_sweep, write_sweep
 
     if args.market == bool(args.owner):
         raise ConfigError("give either --market or --owner NAME=PATH ... with --eval")
     if args.orders < 1:
         raise ConfigError("--orders must be at least 1")
+    settings = [parse_setting(text) for text in args.setting]  # user mistakes before any work
     if args.market:
         market = make_market(default_market_dir(args.seed), seed=args.seed)
         paths = {name: market.owners[name] for name in ("clean", "clean-small", "noisy", "flipped")}
@@ -355,16 +440,129 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     evaluation = load_preferences(eval_path)[0]
     base = args.base_model or str(build_base_model(progress=_say))
     overrides = {k: v for k, v in (("epochs", args.epochs), ("learning_rate", args.learning_rate)) if v is not None}
-    spec = spec_for(base, seed=args.seed, **overrides)
     coalitions = args.coalitions if args.coalitions == "all" else int(args.coalitions)
-    report = run_fidelity(spec, owners, evaluation, coalitions=coalitions, orders=args.orders, seed=args.seed,
-                          progress=_say)
-    write_fidelity(report, args.out)
-    print((args.out / "fidelity.md").read_text())
+    if not args.setting:
+        spec = spec_for(base, seed=args.seed, **overrides)
+        report = run_fidelity(spec, owners, evaluation, coalitions=coalitions, orders=args.orders, seed=args.seed,
+                              progress=_say)
+        write_fidelity(report, args.out)
+        print((args.out / "fidelity.md").read_text())
+        return 0
+    specs = [spec_for(base, seed=args.seed, **{**overrides, **setting}) for setting in settings]
+    labels = [setting_label(s.to_record()) for s in specs]
+    labels_unique(labels)
+    reports = {}
+    for label, spec in zip(labels, specs):
+        _say(f"fidelity study under {label}")
+        reports[label] = run_fidelity(spec, owners, evaluation, coalitions=coalitions, orders=args.orders,
+                                      seed=args.seed, progress=_say)
+        write_fidelity(reports[label], args.out / label)
+    write_sweep(summarise_sweep(reports), args.out)
+    print((args.out / "sweep.md").read_text())
+    return 0
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from common.signing import fingerprint, generate_private_key, save_keypair
+
+    passphrase = None
+    if args.passphrase_env is not None:  # from the environment: argv is visible to every user in `ps`
+        value = os.environ.get(args.passphrase_env)
+        if not value:
+            raise ConfigError(f"--passphrase-env {args.passphrase_env}: that environment variable is unset or empty")
+        passphrase = value.encode("utf-8")
+    key = generate_private_key()
+    key_path, pub_path = save_keypair(key, args.out, args.name, passphrase=passphrase, force=args.force)
+    print(f"private key: {key_path} (mode 600{', encrypted' if passphrase else ''}; keep it secret)")
+    print(f"public key:  {pub_path}")
+    print(f"fingerprint: {fingerprint(key.public_key())}")
+    return 0
+
+
+def cmd_verify_report(args: argparse.Namespace) -> int:
+    from common.signing import SignatureError, load_public_key
+    from server.verify import VerificationError, verify_report_file
+
+    if (args.owner is None) != (args.adapter is None):
+        raise ConfigError("--owner and --adapter go together: give both or neither")
+    pub = load_public_key(args.coordinator_key)
+    try:
+        lines = verify_report_file(args.report, pub, owner=args.owner, adapter_dir=args.adapter)
+    except (SignatureError, VerificationError) as exc:  # a failed check, not a usage mistake
+        _say(f"error: {args.report}: {exc}")
+        return EXIT_RUN_FAILED
+    print("\n".join(lines))
+    print("OK")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+
+    from server.publish import TlsFiles, load_allowlist, parse_allow, serve
+
+    if args.insecure and (args.tls_cert or args.tls_key):
+        raise ConfigError("--insecure serves plaintext: drop --tls-cert/--tls-key, or drop --insecure")
+    if not args.insecure and not (args.tls_cert and args.tls_key):
+        raise ConfigError("give --tls-cert and --tls-key (or --insecure to serve plaintext, for local tests only)")
+    allowlist = load_allowlist(args.allowlist) if args.allowlist else {}
+    for name, key in parse_allow(args.allow).items():
+        if name in allowlist:
+            raise ConfigError(f"--allow {name}=...: owner {name!r} is already on the allowlist")
+        allowlist[name] = key
+    if args.insecure:
+        _say("warning: serving WITHOUT TLS (--insecure): tokens and reports travel in the clear")
+    running = serve(args.ledger, args.address, allowlist,
+                    tls=None if args.insecure else TlsFiles(args.tls_cert, args.tls_key), insecure=args.insecure)
+    host = args.address.rpartition(":")[0]
+    print(f"serving {args.ledger} on {host}:{running.port} ({'plaintext' if args.insecure else 'TLS'}) "
+          f"to {len(allowlist)} owner(s)", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: running.server.stop(1.0))
+    try:
+        running.server.wait_for_termination()
+    except KeyboardInterrupt:
+        running.stop()
+    return 0
+
+
+def cmd_fetch_report(args: argparse.Namespace) -> int:
+    from client.fetch import FetchError, PublicationClient, write_report
+    from common.signing import SignatureError, load_private_key, load_public_key
+
+    passphrase = None
+    if args.passphrase_env is not None:
+        value = os.environ.get(args.passphrase_env)
+        if not value:
+            raise ConfigError(f"--passphrase-env {args.passphrase_env}: that environment variable is unset or empty")
+        passphrase = value.encode("utf-8")
+    if args.insecure and args.ca_cert:
+        raise ConfigError("--insecure connects without TLS: drop --ca-cert, or drop --insecure")
+    key = load_private_key(args.key, passphrase)
+    coordinator = load_public_key(args.coordinator_key)
+    if args.insecure:
+        _say("warning: connecting WITHOUT TLS (--insecure): your token and the report travel in the clear")
+    with PublicationClient(args.server, args.owner, key, ca_cert=args.ca_cert, insecure=args.insecure,
+                           timeout_s=args.timeout) as client:
+        try:
+            if args.watch:
+                for event in client.watch(args.run):
+                    _say(f"[{event['seq']}] {event['stage']}: {event['message']}")
+            report = client.fetch_report(args.run, coordinator)
+        except (FetchError, SignatureError) as exc:  # refused or unverifiable: nothing is written
+            _say(f"error: run {args.run}: {exc}")
+            return EXIT_RUN_FAILED
+    if args.out is None:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        _say(f"verified report of run {args.run} written to {write_report(report, args.out)}")
     return 0
 
 
 COMMANDS = {
+    ("keys", "generate"): cmd_keys_generate,
+    ("verify-report", None): cmd_verify_report,
+    ("serve", None): cmd_serve,
+    ("fetch-report", None): cmd_fetch_report,
     ("fidelity", None): cmd_fidelity,
     ("generate", None): cmd_generate,
     ("base-model", "build"): cmd_base_model_build,

@@ -1,18 +1,20 @@
 """Gathering every owner's adapter individually through a Flower ``Grid`` (no averaging).
 
-Kept apart from ``app.py`` so the waiting, timeout and de-duplication rules read as plain
+Kept apart from ``app.py`` so the waiting, timeout, nonce and admission rules read as plain
 logic; the ``Grid`` is the only Flower object it touches.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from common.job import ValuationJob
+from common.signing import new_nonce
+from server.admission import Admission
 from server.coordinator import Submission, submission_from_meta
 
 
@@ -26,16 +28,19 @@ def wait_for_nodes(grid: Grid, count: int, timeout_s: float, poll_s: float = 0.5
         time.sleep(poll_s)
 
 
-def training_messages(job: ValuationJob, node_ids: list[int]) -> list[Message]:
-    """One training request per node: the spec, plus the roster when owners are simulated."""
-    messages = []
-    for node_id in node_ids:
-        content = RecordDict({"spec": ConfigRecord({**job.spec.to_record(), "run_id": job.run_id})})
-        if job.simulated:
-            content["roster"] = ConfigRecord({"names": [o.name for o in job.owners],
-                                              "paths": [o.data for o in job.owners]})
-        messages.append(Message(content=content, dst_node_id=node_id, message_type=MessageType.TRAIN))
-    return messages
+def training_message(job: ValuationJob, node_id: int, nonce: str, held: Sequence[str]) -> Message:
+    """One node's training request: the spec, this run's id, a fresh nonce, the owners whose
+    adapters the coordinator already holds (they need not train again), and the roster when
+    owners are simulated."""
+    content = RecordDict({
+        "spec": ConfigRecord({**job.spec.to_record(), "run_id": job.run_id}),
+        "request": ConfigRecord({"run_id": job.run_id, "nonce": nonce, "held": list(held)}),
+    })
+    if job.simulated:
+        content["roster"] = ConfigRecord({"names": [o.name for o in job.owners],
+                                          "paths": [o.data for o in job.owners],
+                                          "keys": [o.signing_key for o in job.owners]})
+    return Message(content=content, dst_node_id=node_id, message_type=MessageType.TRAIN)
 
 
 def decode_reply(reply: Message) -> Submission | None:
@@ -54,34 +59,55 @@ def decode_reply(reply: Message) -> Submission | None:
     return submission_from_meta(owner, meta, tensors, metrics)
 
 
-def collect_adapters(grid: Grid, job: ValuationJob, progress: Callable[..., None]) -> list[Submission]:
-    """Send the spec to every owner's node and gather replies as they arrive, keyed by owner.
+def collect_adapters(grid: Grid, job: ValuationJob, admission: Admission, wanted: Sequence[str],
+                     progress: Callable[..., None]) -> dict[str, str]:
+    """Ask every node for the ``wanted`` owners' adapters and admit replies as they arrive.
 
-    Replies from names outside the job, and second replies under a name already received,
-    are ignored and logged: a node cannot impersonate or double-count an owner.
+    Each request carries a fresh nonce (recorded in the ledger before it is sent); a reply is
+    checked against the nonce of the request it answers. Returns ``{owner: reason}`` for the
+    wanted owners that were not accepted (timeouts included); accepted ones are in the ledger.
     """
-    expected = set(job.owner_names)
+    expected = set(wanted)
     progress("wait", f"waiting for {len(expected)} owner node(s) to join")
     node_ids = wait_for_nodes(grid, len(expected), job.owner_timeout_s)
+    messages, nonces = [], []
+    for node_id in node_ids:
+        nonce = new_nonce()
+        admission.ledger.issue_nonce(job.run_id, nonce)
+        messages.append(training_message(job, node_id, nonce, sorted(set(job.owner_names) - expected)))
+        nonces.append(nonce)
     progress("train", f"sent training spec to {len(node_ids)} node(s)", done=0, total=len(expected))
-    pending = set(grid.push_messages(training_messages(job, node_ids)))
-    received: dict[str, Submission] = {}
+    issued = dict(zip(grid.push_messages(messages), nonces))
+    pending = set(issued)
+    accepted: set[str] = set()
+    reasons: dict[str, str] = {}
     deadline = time.monotonic() + job.owner_timeout_s
     while pending and time.monotonic() < deadline:
         for reply in grid.pull_messages(list(pending)):
-            pending.discard(reply.metadata.reply_to_message_id)
+            message_id = reply.metadata.reply_to_message_id
+            pending.discard(message_id)
             sub = decode_reply(reply)
             if sub is None:
                 progress("train", f"a node replied with an error: {reply.error if reply.has_error() else 'no owner'}")
                 continue
-            if sub.owner not in expected or sub.owner in received:
-                progress("train", f"ignored a reply claiming owner {sub.owner!r}")
+            if sub.skipped:
                 continue
-            received[sub.owner] = sub
-            status = f"failed: {sub.error}" if sub.error else f"adapter received ({sub.num_examples} examples)"
-            progress("train", f"{sub.owner}: {status}", owner=sub.owner, done=len(received), total=len(expected))
+            if sub.owner in accepted:
+                progress("train", f"ignored a second reply claiming owner {sub.owner!r}")
+                continue
+            reason = admission.admit(sub, issued.get(message_id))
+            if reason is None:
+                accepted.add(sub.owner)
+                reasons.pop(sub.owner, None)
+                progress("train", f"{sub.owner}: adapter accepted ({sub.num_examples} examples)", owner=sub.owner,
+                         done=len(accepted), total=len(expected))
+            else:
+                if sub.owner in expected:
+                    reasons[sub.owner] = reason
+                progress("train", f"{sub.owner}: refused: {reason}", owner=sub.owner)
         if pending:
             time.sleep(0.5)
-    for name in sorted(expected - set(received)):
-        received[name] = Submission(name, error=f"no reply within {job.owner_timeout_s:.0f}s")
-    return [received[name] for name in job.owner_names]
+    for name in sorted(expected - accepted - set(reasons)):
+        reasons[name] = f"no reply within {job.owner_timeout_s:.0f}s"
+        admission.ledger.record_submission(job.run_id, name, status="missing", reason=reasons[name], meta={})
+    return reasons

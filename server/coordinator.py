@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from common.adapter_checks import AdapterLimits, adapter_problem, near_duplicates
 from common.basemodel import load_base_model
 from common.bits import members_of
+from common import faults
 from common.data import PreferenceExample, load_preferences
 from common.digest import tensors_sha256
 from common.errors import FairPoolError
@@ -56,28 +58,23 @@ class Submission:
     dropped: dict[str, int] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    nonce: str = ""
+    run_id: str = ""
+    spec_sha256: str = ""
+    signature: str = ""
+    skipped: bool = False
+    """The owner did not train because the coordinator already holds its adapter (a resumed run)."""
 
 
-def rejection_reason(submission: Submission, expected: Mapping[str, tuple[int, ...]]) -> str | None:
-    """Why a submission cannot be valued, or ``None`` when it is sound."""
+def rejection_reason(submission: Submission, expected: Mapping[str, tuple[int, ...]], rank: int,
+                     limits: AdapterLimits = AdapterLimits()) -> str | None:
+    """Why a submission cannot be valued, or ``None`` when it is sound (signatures: server/admission.py)."""
     if submission.error:
         return submission.error
-    tensors = submission.tensors
-    if not tensors:
-        return "no adapter tensors received"
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    if missing or extra:
-        return f"adapter tensor names do not match the spec (missing {missing[:2]}, unexpected {extra[:2]})"
-    for name, shape in expected.items():
-        arr = tensors[name]
-        if tuple(arr.shape) != shape:
-            return f"tensor {name} has shape {tuple(arr.shape)}, expected {shape}"
-        if arr.dtype != np.float32:
-            return f"tensor {name} has dtype {arr.dtype}, expected float32"
-        if not np.all(np.isfinite(arr)):
-            return f"tensor {name} has non-finite values"
-    if submission.claimed_sha256 and tensors_sha256(tensors) != submission.claimed_sha256:
+    problem = adapter_problem(submission.tensors, expected, rank, limits)
+    if problem:
+        return problem
+    if submission.claimed_sha256 and tensors_sha256(submission.tensors) != submission.claimed_sha256:
         return "adapter digest does not match the tensors received"
     if submission.num_examples <= 0:
         return "owner reported no training examples"
@@ -120,10 +117,19 @@ class Scored:
     tokenizer: object
 
 
-def preference_game_for(job: ValuationJob, utility: str, scored: Scored) -> tuple[Game, dict]:
-    """The arithmetic preference game (cheap: never persisted)."""
+def _content_key(*parts) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def preference_game_for(job: ValuationJob, utility: str, scored: Scored,
+                        store: UtilityStore | None = None) -> tuple[Game, dict]:
+    """The arithmetic preference game; its utilities are memoised in ``store`` (a resumed run reads them)."""
+    key = "preference/" + _content_key(job.run_id, utility, scored.names, scored.digests, job.composition,
+                                       scored.sizes, job.spec.beta, job.eval_path)
     game = preference_game(scored.names, scored.margins, PREFERENCE_UTILITIES[utility], job.composition,
-                           scored.sizes, job.spec.beta, key=f"{job.run_id}/{utility}")
+                           scored.sizes, job.spec.beta, key=key, store=store)
     return game, {"metric": PREFERENCE_UTILITIES[utility], "num_eval_pairs": int(scored.margins.shape[1])}
 
 
@@ -173,8 +179,9 @@ def play_game(job: ValuationJob, utility: str, game: Game, described: dict,
     result = estimate(game, settings.estimator, stop=stop, seed=job.spec.seed, exact_max_players=exact_bound)
     empty, grand = game.utilities(np.array([0, (1 << game.n) - 1]))
     rows, omitted = _coalition_rows(game)
-    progress("coalitions", f"{utility}: {game.computed} coalition utilities computed",
-             done=game.computed, total=game.computed)
+    evaluated = int(game.known()[0].size)  # the same whether utilities were computed now or read back
+    progress("coalitions", f"{utility}: {evaluated} coalition utilities ({game.computed} computed, "
+             f"{evaluated - game.computed} read from the ledger)", done=evaluated, total=evaluated)
     return {
         "utility": utility,
         **described,
@@ -182,7 +189,7 @@ def play_game(job: ValuationJob, utility: str, game: Game, described: dict,
         "estimator": result.estimator,
         "status": result.status,
         "params": {k: _plain(v) for k, v in result.params.items()},
-        "evaluations": int(game.computed),
+        "evaluations": evaluated,
         "empty": float(empty),
         "grand": float(grand),
         "values": result.as_dict(),
@@ -196,15 +203,24 @@ def value_submissions(
     submissions: Sequence[Submission],
     progress: Callable[..., None] = lambda *_a, **_k: None,
     store: UtilityStore | None = None,
+    *,
+    base=None,
+    refused: Sequence[Mapping[str, object]] = (),
 ) -> dict:
-    """Validate, score, value and pay: the full report for ``job``."""
-    base_model, tokenizer = load_base_model(job.spec.base_model)
+    """Validate, score, value and pay: the full report for ``job``.
+
+    ``store`` memoises coalition utilities; when it also keeps results (the ledger), each
+    finished game is stored too, so a resumed run re-plays nothing. ``base`` is an already
+    loaded ``(model, tokenizer)``; ``refused`` lists replies refused before valuation that
+    named no owner of the job (or were replays), for the audit section of the report.
+    """
+    base_model, tokenizer = base or load_base_model(job.spec.base_model)
     expected = expected_adapter_shapes(job.spec, base_model)
     by_owner = {s.owner: s for s in submissions}
     owners_report, accepted = [], []
     for name in job.owner_names:
         sub = by_owner.get(name) or Submission(name, error="no reply from this owner")
-        reason = rejection_reason(sub, expected)
+        reason = rejection_reason(sub, expected, job.spec.lora_r, job.adapter_limits)
         owners_report.append({
             "name": name,
             "num_examples": int(sub.num_examples),
@@ -224,6 +240,12 @@ def value_submissions(
         )
     names = [s.owner for s in accepted]
     sizes = [s.num_examples for s in accepted]
+    flags = [{"kind": "near_duplicate", **pair,
+              "note": "adapters nearly identical: possible copying or free-riding (not rejected)"}
+             for pair in near_duplicates({s.owner: s.tensors for s in accepted}, job.adapter_limits.duplicate_cosine)]
+    for flag in flags:
+        progress("validate", f"flagged: {flag['owners'][0]} and {flag['owners'][1]} have near-identical adapters "
+                             f"(cosine {flag['cosine']:.4f})")
     eval_examples, _ = load_preferences(job.eval_path)
     peft_model = load_adapters(base_model, job.spec, {s.owner: s.tensors for s in accepted})
     evaluation = score_evaluation(peft_model, tokenizer, names, eval_examples, job.spec.max_length,
@@ -232,15 +254,25 @@ def value_submissions(
                     peft_model, tokenizer)
     save_adapters(job, peft_model, names)
     rewards = RewardGames(job, scored, progress, store) if job.valuation.reward_scorers else None
+    keeps_results = hasattr(store, "save_result")
     games = []
     for utility in job.valuation.utilities:
+        result_name = "game/" + _content_key(utility, scored.names, scored.digests, asdict(job.valuation))
+        kept = store.result(job.run_id, result_name) if keeps_results else None
+        if kept is not None:
+            progress("valuation", f"{utility}: values read from the ledger")
+            games.append(json.loads(kept))
+            continue
         game, described = rewards.game_for(utility) if reward_scorer(utility) else \
-            preference_game_for(job, utility, scored)
+            preference_game_for(job, utility, scored, store)
         games.append(play_game(job, utility, game, described, progress))
+        if keeps_results:
+            store.save_result(job.run_id, result_name, json.dumps(games[-1]).encode())
+        faults.hit("after_game_stored")
     paying = next(g for g in games if g["utility"] == job.valuation.payout_utility)
     payout = payout_shares({n: v["shapley"] for n, v in paying["values"].items()}, job.budget, job.payout_policy)
     progress("valuation", "values computed")
-    return {
+    report = {
         "run_id": job.run_id,
         "owners": owners_report,
         "games": games,
@@ -253,6 +285,7 @@ def value_submissions(
             "amounts": {k: float(v) for k, v in payout.amounts.items()},
             "flagged": list(payout.flagged),
         },
+        "flags": flags,
         "settings": {
             "base_model": job.spec.base_model,
             "base_fingerprint": job.spec.base_fingerprint,
@@ -260,8 +293,13 @@ def value_submissions(
             "spec_sha256": job.spec.digest(),
             "composition": job.composition,
             "eval_path": job.eval_path,
+            "signatures_required": job.requires_signatures,
+            "adapter_limits": asdict(job.adapter_limits),
         },
     }
+    if refused:
+        report["refused"] = [dict(r) for r in refused]
+    return report
 
 
 def check_efficiency(game: dict, tol: float = 1e-9) -> bool:
@@ -274,6 +312,8 @@ def submission_from_meta(owner: str, meta: Mapping[str, object], tensors, metric
     """Build a :class:`Submission` from a reply's decoded records (used by the ServerApp)."""
     if meta.get("error"):
         return Submission(owner, error=str(meta["error"]))
+    if meta.get("skipped"):
+        return Submission(owner, skipped=True)
     return Submission(
         owner=owner,
         tensors=tensors,
@@ -281,4 +321,8 @@ def submission_from_meta(owner: str, meta: Mapping[str, object], tensors, metric
         claimed_sha256=str(meta.get("sha256", "")),
         dropped={k: int(v) for k, v in json.loads(str(meta.get("dropped", "{}"))).items()},
         metrics=dict(metrics or {}),
+        nonce=str(meta.get("nonce", "")),
+        run_id=str(meta.get("run_id", "")),
+        spec_sha256=str(meta.get("spec_sha256", "")),
+        signature=str(meta.get("signature", "")),
     )

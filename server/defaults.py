@@ -48,3 +48,65 @@ def default_job(out_dir: str | Path | None = None, seed: int = 0, progress=lambd
         embedded_market=True,
         **job_options,
     )
+
+
+KEYS_DIR = "keys"
+
+
+def with_trust_material(job: ValuationJob, *, coordinator_key: str | Path | None = None,
+                        storage_key: str | Path | None = None) -> ValuationJob:
+    """A simulated job with keys: owners sign, the coordinator signs, stored adapters are sealed.
+
+    Simulated owners' clients run on this machine, so their key pairs live under
+    ``OUT/keys/owners/``; the coordinator key and the storage key default to ``OUT/keys/``.
+    Existing key files are reused, so re-running the same command (to resume) keeps the same
+    identities. Given paths are used as they are.
+    """
+    import dataclasses
+
+    from common.sealing import generate_storage_key
+    from common.signing import generate_private_key, load_private_key, public_key_text, save_keypair
+
+    keys = Path(job.out_dir) / KEYS_DIR
+
+    def keypair(directory: Path, name: str) -> Path:
+        path = directory / f"{name}.key"
+        if not path.exists():
+            save_keypair(generate_private_key(), directory, name)
+        return path
+
+    owners = []
+    for owner in job.owners:
+        if owner.public_key or not job.simulated:
+            owners.append(owner)
+            continue
+        key_path = keypair(keys / "owners", owner.name)
+        public = public_key_text(load_private_key(key_path).public_key())
+        owners.append(dataclasses.replace(owner, public_key=public, signing_key=str(key_path)))
+    coordinator = Path(coordinator_key) if coordinator_key else keypair(keys, "coordinator")
+    storage = Path(storage_key) if storage_key else keys / "storage.key"
+    if not storage_key and not storage.exists():
+        generate_storage_key(storage)
+    return dataclasses.replace(job, owners=tuple(owners), coordinator_key=str(coordinator),
+                               storage_key=str(storage))
+
+
+def resume_or_start(job: ValuationJob) -> tuple[ValuationJob, bool]:
+    """The job under its earlier run id when ``OUT`` holds the same, unfinished or finished, job.
+
+    Re-running a command is how a crashed run resumes. An output directory holding a
+    *different* job is refused rather than mixed with this one.
+    """
+    import dataclasses
+
+    from common.errors import ConfigError
+    from server.federation import JOB_FILE
+
+    previous_path = Path(job.out_dir) / JOB_FILE
+    if not previous_path.exists():
+        return job, False
+    previous = ValuationJob.load(previous_path)
+    if job.same_work_as(previous):
+        return dataclasses.replace(job, run_id=previous.run_id), True
+    raise ConfigError(f"{job.out_dir} holds run {previous.run_id} of a different job; "
+                      "choose another --out (or remove that directory)")

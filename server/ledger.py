@@ -1,9 +1,15 @@
-"""The coordinator's SQLite ledger: runs, their reports, and memoised coalition utilities.
+"""The coordinator's SQLite ledger: everything a run needs to resume and to prove what it did.
 
-SQLite in WAL mode so a reader (a report server, a second process) never blocks the writer,
-and every write is one transaction: a coordinator killed mid-write leaves the ledger as it
-was before that write. Utilities are stored per game key so a re-run, or a second estimator
-over the same game, reads them instead of paying for them again.
+Tables: ``runs`` (job, status, final report), ``nonces`` (every training request's nonce and
+whether a reply used it: a replay is a reply whose nonce is unknown or used), ``submissions``
+(every reply, accepted or rejected, with digest, signature, metrics and the reason),
+``adapters`` (accepted adapters, sealed with the storage key: :mod:`common.sealing`),
+``utilities`` (memoised coalition utilities per game key), ``results`` (finished games and
+other expensive intermediate results, by name), and ``events`` (progress, for live watchers).
+
+SQLite in WAL mode so a reader (the publication server, a second process) never blocks the
+writer, and every write is one transaction: a coordinator killed mid-write leaves the ledger
+as it was before that write, so a re-run resumes from a consistent state.
 """
 
 from __future__ import annotations
@@ -24,6 +30,44 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL,
     report TEXT
 );
+CREATE TABLE IF NOT EXISTS nonces (
+    nonce TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    issued_at REAL NOT NULL,
+    used_at REAL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS submissions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    nonce TEXT,
+    adapter_sha256 TEXT,
+    signature TEXT,
+    num_examples INTEGER,
+    meta TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT
+);
+CREATE TABLE IF NOT EXISTS adapters (
+    run_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    adapter_sha256 TEXT NOT NULL,
+    sealed BLOB NOT NULL,
+    PRIMARY KEY (run_id, owner)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS results (
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (run_id, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS utilities (
     game_key TEXT NOT NULL,
     mask INTEGER NOT NULL,
@@ -76,6 +120,95 @@ class Ledger:
             return None
         return {"run_id": row[0], "created_at": row[1], "status": row[2],
                 "report": json.loads(row[3]) if row[3] else None}
+
+    def run_job(self, run_id: str) -> str | None:
+        row = self._db.execute("SELECT job FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return row[0] if row else None
+
+    # nonces -------------------------------------------------------------------
+    def issue_nonce(self, run_id: str, nonce: str) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT INTO nonces (nonce, run_id, issued_at) VALUES (?, ?, ?)",
+                             (nonce, run_id, time.time()))
+
+    def use_nonce(self, run_id: str, nonce: str) -> str | None:
+        """Mark ``nonce`` used; why it cannot be (unknown, another run's, already used), or None."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT run_id, used_at FROM nonces WHERE nonce=?", (nonce,)).fetchone()
+            if row is None:
+                return "replay: the reply's nonce was never issued by this coordinator"
+            if row[0] != run_id:
+                return f"replay: the reply's nonce belongs to run {row[0]}"
+            if row[1] is not None:
+                return "replay: the reply's nonce was already used"
+            self._db.execute("UPDATE nonces SET used_at=? WHERE nonce=?", (time.time(), nonce))
+        return None
+
+    # submissions and stored adapters ------------------------------------------
+    def record_submission(self, run_id: str, owner: str, *, status: str, reason: str | None,
+                          meta: Mapping[str, object], sealed: bytes | None = None) -> None:
+        """One reply, accepted (with its sealed adapter) or rejected, in one transaction."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO submissions (run_id, owner, received_at, nonce, adapter_sha256, signature, "
+                "num_examples, meta, status, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, owner, time.time(), meta.get("nonce"), meta.get("adapter_sha256"), meta.get("signature"),
+                 meta.get("num_examples"), json.dumps(dict(meta), sort_keys=True), status, reason))
+            if sealed is not None:
+                self._db.execute("INSERT OR REPLACE INTO adapters (run_id, owner, adapter_sha256, sealed) "
+                                 "VALUES (?, ?, ?, ?)", (run_id, owner, meta.get("adapter_sha256"), sealed))
+
+    def submissions(self, run_id: str) -> list[dict]:
+        """Every recorded reply of ``run_id``, oldest first."""
+        rows = self._db.execute("SELECT owner, received_at, status, reason, meta FROM submissions "
+                                "WHERE run_id=? ORDER BY id", (run_id,))
+        return [{"owner": r[0], "received_at": r[1], "status": r[2], "reason": r[3], "meta": json.loads(r[4])}
+                for r in rows]
+
+    def stored_adapters(self, run_id: str) -> dict[str, tuple[str, bytes, dict]]:
+        """Accepted adapters: owner → (digest, sealed blob, the accepted submission's meta)."""
+        metas = {}
+        for row in self.submissions(run_id):
+            if row["status"] == "accepted":
+                metas[row["owner"]] = row["meta"]
+        rows = self._db.execute("SELECT owner, adapter_sha256, sealed FROM adapters WHERE run_id=?", (run_id,))
+        return {owner: (digest, bytes(blob), metas.get(owner, {})) for owner, digest, blob in rows}
+
+    # results --------------------------------------------------------------------
+    def save_result(self, run_id: str, name: str, value: bytes) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT OR REPLACE INTO results (run_id, name, value) VALUES (?, ?, ?)",
+                             (run_id, name, value))
+
+    def result(self, run_id: str, name: str) -> bytes | None:
+        row = self._db.execute("SELECT value FROM results WHERE run_id=? AND name=?", (run_id, name)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def runs(self) -> list[dict]:
+        """Every run, newest first, without its report (for listings)."""
+        rows = self._db.execute("SELECT run_id, created_at, status FROM runs ORDER BY created_at DESC, run_id")
+        return [{"run_id": r[0], "created_at": r[1], "status": r[2]} for r in rows]
+
+    # progress events ------------------------------------------------------------
+    def add_event(self, run_id: str, event: Mapping[str, object]) -> int:
+        """Append one progress event; returns its sequence number (1, 2, ... per run)."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id=?",
+                                   (run_id,)).fetchone()[0]
+            self._db.execute("INSERT INTO events (run_id, seq, event) VALUES (?, ?, ?)",
+                             (run_id, seq, json.dumps(dict(event))))
+        return int(seq)
+
+    def events(self, run_id: str, after_seq: int = 0) -> list[tuple[int, dict]]:
+        """Events of ``run_id`` with sequence number above ``after_seq``, in order."""
+        rows = self._db.execute("SELECT seq, event FROM events WHERE run_id=? AND seq>? ORDER BY seq",
+                                (run_id, after_seq))
+        return [(int(seq), json.loads(text)) for seq, text in rows]
 
     # utilities (common.game.UtilityStore) --------------------------------------
     def load_utilities(self, game_key: str, masks: np.ndarray) -> dict[int, float]:

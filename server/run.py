@@ -1,4 +1,9 @@
-"""Running one job inside the coordinator: collect, value, write — or record why not.
+"""Running one job inside the coordinator: resume, collect, admit, value, sign, write — or say why not.
+
+Everything the run learns goes into the ledger as soon as it is known (accepted adapters,
+sealed; rejections with reasons; coalition utilities; finished games), so re-running the same
+job after a crash resumes: owners whose adapters are stored are not asked to train again, no
+stored utility or game is recomputed, and the report equals an uninterrupted run's.
 
 A failed run writes ``error.json`` (never a partial report) so the CLI, which waits on the
 Flower process from outside, can tell the user the actual reason.
@@ -7,13 +12,16 @@ Flower process from outside, can tell the user the actual reason.
 from __future__ import annotations
 
 import json
+import os
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from common import faults
 from common.errors import FairPoolError
 from common.job import ValuationJob
 from common.progress import ProgressLog
+from server.admission import Admission
 from server.coordinator import Submission, value_submissions
 from server.ledger import Ledger
 from server.report import write_report
@@ -21,22 +29,27 @@ from server.report import write_report
 ERROR_FILE = "error.json"
 LEDGER_FILE = "ledger.sqlite"
 
-Collector = Callable[[Callable[..., None]], list[Submission]]
+Collector = Callable[[Admission, Sequence[str], Callable[..., None]], dict[str, str]]
+"""``collect(admission, wanted_owners, progress) -> {owner: reason not accepted}``; accepted
+submissions go through ``admission.admit`` into the ledger."""
 
 
 def run_job(job: ValuationJob, collect: Collector) -> dict | None:
-    """Collect submissions with ``collect`` then value them; return the report (or None on error)."""
+    """Collect the adapters still missing with ``collect``, then value; return the report (None on error)."""
     out = Path(job.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / ERROR_FILE).unlink(missing_ok=True)
-    log = ProgressLog(out)
-    log.emit("start", f"run {job.run_id}: {len(job.owners)} owner(s)", total=len(job.owners))
     with Ledger(out / LEDGER_FILE) as ledger:
-        ledger.start_run(job.run_id, job.to_json())
+        log = ProgressLog(out, sink=lambda event: ledger.add_event(job.run_id, event))
         try:
-            submissions = collect(log.emit)
-            report = value_submissions(job, submissions, log.emit, store=ledger)
-            write_report(report, out)
+            previous = ledger.run_job(job.run_id)
+            if previous is not None and not job.same_work_as(ValuationJob.from_json(previous)):
+                raise FairPoolError(f"run {job.run_id} in {out} was started with different settings; "
+                                    "use another output directory")
+            ledger.start_run(job.run_id, job.to_json())
+            log.emit("start", f"run {job.run_id}: {len(job.owners)} owner(s)"
+                     + (" (resumed)" if previous else ""), total=len(job.owners))
+            report = _run(job, ledger, log, collect)
         except FairPoolError as exc:
             _fail(out, log, str(exc))
             ledger.finish_run(job.run_id, "failed")
@@ -46,8 +59,43 @@ def run_job(job: ValuationJob, collect: Collector) -> dict | None:
             ledger.finish_run(job.run_id, "failed")
             return None
         ledger.finish_run(job.run_id, "done", report)
-    log.emit("done", f"report written to {out / 'report.json'}")
+        log.emit("done", f"report written to {out / 'report.json'}")
     return report
+
+
+def _run(job: ValuationJob, ledger: Ledger, log: ProgressLog, collect: Collector) -> dict:
+    from common.basemodel import load_base_model
+    from common.lora import expected_adapter_shapes
+
+    base = load_base_model(job.spec.base_model)
+    admission = Admission(job, ledger, expected_adapter_shapes(job.spec, base[0]), log.emit)
+    held = admission.stored()
+    if held:
+        log.emit("resume", f"{len(held)} accepted adapter(s) already in the ledger: "
+                           f"{', '.join(sorted(held))} will not retrain")
+    wanted = [name for name in job.owner_names if name not in held]
+    reasons: dict[str, str] = {}
+    if wanted:
+        reasons = collect(admission, wanted, log.emit)
+    accepted = {**held, **admission.accepted}
+    faults.hit("before_valuation")
+    submissions = [accepted.get(name) or Submission(name, error=reasons.get(name) or "no adapter accepted")
+                   for name in job.owner_names]
+    report = value_submissions(job, submissions, log.emit, store=ledger, base=base, refused=admission.refused)
+    report = _sign(job, report)
+    write_report(report, job.out_dir)
+    return report
+
+
+def _sign(job: ValuationJob, report: dict) -> dict:
+    """The report signed with the coordinator's key, when the job names one."""
+    if not job.coordinator_key:
+        return report
+    from common.signing import load_private_key, sign_report
+
+    passphrase = os.environ.get(job.coordinator_key_passphrase_env) if job.coordinator_key_passphrase_env else None
+    key = load_private_key(job.coordinator_key, passphrase.encode() if passphrase else None)
+    return sign_report(report, key)
 
 
 def _fail(out: Path, log: ProgressLog, message: str, trace: str | None = None) -> None:

@@ -77,16 +77,16 @@ def test_rejection_reasons(fast_spec, two_adapters):
     base, _ = load_base_model(fast_spec.base_model)
     expected = expected_adapter_shapes(fast_spec, base)
     tensors = two_adapters["flipped"]
-    assert rejection_reason(_good(fast_spec, tensors), expected) is None
+    assert rejection_reason(_good(fast_spec, tensors), expected, fast_spec.lora_r) is None
     name = next(iter(tensors))
     wrong_shape = {**tensors, name: np.zeros((3, 3), np.float32)}
-    assert "shape" in rejection_reason(_good(fast_spec, wrong_shape), expected)
+    assert "shape" in rejection_reason(_good(fast_spec, wrong_shape), expected, fast_spec.lora_r)
     nan = {**tensors, name: np.full_like(tensors[name], np.nan)}
-    assert "non-finite" in rejection_reason(_good(fast_spec, nan), expected)
+    assert "non-finite" in rejection_reason(_good(fast_spec, nan), expected, fast_spec.lora_r)
     missing = dict(list(tensors.items())[1:])
-    assert "names" in rejection_reason(_good(fast_spec, missing), expected)
+    assert "names" in rejection_reason(_good(fast_spec, missing), expected, fast_spec.lora_r)
     doubles = {k: v.astype(np.float64) for k, v in tensors.items()}
-    assert "dtype" in rejection_reason(_good(fast_spec, doubles), expected)
+    assert "dtype" in rejection_reason(_good(fast_spec, doubles), expected, fast_spec.lora_r)
     tampered = dataclasses.replace(_good(fast_spec, tensors), claimed_sha256="0" * 64)
-    assert "digest" in rejection_reason(tampered, expected)
-    assert rejection_reason(Submission("x", error="boom"), expected) == "boom"
+    assert "digest" in rejection_reason(tampered, expected, fast_spec.lora_r)
+    assert rejection_reason(Submission("x", error="boom"), expected, fast_spec.lora_r) == "boom"
