@@ -1,0 +1,1 @@
+"""Deployment tools: credentials, deployed jobs, the loopback deployment, compose preparation."""
