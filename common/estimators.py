@@ -154,6 +154,7 @@ def _drive(game: Game, lookup: _Lookup, sampler: _Sampler, stop: StoppingRule | 
     rule.reset()
     start = time.perf_counter()
     iteration = 0
+    snapshots: list[dict] = []
     while True:
         k = sampler.batch()
         room = rule.samples_left(lookup.evaluations, sampler.samples, sampler.cost)
@@ -164,12 +165,33 @@ def _drive(game: Game, lookup: _Lookup, sampler: _Sampler, stop: StoppingRule | 
         values, stderr, counts = sampler.estimate()
         state = StopState(values=values, stderr=stderr, counts=counts, evaluations=lookup.evaluations,
                           samples=sampler.samples, elapsed=time.perf_counter() - start, iteration=iteration)
+        snapshots.append(_snapshot(game.players, lookup.evaluations, values, stderr))
         fired = rule.check(state)
         if fired:
             break
     record = {**params, "evaluations": lookup.evaluations, "samples": sampler.samples,
               "iterations": iteration, "stop": repr(rule), "stopped_by": [repr(r) for r in fired]}
-    return ValuationResult(game.players, values, stderr, counts, name, status_of(fired), record)
+    return ValuationResult(game.players, values, stderr, counts, name, status_of(fired), record,
+                           trace=thin_trace(snapshots))
+
+
+TRACE_MAX_POINTS = 200
+"""Snapshots kept of a sampling run (a long run has thousands of iterations)."""
+
+
+def _snapshot(players, evaluations: int, values: np.ndarray, stderr: np.ndarray) -> dict:
+    """One point of the convergence trace; a non-finite stderr (first iterations) is ``None``."""
+    return {"evaluations": int(evaluations),
+            "values": {p: float(v) for p, v in zip(players, values)},
+            "stderr": {p: (float(e) if np.isfinite(e) else None) for p, e in zip(players, stderr)}}
+
+
+def thin_trace(snapshots: list[dict], limit: int = TRACE_MAX_POINTS) -> tuple[dict, ...]:
+    """At most ``limit`` snapshots, evenly spaced, always keeping the first and the last."""
+    if len(snapshots) <= limit:
+        return tuple(snapshots)
+    keep = np.unique(np.round(np.linspace(0, len(snapshots) - 1, limit)).astype(int))
+    return tuple(snapshots[i] for i in keep)
 
 
 def _deterministic(game: Game, lookup: _Lookup, values: np.ndarray, counts: np.ndarray, *,

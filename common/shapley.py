@@ -43,6 +43,9 @@ class ValuationResult:
             (evaluations, samples, seconds) ended the run first; see
             :mod:`common.stopping`.
         params: estimator settings, recorded for reproducibility.
+        trace: for sampling estimators, snapshots ``{"evaluations", "values", "stderr"}`` of
+            the running estimate (at most :data:`TRACE_MAX_POINTS`, thinned evenly), so a
+            reader can see whether the values had settled; empty for exact methods.
 
     Arrays are copied and made read-only so the frozen result cannot be
     changed behind a report's back.  Equality is identity (``eq=False``)
@@ -56,6 +59,7 @@ class ValuationResult:
     estimator: str
     status: str
     params: dict[str, Any] = field(default_factory=dict)
+    trace: tuple[dict, ...] = ()
 
     def __post_init__(self) -> None:
         players = tuple(str(p) for p in self.players)

@@ -195,6 +195,7 @@ def play_game(job: ValuationJob, utility: str, game: Game, described: dict,
         "values": result.as_dict(),
         "coalitions": rows,
         "coalitions_omitted": omitted,
+        **({"trace": list(result.trace)} if result.trace else {}),
     }
 
 

@@ -338,3 +338,21 @@ def test_result_is_json_friendly() -> None:
     for estimator in ESTIMATORS:
         res = estimate(game, estimator, stop=MaxEvaluations(200), seed=0)
         json.dumps({"params": res.params, "values": res.as_dict()})
+
+
+def test_sampling_estimators_record_a_thinned_convergence_trace():
+    from common.estimators import TRACE_MAX_POINTS, estimate, thin_trace
+    from common.game import Game
+    from common.stopping import MaxEvaluations
+
+    game = Game.from_function([f"p{i}" for i in range(6)], lambda s: float(len(s)) ** 1.5)
+    result = estimate(game, "permutation", stop=MaxEvaluations(3000), seed=1)
+    trace = result.trace
+    assert 1 < len(trace) <= TRACE_MAX_POINTS
+    evaluations = [t["evaluations"] for t in trace]
+    assert evaluations == sorted(evaluations) and evaluations[-1] == result.params["evaluations"]
+    assert trace[-1]["values"] == {p: float(v) for p, v in zip(result.players, result.values)}
+    assert estimate(Game.from_function(["a", "b"], len), "exact").trace == ()
+    points = [{"evaluations": i} for i in range(1000)]
+    thinned = thin_trace(points, 50)
+    assert len(thinned) == 50 and thinned[0] is points[0] and thinned[-1] is points[-1]
