@@ -34,7 +34,7 @@ EXIT_USER_ERROR = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from server.cli import _add_valuation_options
+    from server.cli import add_valuation_options
 
     p = argparse.ArgumentParser(prog="make_job.py", description=(
         "Write a deployed valuation job (owners are real SuperNodes) and the Flower App that runs it."))
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the embedded tiny model under FAIRPOOL_HOME)")
     p.add_argument("--out", required=True, type=Path, help="run directory: job.json, app/ and, later, the report")
     p.add_argument("--run-id", default=None, help="run id (default: random)")
-    _add_valuation_options(p)
+    add_valuation_options(p)
     return p
 
 
@@ -69,11 +69,11 @@ def job_from_args(args: argparse.Namespace) -> ValuationJob:
     """The deployed job: validated like ``fairpool value`` does, but without owners' data paths."""
     from common.basemodel import build_base_model
     from common.data import load_preferences
-    from server.cli import _job_options, _spec_overrides
+    from server.cli import job_options, spec_overrides
     from server.defaults import new_run_id, spec_for, with_trust_material
 
     owners = owner_entries(args.owner)
-    options = _job_options(args)
+    options = job_options(args)
     if not args.eval.exists():
         raise ConfigError(f"--eval {args.eval}: no such file or directory")
     load_preferences(args.eval)  # a bad evaluation file fails here, not after every owner trained
@@ -83,7 +83,7 @@ def job_from_args(args: argparse.Namespace) -> ValuationJob:
         owners=owners,
         eval_path=str(args.eval.resolve()),
         out_dir=str(args.out.resolve()),
-        spec=spec_for(base, **_spec_overrides(args)),
+        spec=spec_for(base, **spec_overrides(args)),
         simulated=False,
         **options,
     )

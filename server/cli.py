@@ -44,7 +44,8 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _add_valuation_options(p: argparse.ArgumentParser) -> None:
+def add_valuation_options(p: argparse.ArgumentParser) -> None:
+    """Options every valuation shares (``demo``, ``value`` and ``deploy/make_job.py``)."""
     p.add_argument("--composition", choices=COMPOSITION_RULES, default="sum",
                    help="how owner models combine into a coalition model (default: sum, the paper's rule)")
     p.add_argument("--payout-policy", choices=PAYOUT_POLICIES, default="positive",
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--objectives", default="", metavar="A,B",
                       help="value the two-objective market's owners by the reward of their coalitions' "
                            "generations on these built-in objectives (helpful, harmless)")
-    _add_valuation_options(demo)
+    add_valuation_options(demo)
 
     generate = sub.add_parser("generate", help="print what a coalition's composed model answers")
     generate.add_argument("--base-model", default=None, help="base model directory (default: the embedded one)")
@@ -201,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     value.add_argument("--base-model", default=None,
                        help="local Hugging Face causal-LM directory (default: the embedded tiny model)")
     value.add_argument("--out", required=True, type=Path, help="report directory")
-    _add_valuation_options(value)
+    add_valuation_options(value)
     return parser
 
 
@@ -228,12 +229,14 @@ def parse_owner_args(items: Sequence[str]) -> list[tuple[str, Path]]:
     return [(name, Path(path)) for name, path in parse_pairs(items, "--owner").items()]
 
 
-def _spec_overrides(args: argparse.Namespace) -> dict:
+def spec_overrides(args: argparse.Namespace) -> dict:
+    """Training-spec fields the user set (``seed`` always)."""
     chosen = {"epochs": args.epochs, "learning_rate": args.learning_rate, "beta": args.beta, "lora_r": args.lora_r}
     return {"seed": args.seed, **{k: v for k, v in chosen.items() if v is not None}}
 
 
-def _job_options(args: argparse.Namespace, default_utilities: tuple[str, ...] = ("preference",)) -> dict:
+def job_options(args: argparse.Namespace, default_utilities: tuple[str, ...] = ("preference",)) -> dict:
+    """:class:`~common.job.ValuationJob` keyword arguments from the valuation options, checked now."""
     if args.eval_prompts is not None and not args.eval_prompts.exists():
         raise ConfigError(f"--eval-prompts {args.eval_prompts}: no such file or directory")
     valuation = ValuationSettings(
@@ -346,11 +349,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from server.defaults import default_job
 
     objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
-    options = _job_options(args, tuple(f"reward:{o}" for o in objectives) or ("preference",))
+    options = job_options(args, tuple(f"reward:{o}" for o in objectives) or ("preference",))
     _say("preparing the embedded base model and synthetic market (cached after the first run)")
     job = default_job(out_dir=args.out.resolve(), seed=args.seed, progress=_say, objectives=bool(objectives),
                       **options)
-    overrides = {k: v for k, v in _spec_overrides(args).items() if k != "seed"}
+    overrides = {k: v for k, v in spec_overrides(args).items() if k != "seed"}
     if overrides:
         job = dataclasses.replace(job, spec=dataclasses.replace(job.spec, **overrides))
     return _run_and_print(_prepare(job, args))
@@ -363,14 +366,14 @@ def cmd_value(args: argparse.Namespace) -> int:
     from server.defaults import new_run_id, spec_for
 
     owners = parse_owner_args(args.owner)
-    options = _job_options(args)  # option errors first: before any file is read or model built
+    options = job_options(args)  # option errors first: before any file is read or model built
     if not args.eval.exists():
         raise ConfigError(f"--eval {args.eval}: no such file or directory")
     for name, path in owners:  # fail fast, before any Flower process starts
         load_preferences(path)
     load_preferences(args.eval)
     base = args.base_model or str(build_base_model(progress=_say))
-    spec = spec_for(base, **_spec_overrides(args))
+    spec = spec_for(base, **spec_overrides(args))
     job = ValuationJob(
         run_id=new_run_id(),
         owners=tuple(OwnerEntry(name, str(path)) for name, path in owners),

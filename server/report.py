@@ -21,11 +21,17 @@ SIGNATURE_PNG = "signature.png"
 REPORT_HTML = "report.html"
 
 
+REPORT_FILE_MODE = 0o644
+"""Reports are meant to be shared with owners; mkstemp's private 0600 would hide them."""
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, REPORT_FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
