@@ -290,9 +290,14 @@ def _run_and_print(job) -> int:
             return EXIT_RUN_FAILED
     print(render_table(report))
     out = Path(job.out_dir)
-    print(f"\nReport: {out / 'report.json'}\nSummary: {out / 'report.md'}\nChart: {out / 'values.png'}")
+    print(f"\nReport: {out / 'report.json'}\nPage: {out / 'report.html'}\nSummary: {out / 'report.md'}"
+          f"\nChart: {out / 'values.png'}")
     if (out / "signature.png").exists():
         print(f"Data signature: {out / 'signature.png'}")
+    if "signature" in report:
+        public = Path(job.coordinator_key).with_suffix(".pub")
+        print(f"Signed by coordinator key {report['signature']['fingerprint']}: "
+              f"fairpool verify-report {out / 'report.json'} --coordinator-key {public}")
     return 0
 
 
@@ -319,6 +324,11 @@ def render_table(report: dict) -> str:
                      f"({game['metric']}, {game['composition']} composition, {game['estimator']}, {game['status']}, "
                      f"{game['evaluations']} coalitions)")
     lines.append(f"Payout from {report['payout']['game']}: {report['payout']['policy_description']}")
+    for flag in report.get("flags", []):
+        lines.append(f"Flagged: {' and '.join(flag['owners'])} have near-identical adapters "
+                     f"(cosine {flag['cosine']:.4f}): possible copying or free-riding, not rejected")
+    for refused in report.get("refused", []):
+        lines.append(f"Refused a reply from {refused['owner']}: {refused['reason']}")
     return "\n".join(lines)
 
 

@@ -92,21 +92,30 @@ def with_trust_material(job: ValuationJob, *, coordinator_key: str | Path | None
 
 
 def resume_or_start(job: ValuationJob) -> tuple[ValuationJob, bool]:
-    """The job under its earlier run id when ``OUT`` holds the same, unfinished or finished, job.
+    """The job under its earlier run id when ``OUT`` holds the same job: re-running resumes.
 
-    Re-running a command is how a crashed run resumes. An output directory holding a
-    *different* job is refused rather than mixed with this one.
+    Re-running a command is how a crashed run resumes (a finished one is then replayed from
+    the ledger). A *different* job may reuse ``OUT`` once the run there has finished; an
+    unfinished different run is refused, so its resumable state is not mixed with this one.
     """
     import dataclasses
+    import json
 
     from common.errors import ConfigError
     from server.federation import JOB_FILE
 
-    previous_path = Path(job.out_dir) / JOB_FILE
+    out = Path(job.out_dir)
+    previous_path = out / JOB_FILE
     if not previous_path.exists():
         return job, False
     previous = ValuationJob.load(previous_path)
     if job.same_work_as(previous):
         return dataclasses.replace(job, run_id=previous.run_id), True
-    raise ConfigError(f"{job.out_dir} holds run {previous.run_id} of a different job; "
-                      "choose another --out (or remove that directory)")
+    try:
+        finished = json.loads((out / "report.json").read_text()).get("run_id") == previous.run_id
+    except (OSError, ValueError):
+        finished = False
+    if finished:
+        return job, False
+    raise ConfigError(f"{out} holds unfinished run {previous.run_id} of a different job; re-run that command "
+                      "to resume it, or choose another --out")

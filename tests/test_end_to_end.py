@@ -45,8 +45,16 @@ def test_demo_recovers_the_market_ground_truth(tmp_path, base_model_dir):
     assert report["payout"]["flagged"] == ["flipped"]
     for name in values:  # the printed table names every owner with its share
         assert any(line.startswith(name + " ") for line in proc.stdout.splitlines())
-    for name in ("report.md", "values.png", "signature.png"):
+    for name in ("report.md", "report.html", "values.png", "signature.png"):
         assert (tmp_path / "demo" / name).exists()
+    # the byte copy of clean's data gives a byte-identical adapter: flagged, not rejected
+    assert [f["owners"] for f in report["flags"]] == [["clean", "duplicate"]]
+    assert "Flagged: clean and duplicate" in proc.stdout
+    # simulated owners signed their submissions; the coordinator signed the report
+    assert report["settings"]["signatures_required"] is True
+    from common.signing import load_public_key, verify_report
+
+    verify_report(report, load_public_key(tmp_path / "demo" / "keys" / "coordinator.pub"))
     logsig = {n: v["shapley"] for n, v in report["games"][1]["values"].items()}
     assert report["games"][1]["utility"] == "preference-logsigmoid" and check_efficiency(report["games"][1])
     assert logsig["clean"] > 0 > logsig["flipped"]

@@ -330,3 +330,23 @@ def test_a_wrong_storage_key_stops_the_run_and_loses_nothing(tmp_path, fast_spec
     with Ledger(out / LEDGER_FILE) as ledger:
         assert sorted(ledger.stored_adapters(fed.job.run_id)) == sorted(OWNERS)
     assert sorted(_decrypted(fed, "clean")) == sorted(_decrypted(fed, "flipped"))  # the right key still opens them
+
+
+def test_rerunning_a_command_resumes_and_a_different_job_is_refused_only_while_unfinished(tmp_path, fast_spec):
+    import dataclasses
+
+    from common.errors import ConfigError
+    from common.job import OwnerEntry, ValuationJob
+    from server.defaults import resume_or_start
+    from server.federation import JOB_FILE
+
+    job = ValuationJob("first", (OwnerEntry("a", "a.jsonl"),), "eval.jsonl", str(tmp_path), fast_spec)
+    assert resume_or_start(job) == (job, False)
+    job.save(tmp_path / JOB_FILE)
+    again = dataclasses.replace(job, run_id="second")
+    assert resume_or_start(again) == (job, True)  # same work: the earlier run id comes back
+    other = dataclasses.replace(again, budget=7.0)
+    with pytest.raises(ConfigError, match="unfinished run first"):
+        resume_or_start(other)
+    (tmp_path / "report.json").write_text(json.dumps({"run_id": "first"}))
+    assert resume_or_start(other) == (other, False)  # the earlier run finished: a new run may start
