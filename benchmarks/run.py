@@ -459,7 +459,27 @@ def model_and_demo_figures(args: argparse.Namespace, scratch: Path) -> dict[str,
     figures["flower_overhead_s"] = figure(demo["wall_s"] - stages["coordinator_last_event_s"], "s", note=(
         "demo wall time minus the coordinator's last progress event: CLI start-up, job preparation, "
         "Flower/Ray start-up before the coordinator's clock starts, and teardown"))
+    figures.update(resume_figures(env, scratch, args.timeout, demo["out"]))
     return figures
+
+
+def resume_figures(env: dict, scratch: Path, timeout_s: float, out: Path) -> dict[str, dict]:
+    """The same demo command again: it resumes from the ledger (no owner trains, nothing recomputed)."""
+    first = json.loads((out / "report.json").read_text())
+    print("re-running `fairpool demo` into the same directory (resumes from the ledger) ...", flush=True)
+    again = measure_demo(env, scratch, timeout_s)
+    events = _events(out)
+    last_start = max(i for i, e in enumerate(events) if e.get("stage") == "start")
+    rerun = events[last_start:]
+    trainings = sum(1 for e in rerun if e.get("stage") == "train" and "adapter accepted" in e.get("message", ""))
+    second = json.loads((out / "report.json").read_text())
+    same = [g["values"] for g in first["games"]] == [g["values"] for g in second["games"]]
+    if trainings or not same:
+        raise StepFailed(f"the re-run did not resume: {trainings} owner(s) trained, same values: {same}")
+    print(f"  resumed in {again['wall_s']:.1f}s, 0 owners retrained, same values", flush=True)
+    return {"demo_resume_wall_s": figure(again["wall_s"], "s", trainings=trainings, same_values=same, note=(
+        "`fairpool demo` re-run into the same --out: adapters come from the ledger (decrypted), utilities and "
+        "games are read back; no owner trains"))}
 
 
 def main(argv: list[str] | None = None) -> int:
