@@ -1,6 +1,7 @@
 """The coordinator's SQLite ledger: everything a run needs to resume and to prove what it did.
 
-Tables: ``runs`` (job, status, final report), ``nonces`` (every training request's nonce and
+Tables: ``runs`` (job, status, final report), ``owners`` (the run's allowlist with each
+owner's public key and final status: expected, valued or rejected with a reason), ``nonces`` (every training request's nonce and
 whether a reply used it: a replay is a reply whose nonce is unknown or used), ``submissions``
 (every reply, accepted or rejected, with digest, signature, metrics and the reason),
 ``adapters`` (accepted adapters, sealed with the storage key: :mod:`common.sealing`),
@@ -30,6 +31,14 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL,
     report TEXT
 );
+CREATE TABLE IF NOT EXISTS owners (
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    PRIMARY KEY (run_id, name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS nonces (
     nonce TEXT PRIMARY KEY,
     run_id TEXT NOT NULL,
@@ -124,6 +133,25 @@ class Ledger:
     def run_job(self, run_id: str) -> str | None:
         row = self._db.execute("SELECT job FROM runs WHERE run_id=?", (run_id,)).fetchone()
         return row[0] if row else None
+
+    # owners -------------------------------------------------------------------
+    def expect_owners(self, run_id: str, owners: Mapping[str, str]) -> None:
+        """Record the allowlist (name → public key text) of a run; existing rows keep their status."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO owners (run_id, name, public_key, status) "
+                                 "VALUES (?, ?, ?, 'expected')", ((run_id, n, k) for n, k in owners.items()))
+
+    def settle_owner(self, run_id: str, name: str, status: str, reason: str | None) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("UPDATE owners SET status=?, reason=? WHERE run_id=? AND name=?",
+                             (status, reason, run_id, name))
+
+    def owners(self, run_id: str) -> list[dict]:
+        rows = self._db.execute("SELECT name, public_key, status, reason FROM owners WHERE run_id=? ORDER BY name",
+                                (run_id,))
+        return [{"name": r[0], "public_key": r[1], "status": r[2], "reason": r[3]} for r in rows]
 
     # nonces -------------------------------------------------------------------
     def issue_nonce(self, run_id: str, nonce: str) -> None:

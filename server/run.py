@@ -68,6 +68,7 @@ def _run(job: ValuationJob, ledger: Ledger, log: ProgressLog, collect: Collector
     from common.lora import expected_adapter_shapes
 
     base = load_base_model(job.spec.base_model)
+    ledger.expect_owners(job.run_id, {o.name: o.public_key for o in job.owners})
     admission = Admission(job, ledger, expected_adapter_shapes(job.spec, base[0]), log.emit)
     held = admission.stored()
     if held:
@@ -81,7 +82,13 @@ def _run(job: ValuationJob, ledger: Ledger, log: ProgressLog, collect: Collector
     faults.hit("before_valuation")
     submissions = [accepted.get(name) or Submission(name, error=reasons.get(name) or "no adapter accepted")
                    for name in job.owner_names]
-    report = value_submissions(job, submissions, log.emit, store=ledger, base=base, refused=admission.refused)
+    try:
+        report = value_submissions(job, submissions, log.emit, store=ledger, base=base, refused=admission.refused)
+    finally:  # also when the quorum is not met: the ledger says who was missing and why
+        for sub in submissions:
+            ledger.settle_owner(job.run_id, sub.owner, "rejected" if sub.error else "accepted", sub.error)
+    for owner in report["owners"]:
+        ledger.settle_owner(job.run_id, owner["name"], owner["status"], owner["reason"])
     report = _sign(job, report)
     write_report(report, job.out_dir)
     return report

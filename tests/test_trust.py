@@ -89,6 +89,7 @@ def test_signed_run_values_everyone_and_publishes_a_verifiable_report(tmp_path, 
         stored = ledger.stored_adapters(fed.job.run_id)
         assert sorted(stored) == sorted(OWNERS)
         assert [s["status"] for s in ledger.submissions(fed.job.run_id)] == ["accepted"] * 3
+        assert {o["status"] for o in ledger.owners(fed.job.run_id)} == {"valued"}
     # sealed at rest: the raw float bytes of an adapter do not appear in the ledger file
     from server.admission import Admission  # noqa: F401  (documents where sealing happens)
 
@@ -235,6 +236,9 @@ def test_quorum_not_met_ends_with_a_clear_error_and_keeps_what_arrived(tmp_path,
     with Ledger(out / LEDGER_FILE) as ledger:
         assert sorted(ledger.stored_adapters(fed.job.run_id)) == ["clean", "clean-small"]
         assert ledger.run(fed.job.run_id)["status"] == "failed"
+        owners = {o["name"]: o for o in ledger.owners(fed.job.run_id)}
+        assert owners["flipped"]["status"] == "rejected" and "no reply within" in owners["flipped"]["reason"]
+        assert owners["clean"]["status"] == "accepted" and owners["clean"]["public_key"]
 
 
 def test_client_crash_mid_training_is_recorded_and_a_rerun_trains_only_that_owner(
