@@ -76,6 +76,13 @@ def render_markdown(report: dict) -> str:
     if rejected:
         lines += ["", "## Rejected owners", ""]
         lines += [f"- **{o['name']}**: {o['reason']}" for o in rejected]
+    if report.get("flags"):
+        lines += ["", "## Flagged: near-identical adapters", ""]
+        lines += [f"- **{' and '.join(f['owners'])}**: cosine {f['cosine']:.4f}. {f.get('note', '')}"
+                  for f in report["flags"]]
+    if report.get("refused"):
+        lines += ["", "## Refused replies (not players)", ""]
+        lines += [f"- **{r['owner']}**: {r['reason']}" for r in report["refused"]]
     for game in games:
         lines += _game_section(game)
     settings = report.get("settings", {})

@@ -268,6 +268,15 @@ def payout_table(report: dict) -> str:
     if rejected:
         items = "".join(f"<li><strong>{_e(o['name'])}</strong>: {_e(o['reason'])}</li>" for o in rejected)
         parts.append(f'<h3>Rejected owners</h3><ul class="rejected">{items}</ul>')
+    flags = report.get("flags", [])
+    if flags:
+        items = "".join(f"<li><strong>{_e(' and '.join(f['owners']))}</strong>: cosine similarity "
+                        f"{float(f['cosine']):.4f}. {_e(f.get('note', ''))}</li>" for f in flags)
+        parts.append(f'<h3>Flagged: near-identical adapters</h3><ul class="flags">{items}</ul>')
+    refused = report.get("refused", [])
+    if refused:
+        items = "".join(f"<li><strong>{_e(r['owner'])}</strong>: {_e(r['reason'])}</li>" for r in refused)
+        parts.append(f'<h3>Refused replies (not players)</h3><ul class="refused">{items}</ul>')
     parts.append("</section>")
     return "".join(parts)
 

@@ -368,3 +368,17 @@ def test_browser_dom_has_the_payout_rows(page_file):
     assert names == ["clean", "small", XSS, "flipped", "ghost"]
     assert not [t for t, _ in dom.tags if t == "script"], "the owner name stayed text in the browser too"
     assert len(dom.images()) == 2 * 3 + 1
+
+
+def test_flags_and_refused_replies_are_shown_escaped():
+    report = make_report(rejected=())
+    report["flags"] = [{"kind": "near_duplicate", "owners": ["clean", "small"], "cosine": 0.999,
+                        "note": "possible copying"}]
+    report["refused"] = [{"owner": "<mallory>", "reason": "unknown owner: not on this run's allowlist"}]
+    page = render_html(report)
+    assert "Flagged: near-identical adapters" in page and "clean and small" in page and "0.9990" in page
+    assert "&lt;mallory&gt;" in page and "<mallory>" not in page
+    from server.report import render_markdown
+
+    md = render_markdown(report)
+    assert "clean and small" in md and "unknown owner" in md
