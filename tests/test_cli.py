@@ -105,7 +105,7 @@ def test_market_make_writes_loadable_files(tmp_path, capsys):
 
 
 def test_valuation_options_reach_the_job(files):
-    from server.cli import _job_options, build_parser
+    from server.cli import job_options, build_parser
 
     tmp, good = files
     args = build_parser().parse_args(["value", "--owner", f"a={good}", "--eval", str(good), "--out", str(tmp / "o"),
@@ -113,7 +113,7 @@ def test_valuation_options_reach_the_job(files):
                                       "--estimator", "kernel", "--max-evaluations", "500", "--tolerance", "0.01",
                                       "--rank-stable-for", "7",
                                       "--payout-game", "preference-logsigmoid"])
-    valuation = _job_options(args)["valuation"]
+    valuation = job_options(args)["valuation"]
     assert valuation.utilities == ("preference", "preference-logsigmoid")
     assert valuation.estimator == "kernel" and valuation.payout_utility == "preference-logsigmoid"
     rule = repr(valuation.stopping_rule(3))
