@@ -115,10 +115,11 @@ def render_sweep_plot(summary: dict, path: Path) -> None:
                [r["agreement"]["accuracy"].get(pair, {}).get("spearman", np.nan) for r in rows],
                width, label=pair.replace("_vs_", " vs "))
     ax.axhline(0.9, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_ylim(0, 1.3)  # headroom so the legend sits above the bars
     ax.set_xticks(x, [r["setting"] for r in rows], rotation=20)
     ax.set_ylabel("Spearman (coalition accuracy)")
-    ax.set_title("Arithmetic vs retrained coalitions, by training setting")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Arithmetic vs retrained coalitions, by training setting (dashed: 0.9)")
+    ax.legend(fontsize=7, ncol=3, loc="upper center")
     _save(fig, plt, path)
 
 
