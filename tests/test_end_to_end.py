@@ -85,6 +85,35 @@ def test_value_with_a_local_base_model_is_deterministic(tmp_path, base_model_dir
     assert [o["adapter_sha256"] for o in first["owners"]] == [o["adapter_sha256"] for o in second["owners"]]
 
 
+def test_coordinator_killed_in_the_simulation_resumes_without_retraining(tmp_path, base_model_dir):
+    """Kill the ServerApp process (a failpoint's ``os._exit``) after the 2nd accepted adapter,
+    then run the same command again: it resumes through Flower, only the third owner trains,
+    and the values equal those of an uninterrupted run."""
+    from common.faults import ENV
+    from common.market import default_profiles, make_market
+
+    market = make_market(tmp_path / "market", seed=6, profiles=default_profiles(16)[:4], eval_size=30)
+    owners = [arg for name in ("clean", "noisy", "flipped") for arg in ("--owner", f"{name}={market.owners[name]}")]
+    common = [*owners, "--eval", str(market.eval_path), "--base-model", str(base_model_dir), "--epochs", "1"]
+    _run(["value", *common, "--out", str(tmp_path / "ref")])
+    reference = json.loads((tmp_path / "ref" / "report.json").read_text())
+    out = tmp_path / "crash"
+    killed = subprocess.run([*FAIRPOOL, "value", *common, "--out", str(out)], capture_output=True, text=True,
+                            timeout=900, env={**os.environ, ENV: "after_submission_recorded=exit@2"})
+    assert killed.returncode == 1 and "ended without a report" in killed.stderr
+    assert not (out / "report.json").exists()
+    resumed = _run(["value", *common, "--out", str(out)])
+    assert "resuming run" in resumed.stderr
+    events = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
+    rerun = events[max(i for i, e in enumerate(events) if e["stage"] == "start"):]
+    trained = [e["owner"] for e in rerun if e["stage"] == "train" and "adapter accepted" in e["message"]]
+    assert len(trained) == 1, trained  # two adapters came from the ledger
+    report = json.loads((out / "report.json").read_text())
+    assert _values(report) == _values(reference)
+    assert [o["adapter_sha256"] for o in report["owners"]] == [o["adapter_sha256"] for o in reference["owners"]]
+    assert not _processes_mentioning("fairpool-flwr-"), "the local SuperLink must be stopped"
+
+
 def test_repository_is_a_flower_app(tmp_path, base_model_dir):
     """``flwr run <repo>`` with the run config's ``job`` runs the same ServerApp/ClientApp."""
     from common.job import OwnerEntry, ValuationJob
