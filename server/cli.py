@@ -5,6 +5,7 @@
     fairpool demo [--out DIR] [--objectives helpful,harmless] [--seed N] [...]
     fairpool value --owner NAME=PATH ... --eval PATH [--base-model DIR] --out DIR [...]
     fairpool generate --adapter NAME=DIR ... --coalition A,B --prompt TEXT [...]
+    fairpool fidelity (--market | --owner NAME=PATH ... --eval PATH) --out DIR [--setting K=V ...]
     fairpool keys generate --out DIR [--name NAME] [--passphrase-env VAR] [--force]
     fairpool verify-report REPORT --coordinator-key PUB [--owner NAME --adapter DIR]
     fairpool serve --ledger PATH --address HOST:PORT --tls-cert CERT --tls-key KEY --allowlist FILE
