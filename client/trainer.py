@@ -92,17 +92,6 @@ def check_lengths(examples: Sequence[PreferenceExample], tokenizer, max_length: 
     return LengthCheck(kept, too_long, truncated)
 
 
-def split_by_length(
-    examples: Sequence[PreferenceExample], tokenizer, max_length: int
-) -> tuple[list[PreferenceExample], int]:
-    """Keep examples whose prompt leaves room for a response; count the others.
-
-    TRL drops such examples silently; we drop them first so the owner can report how many.
-    """
-    check = check_lengths(examples, tokenizer, max_length)
-    return check.kept, check.prompt_too_long
-
-
 def make_dpo_trainer(spec: TrainingSpec, model, tokenizer, examples: Sequence[PreferenceExample], output_dir: str):
     """TRL's DPOTrainer for ``spec``: plain base model + ``peft_config`` ⇒ reference = π₀.
 

@@ -35,7 +35,8 @@ from server.coordinator import Submission
 from server.ledger import Ledger
 
 
-def _sealing_context(run_id: str, owner: str, digest: str) -> str:
+def sealing_context(run_id: str, owner: str, digest: str) -> str:
+    """Associated data of a sealed adapter: binds the blob to its run, owner and digest."""
     return f"fairpool-adapter-v1/{run_id}/{owner}/{digest}"
 
 
@@ -99,7 +100,7 @@ class Admission:
         sealed = None
         if reason is None and self.storage_key is not None:
             sealed = seal(self.storage_key, tensors_to_bytes(sub.tensors),
-                          _sealing_context(self.job.run_id, sub.owner, digest))
+                          sealing_context(self.job.run_id, sub.owner, digest))
         if sub.owner not in self.job.owner_names or reason and reason.startswith("replay"):
             self.refused.append({"owner": sub.owner, "reason": reason})
         self.ledger.record_submission(self.job.run_id, sub.owner, status="accepted" if reason is None else "rejected",
@@ -121,7 +122,7 @@ class Admission:
         if stored and self.storage_key is None:
             raise FairPoolError("the ledger holds sealed adapters of this run but the job names no storage key")
         for owner, (digest, blob, meta) in stored.items():
-            tensors = tensors_from_bytes(unseal(self.storage_key, blob, _sealing_context(self.job.run_id, owner, digest)))
+            tensors = tensors_from_bytes(unseal(self.storage_key, blob, sealing_context(self.job.run_id, owner, digest)))
             if tensors_sha256(tensors) != digest:
                 raise FairPoolError(f"stored adapter of {owner} does not match its recorded digest")
             out[owner] = Submission(owner, tensors={k: np.asarray(v, dtype=np.float32) for k, v in tensors.items()},
@@ -131,14 +132,3 @@ class Admission:
                                     run_id=str(meta.get("run_id") or ""), spec_sha256=str(meta.get("spec_sha256") or ""),
                                     signature=str(meta.get("signature") or ""))
         return out
-
-    def last_rejections(self) -> dict[str, str]:
-        """The latest recorded rejection reason of each owner of the job (for the report)."""
-        reasons: dict[str, str] = {}
-        for row in self.ledger.submissions(self.job.run_id):
-            if row["owner"] in self.job.owner_names:
-                if row["status"] == "rejected":
-                    reasons[row["owner"]] = row["reason"]
-                else:
-                    reasons.pop(row["owner"], None)
-        return reasons

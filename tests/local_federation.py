@@ -133,8 +133,7 @@ def replace_reply(reply: Message, meta: Mapping[str, object] | None = None,
         content["adapter"] = reply.content["adapter"]
     if "metrics" in reply.content:
         content["metrics"] = reply.content["metrics"]
-    out = Message(content=content, reply_to=_original(reply))
-    return out
+    return Message(content=content, reply_to=_original(reply))
 
 
 def _original(reply: Message) -> Message:

@@ -91,8 +91,6 @@ def test_signed_run_values_everyone_and_publishes_a_verifiable_report(tmp_path, 
         assert [s["status"] for s in ledger.submissions(fed.job.run_id)] == ["accepted"] * 3
         assert {o["status"] for o in ledger.owners(fed.job.run_id)} == {"valued"}
     # sealed at rest: the raw float bytes of an adapter do not appear in the ledger file
-    from server.admission import Admission  # noqa: F401  (documents where sealing happens)
-
     raw = (Path(fed.job.out_dir) / LEDGER_FILE).read_bytes()
     digest, blob, _meta = stored["clean"]
     assert _owner(report, "clean")["adapter_sha256"] == digest
@@ -102,11 +100,12 @@ def test_signed_run_values_everyone_and_publishes_a_verifiable_report(tmp_path, 
 
 def _decrypted(fed, owner):
     from common.sealing import load_storage_key, tensors_from_bytes, unseal
+    from server.admission import sealing_context
 
     with Ledger(Path(fed.job.out_dir) / LEDGER_FILE) as ledger:
         digest, blob, _ = ledger.stored_adapters(fed.job.run_id)[owner]
     key = load_storage_key(fed.job.storage_key)
-    return tensors_from_bytes(unseal(key, blob, f"fairpool-adapter-v1/{fed.job.run_id}/{owner}/{digest}"))
+    return tensors_from_bytes(unseal(key, blob, sealing_context(fed.job.run_id, owner, digest)))
 
 
 def test_owner_tampering_with_the_report_is_caught_by_verify_report(tmp_path, fast_spec, small_market, capsys):
@@ -189,7 +188,7 @@ def test_a_replayed_submission_is_refused(tmp_path, fast_spec, small_market):
     def replay(node, reply):  # clean's reply to run-1, delivered as the answer to run-2's request
         if dict(reply.content["meta"])["owner"] == "clean":
             old = captured["clean"]
-            return replace_reply(old, tensors=_tensors(old)) if False else _as_answer_to(old, reply)
+            return _as_answer_to(old, reply)
         return reply
 
     report, _ = run(second, replay)
