@@ -8,11 +8,10 @@ move a small adapter); the paper's LoRA r=8, α=16, β=0.1 are kept.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from common.digest import json_sha256
 from common.errors import ConfigError
 
 
@@ -73,4 +72,4 @@ class TrainingSpec:
 
     def digest(self) -> str:
         """SHA-256 of the canonical JSON form: what owners sign they trained with."""
-        return hashlib.sha256(json.dumps(self.to_record(), sort_keys=True).encode()).hexdigest()
+        return json_sha256(self.to_record())

@@ -26,7 +26,6 @@ import numpy as np
 
 from common import faults
 from common.adapter_checks import adapter_problem
-from common.digest import tensors_sha256
 from common.errors import FairPoolError
 from common.job import ValuationJob
 from common.sealing import load_storage_key, seal, tensors_from_bytes, tensors_to_bytes, unseal
@@ -74,7 +73,7 @@ class Admission:
             if sub.spec_sha256 != self.spec_sha256:
                 return (f"spec mismatch: trained under spec {sub.spec_sha256[:12] or '?'}, "
                         f"this run's spec is {self.spec_sha256[:12]}")
-        digest = tensors_sha256(sub.tensors) if sub.tensors else ""
+        digest = sub.digest
         if sub.tensors and sub.claimed_sha256 and digest != sub.claimed_sha256:
             return "adapter digest does not match the tensors received"
         if self.job.requires_signatures:
@@ -92,7 +91,7 @@ class Admission:
     def admit(self, sub: Submission, issued_nonce: str | None) -> str | None:
         """Check ``sub``, record it in the ledger (sealing an accepted adapter); return the reason or None."""
         reason = self.reason(sub, issued_nonce)
-        digest = tensors_sha256(sub.tensors) if sub.tensors else ""
+        digest = sub.digest
         meta = {"nonce": sub.nonce, "adapter_sha256": digest, "signature": sub.signature,
                 "num_examples": int(sub.num_examples), "dropped": dict(sub.dropped),
                 "metrics": {k: float(v) for k, v in sub.metrics.items()}, "run_id": sub.run_id,
@@ -123,12 +122,13 @@ class Admission:
             raise FairPoolError("the ledger holds sealed adapters of this run but the job names no storage key")
         for owner, (digest, blob, meta) in stored.items():
             tensors = tensors_from_bytes(unseal(self.storage_key, blob, sealing_context(self.job.run_id, owner, digest)))
-            if tensors_sha256(tensors) != digest:
+            sub = Submission(owner, tensors={k: np.asarray(v, dtype=np.float32) for k, v in tensors.items()},
+                             num_examples=int(meta.get("num_examples", 0)), claimed_sha256=digest,
+                             dropped={k: int(v) for k, v in meta.get("dropped", {}).items()},
+                             metrics=dict(meta.get("metrics", {})), nonce=str(meta.get("nonce") or ""),
+                             run_id=str(meta.get("run_id") or ""), spec_sha256=str(meta.get("spec_sha256") or ""),
+                             signature=str(meta.get("signature") or ""))
+            if sub.digest != digest:
                 raise FairPoolError(f"stored adapter of {owner} does not match its recorded digest")
-            out[owner] = Submission(owner, tensors={k: np.asarray(v, dtype=np.float32) for k, v in tensors.items()},
-                                    num_examples=int(meta.get("num_examples", 0)), claimed_sha256=digest,
-                                    dropped={k: int(v) for k, v in meta.get("dropped", {}).items()},
-                                    metrics=dict(meta.get("metrics", {})), nonce=str(meta.get("nonce") or ""),
-                                    run_id=str(meta.get("run_id") or ""), spec_sha256=str(meta.get("spec_sha256") or ""),
-                                    signature=str(meta.get("signature") or ""))
+            out[owner] = sub
         return out

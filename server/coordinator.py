@@ -11,6 +11,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from common.basemodel import load_base_model
 from common.bits import members_of
 from common import faults
 from common.data import PreferenceExample, load_preferences
-from common.digest import tensors_sha256
+from common.digest import json_sha256, tensors_sha256
 from common.errors import FairPoolError
 from common.job import ValuationJob
 from common.lora import expected_adapter_shapes
@@ -65,6 +66,12 @@ class Submission:
     skipped: bool = False
     """The owner did not train because the coordinator already holds its adapter (a resumed run)."""
 
+    @cached_property
+    def digest(self) -> str:
+        """SHA-256 of the tensors received (``""`` without any), computed once per submission:
+        admission, validation, the report and the game keys all need it."""
+        return tensors_sha256(self.tensors) if self.tensors else ""
+
 
 def rejection_reason(submission: Submission, expected: Mapping[str, tuple[int, ...]], rank: int,
                      limits: AdapterLimits = AdapterLimits()) -> str | None:
@@ -74,7 +81,7 @@ def rejection_reason(submission: Submission, expected: Mapping[str, tuple[int, .
     problem = adapter_problem(submission.tensors, expected, rank, limits)
     if problem:
         return problem
-    if submission.claimed_sha256 and tensors_sha256(submission.tensors) != submission.claimed_sha256:
+    if submission.claimed_sha256 and submission.digest != submission.claimed_sha256:
         return "adapter digest does not match the tensors received"
     if submission.num_examples <= 0:
         return "owner reported no training examples"
@@ -117,17 +124,11 @@ class Scored:
     tokenizer: object
 
 
-def _content_key(*parts) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def preference_game_for(job: ValuationJob, utility: str, scored: Scored,
                         store: UtilityStore | None = None) -> tuple[Game, dict]:
     """The arithmetic preference game; its utilities are memoised in ``store`` (a resumed run reads them)."""
-    key = "preference/" + _content_key(job.run_id, utility, scored.names, scored.digests, job.composition,
-                                       scored.sizes, job.spec.beta, job.eval_path)
+    key = "preference/" + json_sha256([job.run_id, utility, scored.names, scored.digests, job.composition,
+                                       scored.sizes, job.spec.beta, job.eval_path])
     game = preference_game(scored.names, scored.margins, PREFERENCE_UTILITIES[utility], job.composition,
                            scored.sizes, job.spec.beta, key=key, store=store)
     return game, {"metric": PREFERENCE_UTILITIES[utility], "num_eval_pairs": int(scored.margins.shape[1])}
@@ -206,17 +207,19 @@ def value_submissions(
     store: UtilityStore | None = None,
     *,
     base=None,
+    expected: Mapping[str, tuple[int, ...]] | None = None,
     refused: Sequence[Mapping[str, object]] = (),
 ) -> dict:
     """Validate, score, value and pay: the full report for ``job``.
 
     ``store`` memoises coalition utilities; when it also keeps results (the ledger), each
     finished game is stored too, so a resumed run re-plays nothing. ``base`` is an already
-    loaded ``(model, tokenizer)``; ``refused`` lists replies refused before valuation that
+    loaded ``(model, tokenizer)`` and ``expected`` the adapter shapes of its spec (both are
+    computed here when not given); ``refused`` lists replies refused before valuation that
     named no owner of the job (or were replays), for the audit section of the report.
     """
     base_model, tokenizer = base or load_base_model(job.spec.base_model)
-    expected = expected_adapter_shapes(job.spec, base_model)
+    expected = expected or expected_adapter_shapes(job.spec, base_model)
     by_owner = {s.owner: s for s in submissions}
     owners_report, accepted = [], []
     for name in job.owner_names:
@@ -225,7 +228,7 @@ def value_submissions(
         owners_report.append({
             "name": name,
             "num_examples": int(sub.num_examples),
-            "adapter_sha256": tensors_sha256(sub.tensors) if sub.tensors else "",
+            "adapter_sha256": sub.digest,
             "status": "rejected" if reason else "valued",
             "reason": reason,
             "dropped": dict(sub.dropped),
@@ -251,14 +254,14 @@ def value_submissions(
     peft_model = load_adapters(base_model, job.spec, {s.owner: s.tensors for s in accepted})
     evaluation = score_evaluation(peft_model, tokenizer, names, eval_examples, job.spec.max_length,
                                   progress=lambda m: progress("score", m))
-    scored = Scored(names, sizes, [tensors_sha256(s.tensors) for s in accepted], evaluation.margins,
+    scored = Scored(names, sizes, [s.digest for s in accepted], evaluation.margins,
                     peft_model, tokenizer)
     save_adapters(job, peft_model, names)
     rewards = RewardGames(job, scored, progress, store) if job.valuation.reward_scorers else None
     keeps_results = hasattr(store, "save_result")
     games = []
     for utility in job.valuation.utilities:
-        result_name = "game/" + _content_key(utility, scored.names, scored.digests, asdict(job.valuation))
+        result_name = "game/" + json_sha256([utility, scored.names, scored.digests, asdict(job.valuation)])
         kept = store.result(job.run_id, result_name) if keeps_results else None
         if kept is not None:
             progress("valuation", f"{utility}: values read from the ledger")

@@ -8,13 +8,12 @@ everything that determines them, so a re-run never decodes a coalition twice.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from common.bits import members_of
+from common.digest import json_sha256
 from common.errors import ConfigError
 from common.game import Game, UtilityStore
 from common.scorers import Scorer, checked_scores
@@ -63,7 +62,7 @@ def reward_game(players: Sequence[str], generations: CoalitionGenerations, name:
 def reward_game_key(name: str, adapter_digests: Sequence[str], base_fingerprint: str, composition: str,
                     sizes: Sequence[int], prompts: Sequence[str], decoding: dict, scorer_identity: str) -> str:
     """A ledger key that changes whenever anything that determines the utilities changes."""
-    payload = json.dumps({"adapters": list(adapter_digests), "base": base_fingerprint, "composition": composition,
+    digest = json_sha256({"adapters": list(adapter_digests), "base": base_fingerprint, "composition": composition,
                           "sizes": list(sizes), "prompts": list(prompts), "decoding": decoding,
-                          "scorer": scorer_identity}, sort_keys=True)
-    return f"reward:{name}:{hashlib.sha256(payload.encode()).hexdigest()[:24]}"
+                          "scorer": scorer_identity})
+    return f"reward:{name}:{digest[:24]}"

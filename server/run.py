@@ -69,7 +69,8 @@ def _run(job: ValuationJob, ledger: Ledger, log: ProgressLog, collect: Collector
 
     base = load_base_model(job.spec.base_model)
     ledger.expect_owners(job.run_id, {o.name: o.public_key for o in job.owners})
-    admission = Admission(job, ledger, expected_adapter_shapes(job.spec, base[0]), log.emit)
+    expected = expected_adapter_shapes(job.spec, base[0])
+    admission = Admission(job, ledger, expected, log.emit)
     held = admission.stored()
     if held:
         log.emit("resume", f"{len(held)} accepted adapter(s) already in the ledger: "
@@ -83,7 +84,8 @@ def _run(job: ValuationJob, ledger: Ledger, log: ProgressLog, collect: Collector
     submissions = [accepted.get(name) or Submission(name, error=reasons.get(name) or "no adapter accepted")
                    for name in job.owner_names]
     try:
-        report = value_submissions(job, submissions, log.emit, store=ledger, base=base, refused=admission.refused)
+        report = value_submissions(job, submissions, log.emit, store=ledger, base=base, expected=expected,
+                                   refused=admission.refused)
     finally:  # also when the quorum is not met: the ledger says who was missing and why
         for sub in submissions:
             ledger.settle_owner(job.run_id, sub.owner, "rejected" if sub.error else "accepted", sub.error)
