@@ -570,9 +570,10 @@ def test_csv_header_not_utf8(tmp_path: Path) -> None:
 
 def test_csv_odd_column_names_keep_the_message_on_one_line(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
-    path.write_text('"prom\npt",chosen,rejected\np,c,r\n', encoding="utf-8")
+    # (a CSV without a prompt column is an implicit-prompt file: mangle a required column)
+    path.write_text('prompt,"cho\nsen",rejected\np,c,r\n', encoding="utf-8")
     assert str(load_error(path)) == (
-        f"{path}:1: field 'prompt': missing column (columns found: 'prom\\npt', chosen, rejected)"
+        f"{path}:1: field 'chosen': missing column (columns found: prompt, 'cho\\nsen', rejected)"
     )
 
 
