@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from client.trainer import AdapterResult, fit_lora, prepare_training, train_adapter
-from common.basemodel import load_base_model
+from common.basemodel import load_spec_model
+from common.hardware import Hardware
 from common.data import PreferenceExample
 from common.spec import TrainingSpec
 
@@ -29,15 +30,16 @@ class SequentialResult:
 
 
 def train_sequential(spec: TrainingSpec, stages: Sequence[Sequence[PreferenceExample]],
-                     progress: Callable[[str], None] = lambda _m: None) -> SequentialResult:
+                     progress: Callable[[str], None] = lambda _m: None, hardware=None) -> SequentialResult:
     """Algorithm 1 over ``stages`` (one owner's examples each, in order); stage k is seeded seed+k."""
     prepare_training()
-    model, tokenizer = load_base_model(spec.base_model)
+    hardware = hardware or Hardware()
+    model, tokenizer = load_spec_model(spec, hardware)
     metrics = []
     for k, examples in enumerate(stages):
         progress(f"sequential DPO stage {k + 1}/{len(stages)}")
         trainer, stage_metrics, _kept, _dropped = fit_lora(replace(spec, seed=spec.seed + k), model, tokenizer,
-                                                           examples)
+                                                           examples, resolved=hardware.resolve())
         model = trainer.model.merge_and_unload()  # this stage's policy is the next stage's reference
         model.eval()
         metrics.append(stage_metrics)
@@ -45,7 +47,7 @@ def train_sequential(spec: TrainingSpec, stages: Sequence[Sequence[PreferenceExa
 
 
 def train_union(spec: TrainingSpec, datasets: Sequence[Sequence[PreferenceExample]],
-                progress: Callable[[str], None] = lambda _m: None) -> AdapterResult:
+                progress: Callable[[str], None] = lambda _m: None, hardware=None) -> AdapterResult:
     """DPO on the pooled data of a coalition, reference π₀."""
     pooled = [example for data in datasets for example in data]
-    return train_adapter(spec, pooled, progress=progress)
+    return train_adapter(spec, pooled, hardware=hardware, progress=progress)

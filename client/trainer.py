@@ -3,8 +3,10 @@
 The reference model must be π₀ itself so adapters compose by arithmetic: we hand TRL the
 *plain* base model plus a ``peft_config``; TRL then uses the base with adapters disabled as
 reference (passing an already wrapped ``PeftModel`` would freeze a copy of that adapter as the
-reference instead — stack notes). CPU-hostile TRL defaults (bf16, gradient checkpointing,
-lr 1e-6) are overridden from the spec.
+reference instead — stack notes). TRL's defaults (bf16, gradient checkpointing, lr 1e-6) are
+replaced by the spec's settings and the resolved hardware (bf16 only where the device has it).
+TRL's dataset preparation is replaced by :func:`common.tokenization.tokenize_pair`, the
+tokenisation the coordinator scores with.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from common.basemodel import load_base_model, model_fingerprint
+from common.basemodel import load_spec_model, weights_fingerprint
 from common.data import PreferenceExample
 from common.digest import tensors_sha256
 from common.errors import FairPoolError
+from common.hardware import Hardware, ResolvedHardware
 from common.lora import adapter_tensors, lora_config
 from common.spec import TrainingSpec
+from common.tokenization import require_chat_template, tokenize_pair
 
 
 @dataclass
@@ -47,8 +51,8 @@ class LengthCheck:
 
     ``prompt_too_long``: the prompt alone fills ``max_length``, TRL would drop the example (no
     response token would survive truncation), so we drop it and report it as dropped.
-    ``truncated``: kept, but prompt+chosen or prompt+rejected (+EOS) is longer than
-    ``max_length``, so TRL trains on its first ``max_length`` tokens only (``keep_start``).
+    ``truncated``: kept, but prompt+chosen or prompt+rejected is longer than ``max_length``,
+    so TRL trains on its first ``max_length`` tokens only (``keep_start``).
     """
 
     kept: list[PreferenceExample]
@@ -56,43 +60,59 @@ class LengthCheck:
     truncated: int
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
-
-
-def _with_eos(response: str, eos: str) -> str:
-    return response if eos and response.endswith(eos) else response + eos
-
-
-def check_lengths(examples: Sequence[PreferenceExample], tokenizer, max_length: int) -> LengthCheck:
-    """Split ``examples`` by what ``max_length`` does to them (see :class:`LengthCheck`).
+def check_lengths(examples: Sequence[PreferenceExample], tokenizer, max_length: int,
+                  max_prompt_length: int = 0) -> LengthCheck:
+    """Split ``examples`` by what the length limits do to them (see :class:`LengthCheck`).
 
     TRL drops prompt-filled examples and truncates long ones without a word; counting them
-    here is what lets the owner's reply say how much of its data really trained. The lengths
-    mirror TRL's non-conversational tokenisation: plain ``tokenizer(text)`` (special tokens
-    included), EOS appended to each response unless present, and the completion starting
-    where the prompt's and prompt+response's token ids diverge.
+    here is what lets the owner's reply say how much of its data really trained. The ids are
+    :func:`common.tokenization.tokenize_pair`'s, the very ones the trainer trains on.
     """
-    if not examples:
-        return LengthCheck([], 0, 0)
-    eos = tokenizer.eos_token or ""
-    prompts = tokenizer([e.prompt for e in examples])["input_ids"]
-    chosen = tokenizer([e.prompt + _with_eos(e.chosen, eos) for e in examples])["input_ids"]
-    rejected = tokenizer([e.prompt + _with_eos(e.rejected, eos) for e in examples])["input_ids"]
     kept, too_long, truncated = [], 0, 0
-    for example, prompt, full_c, full_r in zip(examples, prompts, chosen, rejected, strict=True):
-        if min(_common_prefix(prompt, full_c), _common_prefix(prompt, full_r)) >= max_length:
+    for example in examples:
+        pair = tokenize_pair(tokenizer, example, max_prompt_length)
+        if pair.prompt_fills(max_length):
             too_long += 1
             continue
-        truncated += int(max(len(full_c), len(full_r)) > max_length)
+        truncated += int(pair.truncated(max_length))
         kept.append(example)
     return LengthCheck(kept, too_long, truncated)
 
 
-def make_dpo_trainer(spec: TrainingSpec, model, tokenizer, examples: Sequence[PreferenceExample], output_dir: str):
+def _dpo_trainer_class():
+    """TRL's ``DPOTrainer`` whose dataset preparation is FairPool's one tokenisation.
+
+    Replacing ``_prepare_dataset`` (rather than pre-tokenising, which TRL 1.x does not accept
+    for text) is what guarantees the coordinator scores exactly the ids trained on, and adds
+    ``max_prompt_length``; a test checks that, without a prompt limit, the ids equal a stock
+    ``DPOTrainer``'s list for list, so a TRL change that alters tokenisation is caught.
+    """
+    from datasets import Dataset
+    from trl import DPOTrainer
+
+    class FairPoolDPOTrainer(DPOTrainer):
+        fairpool_max_prompt_length = 0
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            pairs = [tokenize_pair(processing_class, PreferenceExample.from_dict(row),
+                                   self.fairpool_max_prompt_length) for row in dataset]
+            rows = [p.as_row() for p in pairs if args.max_length is None or not p.prompt_fills(args.max_length)]
+            return Dataset.from_list(rows)
+
+    return FairPoolDPOTrainer
+
+
+def precision_flags(resolved: ResolvedHardware) -> dict[str, bool]:
+    """TrainingArguments flags for the resolved device and dtype (bf16/fp16 mixed precision)."""
+    import torch
+
+    return {"use_cpu": resolved.device == "cpu",
+            "bf16": resolved.dtype == torch.bfloat16,
+            "fp16": resolved.dtype == torch.float16}
+
+
+def make_dpo_trainer(spec: TrainingSpec, model, tokenizer, examples: Sequence[PreferenceExample], output_dir: str,
+                     resolved: ResolvedHardware | None = None):
     """TRL's DPOTrainer for ``spec``: plain base model + ``peft_config`` ⇒ reference = π₀.
 
     TRL then keeps no reference model (``ref_model is None``) and no "ref" adapter: it
@@ -100,17 +120,17 @@ def make_dpo_trainer(spec: TrainingSpec, model, tokenizer, examples: Sequence[Pr
     """
     from datasets import Dataset
     from transformers import PrinterCallback
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig
 
+    resolved = resolved or Hardware(device="cpu").resolve()
     args = DPOConfig(
         output_dir=output_dir,
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
-        activation_checkpointing=False,  # TRL defaults to on: slower, and pointless on CPU
+        **precision_flags(resolved),
+        activation_checkpointing=False,  # TRL defaults to on: slower, and pointless for small models
         learning_rate=spec.learning_rate,
         num_train_epochs=spec.epochs,
         per_device_train_batch_size=spec.batch_size,
+        gradient_accumulation_steps=spec.gradient_accumulation_steps,
         beta=spec.beta,
         max_length=spec.max_length,
         lr_scheduler_type="linear",
@@ -123,10 +143,12 @@ def make_dpo_trainer(spec: TrainingSpec, model, tokenizer, examples: Sequence[Pr
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
-    trainer = DPOTrainer(
+    trainer_class = _dpo_trainer_class()
+    trainer_class.fairpool_max_prompt_length = spec.max_prompt_length
+    trainer = trainer_class(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list([asdict(e) for e in examples]),
+        train_dataset=Dataset.from_list([e.as_dict() for e in examples]),
         processing_class=tokenizer,
         peft_config=lora_config(spec, model),
     )
@@ -147,7 +169,7 @@ def prepare_training() -> None:
 
 
 def fit_lora(spec: TrainingSpec, model, tokenizer, examples: Sequence[PreferenceExample],
-             progress: Callable[[str], None] = lambda _msg: None):
+             progress: Callable[[str], None] = lambda _msg: None, resolved: ResolvedHardware | None = None):
     """DPO-train a fresh LoRA adapter on ``model``, whose own weights are the reference.
 
     Returns ``(trainer, metrics, kept, dropped)``; ``trainer.model`` is the PeftModel.
@@ -156,7 +178,8 @@ def fit_lora(spec: TrainingSpec, model, tokenizer, examples: Sequence[Preference
 
     started = time.perf_counter()
     torch.manual_seed(spec.seed)
-    lengths = check_lengths(examples, tokenizer, spec.max_length)
+    require_chat_template(tokenizer, spec.base_model, examples[:1])
+    lengths = check_lengths(examples, tokenizer, spec.max_length, spec.max_prompt_length)
     kept = lengths.kept
     dropped = {"prompt_too_long": lengths.prompt_too_long} if lengths.prompt_too_long else {}
     if not kept:
@@ -166,7 +189,7 @@ def fit_lora(spec: TrainingSpec, model, tokenizer, examples: Sequence[Preference
         )
     with tempfile.TemporaryDirectory(prefix="fairpool-dpo-") as scratch, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TRL calls deprecated transformers helpers
-        trainer = make_dpo_trainer(spec, model, tokenizer, kept, scratch)
+        trainer = make_dpo_trainer(spec, model, tokenizer, kept, scratch, resolved)
         progress(f"training on {len(kept)} examples")
         output = trainer.train()
         history = [h for h in trainer.state.log_history if "loss" in h]
@@ -182,19 +205,29 @@ def fit_lora(spec: TrainingSpec, model, tokenizer, examples: Sequence[Preference
     return trainer, metrics, kept, dropped
 
 
-def train_adapter(
-    spec: TrainingSpec,
-    examples: Sequence[PreferenceExample],
-    *,
-    progress: Callable[[str], None] = lambda _msg: None,
-) -> AdapterResult:
-    """Fine-tune a LoRA adapter with DPO on ``examples``; reference = π₀ (adapters disabled)."""
-    prepare_training()
-    model, tokenizer = load_base_model(spec.base_model)
-    if spec.base_fingerprint and model_fingerprint(model) != spec.base_fingerprint:
+def check_base_identity(spec: TrainingSpec) -> None:
+    """Refuse to train on a base model whose weight files differ from the coordinator's π₀."""
+    if spec.base_fingerprint and weights_fingerprint(spec.base_model) != spec.base_fingerprint:
         raise FairPoolError(
             f"base model at {spec.base_model} does not match the coordinator's fingerprint "
             f"{spec.base_fingerprint[:12]}…: every owner must train on the same π₀"
         )
-    trainer, metrics, kept, dropped = fit_lora(spec, model, tokenizer, examples, progress)
+
+
+def train_adapter(
+    spec: TrainingSpec,
+    examples: Sequence[PreferenceExample],
+    *,
+    hardware: Hardware | None = None,
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> AdapterResult:
+    """Fine-tune a LoRA adapter with DPO on ``examples``; reference = π₀ (adapters disabled).
+
+    ``hardware`` defaults to ``auto``: a GPU when this machine has one.
+    """
+    prepare_training()
+    check_base_identity(spec)
+    hardware = hardware or Hardware()
+    model, tokenizer = load_spec_model(spec, hardware)
+    trainer, metrics, kept, dropped = fit_lora(spec, model, tokenizer, examples, progress, hardware.resolve())
     return AdapterResult(adapter_tensors(trainer.model), len(kept), dropped, metrics)

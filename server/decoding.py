@@ -209,8 +209,10 @@ class CoalitionDecoder:
     """
 
     def __init__(self, model, tokenizer, owners: Sequence[str], rule: str = "sum",
-                 sizes: Sequence[int] | None = None, floor: float = DEFAULT_FLOOR) -> None:
+                 sizes: Sequence[int] | None = None, floor: float = DEFAULT_FLOOR,
+                 max_prompt_length: int = 0) -> None:
         self.model = model
+        self.max_prompt_length = int(max_prompt_length)
         self.tokenizer = tokenizer
         self.owners = tuple(owners)
         if len(set(self.owners)) != len(self.owners):
@@ -241,14 +243,15 @@ class CoalitionDecoder:
         self.device = next(model.parameters()).device
 
     @classmethod
-    def from_tensors(cls, base_model: str, spec, adapters: Mapping[str, Mapping[str, np.ndarray]],
-                     rule: str = "sum", sizes: Sequence[int] | None = None) -> "CoalitionDecoder":
-        """Load ``base_model`` and wrap it with the received adapter tensors (one adapter per owner)."""
-        from common.basemodel import load_base_model
+    def from_tensors(cls, spec, adapters: Mapping[str, Mapping[str, np.ndarray]], rule: str = "sum",
+                     sizes: Sequence[int] | None = None, hardware=None) -> "CoalitionDecoder":
+        """Load the spec's base model and wrap it with the received adapter tensors (one adapter per owner)."""
+        from common.basemodel import load_spec_model
         from server.scoring import load_adapters
 
-        base, tokenizer = load_base_model(base_model)
-        return cls(load_adapters(base, spec, adapters), tokenizer, list(adapters), rule, sizes)
+        base, tokenizer = load_spec_model(spec, hardware)
+        return cls(load_adapters(base, spec, adapters), tokenizer, list(adapters), rule, sizes,
+                   max_prompt_length=spec.max_prompt_length)
 
     # ------------------------------------------------------------------ coalition and prompts
 
@@ -260,12 +263,15 @@ class CoalitionDecoder:
         out += [(self.owners[i], float(w[i])) for i in sorted(members) if w[i] != 0.0]
         return tuple(out) or ((BASE, 1.0),)
 
-    def encode(self, prompts: Sequence[str], max_new_tokens: int = 0) -> list[list[int]]:
-        """Token ids of each prompt (no special tokens added, as in training).
+    def encode(self, prompts: Sequence, max_new_tokens: int = 0) -> list[list[int]]:
+        """Token ids of each prompt, tokenised as in training (:func:`common.tokenization.tokenize_prompt`:
+        a Llama BOS included, a conversation through the chat template with the generation prompt).
 
-        An empty prompt starts from the BOS (here: EOS) token. A prompt too long for the model's
+        An empty prompt starts from the BOS (else EOS) token. A prompt too long for the model's
         context together with ``max_new_tokens`` keeps its last tokens.
         """
+        from common.tokenization import tokenize_prompt
+
         if isinstance(prompts, str):
             raise TypeError("prompts must be a sequence of strings, not one string")
         room = None
@@ -276,9 +282,9 @@ class CoalitionDecoder:
                                  f"{self.max_positions}-token context")
         out = []
         for p in prompts:
-            if not isinstance(p, str):
-                raise TypeError(f"prompts must be strings, got {type(p).__name__}")
-            ids = list(self.tokenizer(p, add_special_tokens=False)["input_ids"]) if p else []
+            if not isinstance(p, (str, tuple, list)):
+                raise TypeError(f"prompts must be strings or conversations, got {type(p).__name__}")
+            ids = tokenize_prompt(self.tokenizer, p, self.max_prompt_length) if p else []
             if not ids:
                 if self.start_id is None:
                     raise ValueError("an empty prompt needs a BOS or EOS token to start from")
@@ -468,28 +474,26 @@ def generate_sequential_naive(decoder: CoalitionDecoder, prompts: Sequence[str],
 # --------------------------------------------------------------------------- adapter directories
 
 
-def load_adapter_dirs(base_model: str, adapters: Mapping[str, str]):
+def load_adapter_dirs(base_model: str, adapters: Mapping[str, str], *, chat_template: str = "", hardware=None):
     """Load ``base_model`` and each PEFT adapter directory under its name: ``(PeftModel, tokenizer)``.
 
     A directory may also hold the adapter in PEFT's nested layout (``DIR/NAME/adapter_config.json``).
-    A missing adapter raises :class:`~common.errors.FairPoolError` (a user mistake, not a bug).
+    Every adapter is checked first (:func:`common.adapter_files.check_adapter_dirs`): a missing or
+    unreadable one, or one trained for another base model, raises a one-line
+    :class:`~common.errors.ConfigError` (a user mistake, not a bug) before the base model loads.
     """
     from peft import PeftModel
 
+    from common.adapter_files import check_adapter_dirs
     from common.basemodel import load_base_model
 
     if not adapters:
         raise ValueError("give at least one adapter directory")
-    model, tokenizer = load_base_model(base_model)
+    checked = check_adapter_dirs(adapters, str(base_model))
+    model, tokenizer = load_base_model(base_model, chat_template=chat_template, hardware=hardware)
     peft_model = None
-    for name, directory in adapters.items():
-        path = Path(directory).expanduser()
-        if not (path / "adapter_config.json").is_file():
-            nested = path / name / "adapter_config.json"
-            if nested.is_file():  # PEFT's layout for a non-default adapter saved with save_pretrained
-                path = path / name
-            else:
-                raise FairPoolError(f"adapter {name}: no PEFT adapter directory (adapter_config.json) at {directory}")
+    for name, adapter in checked.items():
+        path = Path(adapter.path)  # the directory holding adapter_config.json (nested layout resolved)
         if peft_model is None:
             peft_model = PeftModel.from_pretrained(model, str(path), adapter_name=name, is_trainable=False)
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from common.basemodel import build_base_model, load_base_model, model_fingerprint
+from common.basemodel import build_base_model, check_model_dir, weights_fingerprint
 from common.home import fairpool_home
 from common.job import OwnerEntry, ValuationJob
 from common.market import make_market, make_objectives_market
@@ -17,9 +17,13 @@ def new_run_id() -> str:
 
 
 def spec_for(base_model: str, **overrides) -> TrainingSpec:
-    """A spec bound to the base model's fingerprint, so owners verify they train on π₀."""
-    model, _ = load_base_model(base_model)
-    return TrainingSpec(base_model=str(base_model), base_fingerprint=model_fingerprint(model), **overrides)
+    """A spec bound to the base model's weight files, so owners verify they train on π₀.
+
+    The directory is checked (a causal LM with a tokenizer) and resolved to an absolute path
+    first: the spec travels to processes with other working directories.
+    """
+    path = check_model_dir(base_model)
+    return TrainingSpec(base_model=path, base_fingerprint=weights_fingerprint(path), **overrides)
 
 
 def default_market_dir(seed: int, kind: str = "default") -> Path:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common.errors import FairPoolError
+from common.hardware import Hardware
 from common.job import ValuationJob
 from common.progress import PROGRESS_FILE, follow
 from server.report import REPORT_JSON
@@ -60,16 +61,32 @@ def write_flower_app(directory: Path, job_path: Path) -> Path:
     return directory
 
 
-def write_flower_home(flwr_home: Path, num_supernodes: int, cpus_per_owner: int = 1) -> Path:
-    """A Flower config with one local simulation connection sized for this job."""
+def simulation_gpus(hardware: Hardware) -> tuple[int, float]:
+    """``(GPUs Ray may use, GPU share per simulated owner)``: none unless owners train on CUDA here.
+
+    Ray hands each owner's actor its share through ``CUDA_VISIBLE_DEVICES``, so an owner asking
+    for a whole GPU gets one to itself, and ``--gpus-per-owner 0.5`` packs two owners per GPU.
+    """
+    from common.hardware import cuda_device_count
+
+    if hardware.device not in ("auto",) and not hardware.device.startswith("cuda"):
+        return 0, 0.0
+    count = cuda_device_count()
+    return (count, float(hardware.gpus_per_owner)) if count else (0, 0.0)
+
+
+def write_flower_home(flwr_home: Path, num_supernodes: int, cpus_per_owner: int = 1,
+                      gpus: tuple[int, float] = (0, 0.0)) -> Path:
+    """A Flower config with one local simulation connection sized for this job and machine."""
+    total_gpus, per_owner = gpus
     flwr_home.mkdir(parents=True, exist_ok=True)
     (flwr_home / "config.toml").write_text(
         "[superlink]\ndefault = \"local\"\n\n[superlink.local]\naddress = \":local:\"\n"
         f"options.num-supernodes = {num_supernodes}\n"
         f"options.backend.client-resources.num-cpus = {cpus_per_owner}\n"
-        "options.backend.client-resources.num-gpus = 0\n"
+        f"options.backend.client-resources.num-gpus = {per_owner if total_gpus else 0}\n"
         f"options.backend.init-args.num-cpus = {max(cpus_per_owner, os.cpu_count() or 1)}\n"
-        "options.backend.init-args.num-gpus = 0\n"
+        f"options.backend.init-args.num-gpus = {total_gpus}\n"
     )
     return flwr_home
 
@@ -146,7 +163,7 @@ def run_simulation(
     report_path = out / REPORT_JSON
     before = report_path.stat().st_mtime_ns if report_path.exists() else None
     scratch = Path(tempfile.mkdtemp(prefix="fairpool-flwr-"))
-    flwr_home = write_flower_home(scratch / "flwr-home", len(job.owners))
+    flwr_home = write_flower_home(scratch / "flwr-home", len(job.owners), gpus=simulation_gpus(job.hardware))
     app_dir = write_flower_app(scratch / "app", job_path)
     env = flower_env(flwr_home)
     limit = timeout_s or job.owner_timeout_s + 600

@@ -19,14 +19,14 @@ import numpy as np
 
 from client.sequential import train_sequential, train_union
 from client.trainer import train_adapter
-from common.basemodel import load_base_model
+from common.basemodel import load_spec_model
 from common.bits import mask_of
 from common.data import PreferenceExample
 from common.shapley import exact_shapley
 from common.spec import TrainingSpec
 from common.stats import kendall_tau, pearson, spearman
 from common.utility import accuracy, all_masks, coalition_utilities, mean_logsigmoid, preference_margins
-from server.scoring import load_adapters, score_evaluation, sequence_logprobs
+from server.scoring import load_adapters, pair_logprobs, score_evaluation
 
 
 def studied_coalitions(n: int, coalitions: str | int, seed: int) -> list[tuple[int, ...]]:
@@ -58,17 +58,15 @@ continuous, so agreement measured on it is not blurred by accuracy saturating at
 class _Evaluator:
     """Preference margins of any model on the held-out pairs, relative to the base."""
 
-    def __init__(self, spec: TrainingSpec, evaluation: Sequence[PreferenceExample]) -> None:
+    def __init__(self, spec: TrainingSpec, evaluation: Sequence[PreferenceExample], hardware=None) -> None:
         self.spec = spec
-        self.prompts = [e.prompt for e in evaluation]
-        self.chosen = [e.chosen for e in evaluation]
-        self.rejected = [e.rejected for e in evaluation]
-        base, self.tokenizer = load_base_model(spec.base_model)
+        self.evaluation = list(evaluation)
+        base, self.tokenizer = load_spec_model(spec, hardware)
         self.base = self._logprobs(base)
 
     def _logprobs(self, model) -> tuple[np.ndarray, np.ndarray]:
-        return (sequence_logprobs(model, self.tokenizer, self.prompts, self.chosen, self.spec.max_length),
-                sequence_logprobs(model, self.tokenizer, self.prompts, self.rejected, self.spec.max_length))
+        return pair_logprobs(model, self.tokenizer, self.evaluation, self.spec.max_length,
+                             self.spec.max_prompt_length)
 
     def utilities_of(self, model) -> dict[str, float]:
         """Every metric of ``model``'s margins: ``{"accuracy": ..., "logsigmoid": ...}``."""
@@ -88,7 +86,7 @@ def _agreement(arith: Sequence[float], retrained: Sequence[float]) -> dict:
 def run_fidelity(spec: TrainingSpec, owners: Mapping[str, Sequence[PreferenceExample]],
                  evaluation: Sequence[PreferenceExample], *, coalitions: str | int = "all", orders: int = 2,
                  rules: Sequence[str] = ("sum", "mean", "size"), seed: int = 0,
-                 progress: Callable[[str], None] = lambda _m: None) -> dict:
+                 progress: Callable[[str], None] = lambda _m: None, hardware=None) -> dict:
     """The whole study; returns the ``fidelity.json`` document.
 
     Rows and ``agreement`` use accuracy (the federation's utility); ``logsigmoid`` holds the
@@ -99,19 +97,20 @@ def run_fidelity(spec: TrainingSpec, owners: Mapping[str, Sequence[PreferenceExa
     names = list(owners)
     n = len(names)
     chosen = studied_coalitions(n, coalitions, seed)
-    evaluator = _Evaluator(spec, evaluation)
+    evaluator = _Evaluator(spec, evaluation, hardware)
 
     started = time.perf_counter()
     adapters, sizes, diagnostics = {}, [], {}
     for name in names:
         progress(f"arithmetic route: training {name}")
-        result = train_adapter(spec, owners[name])
+        result = train_adapter(spec, owners[name], hardware=hardware)
         adapters[name] = result.tensors
         sizes.append(result.num_examples)
         diagnostics[name] = {"train_loss": result.metrics.get("train_loss"), "steps": result.metrics.get("steps")}
-    base, tokenizer = load_base_model(spec.base_model)
+    base, tokenizer = load_spec_model(spec, hardware)
     peft = load_adapters(base, spec, adapters)
-    scored = score_evaluation(peft, tokenizer, names, evaluation, spec.max_length)
+    scored = score_evaluation(peft, tokenizer, names, evaluation, spec.max_length,
+                              max_prompt_length=spec.max_prompt_length)
     masks = np.array([mask_of(c) for c in chosen], dtype=np.int64)
     arithmetic = {metric: {rule: coalition_utilities(scored.margins, masks, metric, rule, sizes, beta=spec.beta)
                            for rule in rules} for metric in METRICS}
@@ -131,7 +130,7 @@ def run_fidelity(spec: TrainingSpec, owners: Mapping[str, Sequence[PreferenceExa
         for order in orders_of(members, orders, seed):
             progress(f"sequential DPO: {' → '.join(names[i] for i in order)}")
             t0 = time.perf_counter()
-            chain = train_sequential(spec, [owners[names[i]] for i in order])
+            chain = train_sequential(spec, [owners[names[i]] for i in order], hardware=hardware)
             per_order.append(evaluator.utilities_of(chain.model))
             seq_seconds += time.perf_counter() - t0
             seq_trainings += len(order)
@@ -141,8 +140,8 @@ def run_fidelity(spec: TrainingSpec, owners: Mapping[str, Sequence[PreferenceExa
         spreads.append(float(max(accs) - min(accs)))
         progress(f"DPO on the union: {label}")
         t0 = time.perf_counter()
-        pooled = train_union(spec, [owners[names[i]] for i in members])
-        pooled_utils = evaluator.utilities_of(load_adapters(load_base_model(spec.base_model)[0], spec,
+        pooled = train_union(spec, [owners[names[i]] for i in members], hardware=hardware)
+        pooled_utils = evaluator.utilities_of(load_adapters(load_spec_model(spec, hardware)[0], spec,
                                                             {"union": pooled.tensors}))
         for m in METRICS:
             union[m].append(pooled_utils[m])

@@ -22,10 +22,15 @@ from common.scorers import Scorer, checked_scores
 class CoalitionGenerations:
     """Responses of each coalition to the evaluation prompts, decoded on first request."""
 
-    def __init__(self, decoder, prompts: Sequence[str], config, n: int,
+    def __init__(self, decoder, prompts: Sequence, config, n: int,
                  progress: Callable[[str], None] = lambda _m: None) -> None:
+        from common.tokenization import prompt_text
+
         self.decoder = decoder
         self.prompts = list(prompts)
+        """What is decoded: strings, or conversations (decoded through the chat template)."""
+        self.texts = [p if isinstance(p, str) else prompt_text(decoder.tokenizer, p) for p in self.prompts]
+        """The prompts as text, for scorers and the ledger key (a conversation as its chat rendering)."""
         self.config = config
         self.n = n
         self.progress = progress
@@ -53,7 +58,7 @@ def reward_game(players: Sequence[str], generations: CoalitionGenerations, name:
     """The game ``v(S) = mean reward of S's generations`` for one scorer."""
 
     def utility(masks: np.ndarray) -> np.ndarray:
-        return np.array([mean_reward(name, scorer, generations.prompts, generations.responses(int(m)))
+        return np.array([mean_reward(name, scorer, generations.texts, generations.responses(int(m)))
                          for m in masks.tolist()])
 
     return Game(players, utility, key=key, store=store)

@@ -64,10 +64,10 @@ def run_job(job: ValuationJob, collect: Collector) -> dict | None:
 
 
 def _run(job: ValuationJob, ledger: Ledger, log: ProgressLog, collect: Collector) -> dict:
-    from common.basemodel import load_base_model
+    from common.basemodel import load_spec_model
     from common.lora import expected_adapter_shapes
 
-    base = load_base_model(job.spec.base_model)
+    base = load_spec_model(job.spec, job.hardware)
     ledger.expect_owners(job.run_id, {o.name: o.public_key for o in job.owners})
     expected = expected_adapter_shapes(job.spec, base[0])
     admission = Admission(job, ledger, expected, log.emit)

@@ -2,9 +2,8 @@
 
 Every response is scored once under π₀ (adapters disabled) and once per owner adapter; the
 per-owner reward margins form an ``n × P`` matrix from which any coalition's utility is
-computed without touching the model again (method.md §3). Tokenisation mirrors TRL's DPO
-trainer — prompt, then prompt+response+EOS, split where they diverge — so that the margins the
-coordinator measures are of the same sequences the owners trained on.
+computed without touching the model again (method.md §3). Tokenisation is the owners' own
+(:mod:`common.tokenization`), so the margins are of the same sequences the owners trained on.
 """
 
 from __future__ import annotations
@@ -17,21 +16,27 @@ import numpy as np
 from common.data import PreferenceExample
 from common.lora import lora_config
 from common.spec import TrainingSpec
+from common.tokenization import tokenize_pair
 from common.utility import preference_margins
 
 BASE = "__base__"
 
 
-def split_sequence(tokenizer, prompt: str, response: str, max_length: int) -> tuple[list[int], int]:
-    """Token ids of prompt+response+EOS and where the response starts (TRL's convention)."""
-    eos = tokenizer.eos_token or ""
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    full_text = prompt + response if response.endswith(eos) else prompt + response + eos
-    full_ids = tokenizer(full_text, add_special_tokens=False)["input_ids"]
-    start = 0
-    while start < min(len(prompt_ids), len(full_ids)) and prompt_ids[start] == full_ids[start]:
-        start += 1
-    return full_ids[:max_length], min(start, max_length)
+Sequence_ = tuple[list[int], int]
+"""Token ids of prompt+response (cut to ``max_length``) and where the response starts."""
+
+
+def pair_sequences(tokenizer, examples: Sequence[PreferenceExample], max_length: int,
+                   max_prompt_length: int = 0) -> tuple[list[Sequence_], list[Sequence_]]:
+    """The chosen and rejected sequences of every pair, tokenised as the owners trained on them.
+
+    :func:`common.tokenization.tokenize_pair` is the trainer's own tokenisation, so the margins
+    are measured on exactly the ids TRL's collator fed the owners (BOS, chat template, EOS,
+    prompt limit and ``keep_start`` truncation included).
+    """
+    pairs = [tokenize_pair(tokenizer, e, max_prompt_length) for e in examples]
+    return ([p.sequence("chosen", max_length) for p in pairs],
+            [p.sequence("rejected", max_length) for p in pairs])
 
 
 def load_adapters(base_model, spec: TrainingSpec, adapters: Mapping[str, Mapping[str, np.ndarray]]):
@@ -54,29 +59,43 @@ def load_adapters(base_model, spec: TrainingSpec, adapters: Mapping[str, Mapping
     return model
 
 
-def sequence_logprobs(model, tokenizer, prompts: Sequence[str], responses: Sequence[str],
-                      max_length: int, batch_size: int = 64) -> np.ndarray:
-    """log π(response | prompt) summed over response tokens, one float per pair."""
+def sequence_logprobs(model, sequences: Sequence[Sequence_], pad_id: int, batch_size: int = 64) -> np.ndarray:
+    """log π(response | prompt) summed over response tokens, one float per sequence.
+
+    Runs on the model's own device and dtype; log-softmax is taken in float32.
+    """
     import torch
 
-    sequences = [split_sequence(tokenizer, p, r, max_length) for p, r in zip(prompts, responses, strict=True)]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
     out = np.empty(len(sequences), dtype=np.float64)
     with torch.no_grad():
         for lo in range(0, len(sequences), batch_size):
             chunk = sequences[lo : lo + batch_size]
             width = max(len(ids) for ids, _ in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
             scored = torch.zeros((len(chunk), width), dtype=torch.bool)
             for row, (seq, start) in enumerate(chunk):
                 ids[row, : len(seq)] = torch.tensor(seq)
                 mask[row, : len(seq)] = 1
                 scored[row, max(start, 1) : len(seq)] = True
+            ids, mask, scored = ids.to(device), mask.to(device), scored.to(device)
             logits = model(input_ids=ids, attention_mask=mask).logits.float()
             logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(2, ids[:, 1:, None]).squeeze(2)
-            out[lo : lo + len(chunk)] = (logp * scored[:, 1:]).sum(1).double().numpy()
+            out[lo : lo + len(chunk)] = (logp * scored[:, 1:]).sum(1).double().cpu().numpy()
     return out
+
+
+def pad_id_of(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def pair_logprobs(model, tokenizer, examples: Sequence[PreferenceExample], max_length: int,
+                  max_prompt_length: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Sequence log-probs of every pair's chosen and rejected response under ``model``."""
+    chosen, rejected = pair_sequences(tokenizer, examples, max_length, max_prompt_length)
+    pad = pad_id_of(tokenizer)
+    return sequence_logprobs(model, chosen, pad), sequence_logprobs(model, rejected, pad)
 
 
 @dataclass(frozen=True)
@@ -101,15 +120,15 @@ def score_evaluation(
     examples: Sequence[PreferenceExample],
     max_length: int,
     progress: Callable[[str], None] = lambda _msg: None,
+    *,
+    max_prompt_length: int = 0,
 ) -> ScoredEvaluation:
-    """The n+1 scoring passes over the held-out pairs."""
-    prompts = [e.prompt for e in examples]
-    chosen = [e.chosen for e in examples]
-    rejected = [e.rejected for e in examples]
+    """The n+1 scoring passes over the held-out pairs (tokenised once, scored n+1 times)."""
+    chosen, rejected = pair_sequences(tokenizer, examples, max_length, max_prompt_length)
+    pad = pad_id_of(tokenizer)
 
     def both() -> tuple[np.ndarray, np.ndarray]:
-        return (sequence_logprobs(peft_model, tokenizer, prompts, chosen, max_length),
-                sequence_logprobs(peft_model, tokenizer, prompts, rejected, max_length))
+        return sequence_logprobs(peft_model, chosen, pad), sequence_logprobs(peft_model, rejected, pad)
 
     progress("scoring held-out pairs under the base model")
     with peft_model.disable_adapter():

@@ -64,5 +64,5 @@ def test_embedded_model_loads_as_a_plain_hf_directory(base_model_dir):
 def test_missing_base_model_dir_is_a_clear_error(tmp_path):
     from common.errors import FairPoolError
 
-    with pytest.raises(FairPoolError, match="not found"):
+    with pytest.raises(FairPoolError, match="no such directory"):
         load_base_model(tmp_path / "nope")

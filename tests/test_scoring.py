@@ -13,7 +13,7 @@ from common.data import load_preferences
 from common.lora import expected_adapter_shapes
 from common.utility import all_masks, coalition_margins
 from server.coordinator import Submission, rejection_reason
-from server.scoring import load_adapters, score_evaluation, sequence_logprobs
+from server.scoring import load_adapters, pair_logprobs, score_evaluation
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +38,7 @@ def test_empty_and_single_coalitions_match_real_models(fast_spec, two_adapters, 
     scored = score_evaluation(peft, tokenizer, names, eval_pairs, fast_spec.max_length)
 
     plain, _ = load_base_model(fast_spec.base_model)
-    prompts = [e.prompt for e in eval_pairs]
-    chosen = [e.chosen for e in eval_pairs]
-    base_lp = sequence_logprobs(plain, tokenizer, prompts, chosen, fast_spec.max_length)
+    base_lp = pair_logprobs(plain, tokenizer, eval_pairs, fast_spec.max_length)[0]
     owners = scored.owner_chosen
     # S = ∅ is the base model's own log-probs.
     np.testing.assert_array_equal(compose_logprobs(scored.base_chosen, owners, []), scored.base_chosen)
@@ -48,7 +46,7 @@ def test_empty_and_single_coalitions_match_real_models(fast_spec, two_adapters, 
     # |S| = 1 is exactly the single adapter's model, loaded on its own.
     for i, name in enumerate(names):
         single, _ = _fresh_single(fast_spec, two_adapters[name])
-        single_lp = sequence_logprobs(single, tokenizer, prompts, chosen, fast_spec.max_length)
+        single_lp = pair_logprobs(single, tokenizer, eval_pairs, fast_spec.max_length)[0]
         np.testing.assert_allclose(compose_logprobs(scored.base_chosen, owners, [i]), single_lp, atol=1e-5)
     # The adapters really differ from the base and from each other.
     assert np.abs(owners[0] - scored.base_chosen).max() > 1e-3

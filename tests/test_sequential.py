@@ -11,7 +11,7 @@ from client.sequential import train_sequential, train_union
 from client.trainer import train_adapter
 from common.basemodel import load_base_model, model_fingerprint
 from common.data import load_preferences
-from server.scoring import load_adapters, sequence_logprobs
+from server.scoring import load_adapters, pair_logprobs
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,7 @@ def owners(default_market):
 
 
 def _logprobs(model, tokenizer, examples, spec):
-    return sequence_logprobs(model, tokenizer, [e.prompt for e in examples], [e.chosen for e in examples],
-                             spec.max_length)
+    return pair_logprobs(model, tokenizer, examples, spec.max_length)[0]
 
 
 def test_one_stage_equals_the_owner_adapter_merged(fast_spec, owners, default_market):
