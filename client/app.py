@@ -2,7 +2,8 @@
 
 Message in: ``spec`` (ConfigRecord of :class:`~common.spec.TrainingSpec`), optionally
 ``roster`` (simulation only). Message out: ``adapter`` (ArrayRecord, float32 tensors),
-``meta`` (owner, counts, digest, or ``error``), ``metrics`` (MetricRecord).
+``meta`` (owner, counts, digest, ``source``: ``trained`` or ``adapter``, or ``error``),
+``metrics`` (MetricRecord).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.owner import resolve_identity, sign_submission, train_with_retries
+from client.owner import node_hardware, resolve_identity, sign_submission, train_with_retries
 from common.errors import FairPoolError
 from common.spec import TrainingSpec
 
@@ -31,7 +32,8 @@ def _reply(msg: Message, meta: dict, adapter: ArrayRecord | None = None, metrics
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Train this owner's DPO adapter with the coordinator's spec; reply with tensors only, signed."""
+    """Train this owner's DPO adapter with the coordinator's spec (or read the adapter it already
+    has: ``adapter-path``); reply with tensors only, signed."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
@@ -39,7 +41,8 @@ def train(msg: Message, context: Context) -> Message:
     roster = None
     if "roster" in msg.content:
         record = msg.content["roster"]
-        roster = {k: list(record[k]) for k in ("names", "paths", "keys") if k in record}
+        roster = {k: list(record[k]) for k in ("names", "paths", "keys", "adapters", "adapter_examples")
+                  if k in record}
     request = dict(msg.content["request"]) if "request" in msg.content else {}
     try:
         identity = resolve_identity(context.node_config, roster)
@@ -49,7 +52,9 @@ def train(msg: Message, context: Context) -> Message:
         return _reply(msg, {"owner": identity.name, "skipped": True})  # the coordinator holds our adapter
     try:
         spec = TrainingSpec.from_record(dict(msg.content["spec"]))
-        result, attempts = train_with_retries(spec, identity)
+        requested = dict(msg.content["hardware"]) if "hardware" in msg.content else None
+        hardware = node_hardware(context.node_config, requested)
+        result, attempts = train_with_retries(spec, identity, hardware=hardware)
         run_id, nonce = str(request.get("run_id", "")), str(request.get("nonce", ""))
         signature = sign_submission(identity, run_id, nonce, result, spec)
     except FairPoolError as exc:
@@ -66,5 +71,6 @@ def train(msg: Message, context: Context) -> Message:
         "nonce": nonce,
         "spec_sha256": spec.digest(),
         "signature": signature,
+        "source": identity.source,
     }
     return _reply(msg, meta, adapter, {**result.metrics, "attempts": float(attempts)})

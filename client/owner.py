@@ -4,7 +4,9 @@ An owner's identity and data location come from its own SuperNode's configuratio
 (``--node-config 'owner-name="acme" data-path="/data/prefs.jsonl"'``) in a real deployment.
 In the Simulation Engine every simulated SuperNode is one owner of the job's roster, chosen by
 its ``partition-id``. Either way the examples are read here and never leave this process:
-the reply holds adapter tensors and counts only.
+the reply holds adapter tensors and counts only. An owner that already has an adapter names it
+instead (``adapter-path="/models/acme-lora"``, optionally ``adapter-examples="N"``): it is
+checked against the spec and the base, and sent as it is, without training.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from client.trainer import AdapterResult, train_adapter
 from common import faults
 from common.data import load_preferences
 from common.errors import FairPoolError
+from common.hardware import Hardware
 from common.spec import TrainingSpec
 
 NODE_OWNER_KEY = "owner-name"
 NODE_DATA_KEY = "data-path"
 NODE_SIGNING_KEY = "signing-key"
 NODE_PASSPHRASE_ENV_KEY = "signing-key-passphrase-env"
+NODE_ADAPTER_KEY = "adapter-path"
+NODE_ADAPTER_EXAMPLES_KEY = "adapter-examples"
 
 TRANSIENT_ERRORS = (OSError, TimeoutError, ConnectionError)
 """Failures worth retrying (a busy disk, a network filesystem hiccup); a data error is not."""
@@ -36,41 +41,102 @@ class OwnerIdentity:
     signing_key: str = ""
     """Path of the owner's Ed25519 private key (``fairpool keys generate``); empty: replies unsigned."""
     passphrase_env: str = ""
+    adapter_path: str = ""
+    """An adapter the owner already trained (a PEFT directory): valued as it is, no training."""
+    adapter_examples: int = 0
+    """Preference pairs that trained ``adapter_path``, as the owner declares them (0: not declared)."""
+
+    @property
+    def source(self) -> str:
+        """``"adapter"`` for an existing adapter, ``"trained"`` when the owner trains on its data."""
+        return "adapter" if self.adapter_path else "trained"
+
+
+def _examples(value: object, where: str) -> int:
+    try:
+        count = int(str(value).strip() or 0)
+    except ValueError:
+        raise FairPoolError(f"{where}: {NODE_ADAPTER_EXAMPLES_KEY} must be a whole number, got {value!r}") from None
+    if count < 0:
+        raise FairPoolError(f"{where}: {NODE_ADAPTER_EXAMPLES_KEY} must be ≥ 0, got {count}")
+    return count
 
 
 def resolve_identity(node_config: Mapping[str, object], roster: Mapping[str, Sequence[str]] | None) -> OwnerIdentity:
     """Who this node is: its own node config first, else its slot in a simulated roster."""
     if NODE_OWNER_KEY in node_config:
-        if NODE_DATA_KEY not in node_config:
-            raise FairPoolError(f"node config sets {NODE_OWNER_KEY} but not {NODE_DATA_KEY}")
-        return OwnerIdentity(str(node_config[NODE_OWNER_KEY]), str(node_config[NODE_DATA_KEY]),
+        has_data, has_adapter = NODE_DATA_KEY in node_config, bool(node_config.get(NODE_ADAPTER_KEY))
+        if has_data == has_adapter:
+            raise FairPoolError(f"node config sets {NODE_OWNER_KEY} and "
+                                + (f"both {NODE_DATA_KEY} and {NODE_ADAPTER_KEY}: choose one" if has_data else
+                                   f"neither {NODE_DATA_KEY} nor {NODE_ADAPTER_KEY}"))
+        return OwnerIdentity(str(node_config[NODE_OWNER_KEY]), str(node_config.get(NODE_DATA_KEY, "")),
                              str(node_config.get(NODE_SIGNING_KEY, "")),
-                             str(node_config.get(NODE_PASSPHRASE_ENV_KEY, "")))
+                             str(node_config.get(NODE_PASSPHRASE_ENV_KEY, "")),
+                             str(node_config.get(NODE_ADAPTER_KEY, "")),
+                             _examples(node_config.get(NODE_ADAPTER_EXAMPLES_KEY, 0), "node config"))
     if roster is not None and "partition-id" in node_config:
         index = int(node_config["partition-id"])  # type: ignore[arg-type]
         names, paths = list(roster["names"]), list(roster["paths"])
         if not 0 <= index < len(names):
             raise FairPoolError(f"simulated node {index} has no owner in a roster of {len(names)}")
         keys = list(roster.get("keys", [""] * len(names)))
-        return OwnerIdentity(names[index], paths[index], keys[index] if index < len(keys) else "")
+        adapters = list(roster.get("adapters", [""] * len(names)))
+        counts = list(roster.get("adapter_examples", [0] * len(names)))
+        return OwnerIdentity(names[index], paths[index], keys[index] if index < len(keys) else "",
+                             adapter_path=str(adapters[index]) if index < len(adapters) else "",
+                             adapter_examples=int(counts[index]) if index < len(counts) else 0)
     raise FairPoolError(
         f"this SuperNode has no owner identity: start it with "
         f"--node-config '{NODE_OWNER_KEY}=\"NAME\" {NODE_DATA_KEY}=\"PATH\"'"
     )
 
 
-def train_owner(spec: TrainingSpec, identity: OwnerIdentity,
+NODE_DEVICE_KEY = "device"
+NODE_DTYPE_KEY = "dtype"
+
+
+def node_hardware(node_config: Mapping[str, object], requested: Mapping[str, object] | None) -> Hardware:
+    """The owner's device and dtype: its own node config first (it knows its machine), else the
+    coordinator's request (simulated owners share the coordinator's machine), else ``auto``."""
+    record = dict(requested or {})
+    for key in (NODE_DEVICE_KEY, NODE_DTYPE_KEY):
+        if key in node_config:
+            record[key] = str(node_config[key])
+    return Hardware.from_record(record)
+
+
+def train_owner(spec: TrainingSpec, identity: OwnerIdentity, hardware: Hardware | None = None,
                 progress: Callable[[str], None] = lambda _m: None) -> AdapterResult:
-    """Load and validate the owner's own data, then train its adapter."""
+    """Load and validate the owner's own data, then train its adapter (or read its existing one)."""
     faults.hit("client_training")
+    if identity.adapter_path:
+        return existing_adapter(spec, identity)
     examples, report = load_preferences(identity.data_path)
-    result = train_adapter(spec, examples, progress=progress)
+    result = train_adapter(spec, examples, hardware=hardware, progress=progress)
     result.dropped.update({reason: count for reason, count in report.dropped.items() if count})
     return result
 
 
+def existing_adapter(spec: TrainingSpec, identity: OwnerIdentity) -> AdapterResult:
+    """The owner's already trained adapter as a reply, checked as training would check it.
+
+    The base must be the coordinator's π₀ (fingerprint), and the adapter's own
+    ``adapter_config.json`` must match the spec (rank, alpha, target modules, base): only the
+    owner holds that file, the coordinator receives the tensors alone.
+    """
+    from client.trainer import check_base_identity
+    from common.adapter_files import check_adapter_compatible, expected_shapes_for, read_adapter_dir
+
+    check_base_identity(spec)
+    adapter = read_adapter_dir(identity.adapter_path, identity.name)
+    check_adapter_compatible(adapter, spec, expected_shapes_for(spec), spec.base_model)
+    return AdapterResult(dict(adapter.tensors), int(identity.adapter_examples), {}, {"from_adapter": 1.0})
+
+
 def train_with_retries(spec: TrainingSpec, identity: OwnerIdentity, attempts: int = 3, backoff_s: float = 1.0,
-                       progress: Callable[[str], None] = lambda _m: None) -> tuple[AdapterResult, int]:
+                       progress: Callable[[str], None] = lambda _m: None,
+                       hardware: Hardware | None = None) -> tuple[AdapterResult, int]:
     """:func:`train_owner`, retried on transient errors; returns the result and the attempts used.
 
     User mistakes (:class:`FairPoolError`: bad data, wrong base model) are never retried: they
@@ -78,7 +144,7 @@ def train_with_retries(spec: TrainingSpec, identity: OwnerIdentity, attempts: in
     """
     for attempt in range(1, attempts + 1):
         try:
-            return train_owner(spec, identity, progress), attempt
+            return train_owner(spec, identity, hardware, progress), attempt
         except FairPoolError:
             raise
         except TRANSIENT_ERRORS as exc:

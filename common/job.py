@@ -17,6 +17,7 @@ from common.adapter_checks import AdapterLimits
 from common.composition import COMPOSITION_RULES
 from common.errors import ConfigError
 from common.games_config import ValuationSettings
+from common.hardware import Hardware
 from common.payout import PAYOUT_POLICIES
 from common.spec import TrainingSpec
 
@@ -28,12 +29,22 @@ class OwnerEntry:
     ``data`` is set only for simulated owners. ``public_key`` is the owner's Ed25519 public key
     (PEM text or base64 of the raw 32 bytes); ``signing_key`` is the path of the matching private
     key, set only for simulated owners, whose clients run on the coordinator's machine.
+    ``adapter`` (simulated owners only, instead of ``data``) is a PEFT adapter directory the
+    owner already trained: it is valued as it is, and ``adapter_examples`` is the number of
+    preference pairs the owner declares trained it (0: not declared).
     """
 
     name: str
     data: str = ""
     public_key: str = ""
     signing_key: str = ""
+    adapter: str = ""
+    adapter_examples: int = 0
+
+    @property
+    def source(self) -> str:
+        """``"adapter"`` for an owner valued by its existing adapter, else ``"trained"``."""
+        return "adapter" if self.adapter else "trained"
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,8 @@ class ValuationJob:
     storage_key: str = ""
     """Key file that encrypts adapters stored in the ledger (required to store them)."""
     adapter_limits: AdapterLimits = field(default_factory=AdapterLimits)
+    hardware: Hardware = field(default_factory=Hardware)
+    """Device and dtype of the coordinator's scoring and decoding and of simulated owners' training."""
 
     def __post_init__(self) -> None:
         names = [o.name for o in self.owners]
@@ -73,6 +86,16 @@ class ValuationJob:
             raise ConfigError(f"unknown payout policy {self.payout_policy!r}; choose from {', '.join(PAYOUT_POLICIES)}")
         if not (self.budget >= 0 and self.budget != float("inf")):
             raise ConfigError(f"budget must be a finite non-negative amount, got {self.budget!r}")
+        for o in self.owners:
+            if o.data and o.adapter:
+                raise ConfigError(f"owner {o.name}: give data or an existing adapter, not both")
+            if o.adapter_examples < 0:
+                raise ConfigError(f"owner {o.name}: adapter_examples must be ≥ 0, got {o.adapter_examples}")
+        undeclared = [o.name for o in self.owners if o.adapter and o.adapter_examples <= 0]
+        if self.composition == "size" and undeclared:
+            raise ConfigError("--composition size weighs owners by their number of examples: give "
+                              + " ".join(f"--adapter-examples {n}=N" for n in undeclared)
+                              + " for the existing adapter(s)")
         keyed = [o.name for o in self.owners if o.public_key]
         if keyed and len(keyed) != len(names):
             raise ConfigError("either every owner has a public key or none does; missing for "
@@ -106,6 +129,8 @@ class ValuationJob:
         raw = json.loads(text)
         raw["owners"] = tuple(OwnerEntry(**o) for o in raw["owners"])
         raw["spec"] = TrainingSpec(**raw["spec"])
+        if "hardware" in raw:
+            raw["hardware"] = Hardware(**raw["hardware"])
         if "adapter_limits" in raw:
             raw["adapter_limits"] = AdapterLimits(**raw["adapter_limits"])
         if "valuation" in raw:

@@ -67,23 +67,23 @@ def owner_entries(items: Sequence[str]) -> tuple[OwnerEntry, ...]:
 
 def job_from_args(args: argparse.Namespace) -> ValuationJob:
     """The deployed job: validated like ``fairpool value`` does, but without owners' data paths."""
-    from common.basemodel import build_base_model
     from common.data import load_preferences
-    from server.cli import job_options, spec_overrides
+    from server.cli import base_model_arg, check_data_needs, checked_overrides, job_options, resolve_data_ref
     from server.defaults import new_run_id, spec_for, with_trust_material
 
     owners = owner_entries(args.owner)
     options = job_options(args)
-    if not args.eval.exists():
-        raise ConfigError(f"--eval {args.eval}: no such file or directory")
-    load_preferences(args.eval)  # a bad evaluation file fails here, not after every owner trained
-    base = args.base_model or str(build_base_model())
+    overrides = checked_overrides(args)
+    eval_ref = resolve_data_ref("--eval", str(args.eval))
+    evaluation, _ = load_preferences(eval_ref)  # a bad evaluation file fails here, not after every owner trained
+    spec = spec_for(base_model_arg(args), **overrides)
+    check_data_needs(spec, [evaluation])
     job = ValuationJob(
         run_id=args.run_id or new_run_id(),
         owners=owners,
-        eval_path=str(args.eval.resolve()),
+        eval_path=eval_ref,
         out_dir=str(args.out.resolve()),
-        spec=spec_for(base, **spec_overrides(args)),
+        spec=spec,
         simulated=False,
         **options,
     )

@@ -30,7 +30,7 @@ from common.errors import FairPoolError
 from common.job import ValuationJob
 from common.sealing import load_storage_key, seal, tensors_from_bytes, tensors_to_bytes, unseal
 from common.signing import SubmissionClaim, load_public_key, verify_claim
-from server.coordinator import Submission
+from server.coordinator import Submission, examples_problem
 from server.ledger import Ledger
 
 
@@ -84,9 +84,7 @@ class Admission:
         problem = adapter_problem(sub.tensors, self.expected, self.job.spec.lora_r, self.job.adapter_limits)
         if problem:
             return problem
-        if sub.num_examples <= 0:
-            return "owner reported no training examples"
-        return None
+        return examples_problem(sub, self.job.composition)
 
     def admit(self, sub: Submission, issued_nonce: str | None) -> str | None:
         """Check ``sub``, record it in the ledger (sealing an accepted adapter); return the reason or None."""
@@ -95,7 +93,7 @@ class Admission:
         meta = {"nonce": sub.nonce, "adapter_sha256": digest, "signature": sub.signature,
                 "num_examples": int(sub.num_examples), "dropped": dict(sub.dropped),
                 "metrics": {k: float(v) for k, v in sub.metrics.items()}, "run_id": sub.run_id,
-                "spec_sha256": sub.spec_sha256}
+                "spec_sha256": sub.spec_sha256, "source": sub.source}
         sealed = None
         if reason is None and self.storage_key is not None:
             sealed = seal(self.storage_key, tensors_to_bytes(sub.tensors),
@@ -127,7 +125,8 @@ class Admission:
                              dropped={k: int(v) for k, v in meta.get("dropped", {}).items()},
                              metrics=dict(meta.get("metrics", {})), nonce=str(meta.get("nonce") or ""),
                              run_id=str(meta.get("run_id") or ""), spec_sha256=str(meta.get("spec_sha256") or ""),
-                             signature=str(meta.get("signature") or ""))
+                             signature=str(meta.get("signature") or ""),
+                             source="adapter" if meta.get("source") == "adapter" else "trained")
             if sub.digest != digest:
                 raise FairPoolError(f"stored adapter of {owner} does not match its recorded digest")
             out[owner] = sub

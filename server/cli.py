@@ -3,7 +3,7 @@
     fairpool base-model build [--force]
     fairpool market make --out DIR [--seed N]
     fairpool demo [--out DIR] [--objectives helpful,harmless] [--seed N] [...]
-    fairpool value --owner NAME=PATH ... --eval PATH [--base-model DIR] --out DIR [...]
+    fairpool value (--owner NAME=PATH | --adapter NAME=DIR) ... --eval PATH [--base-model DIR] --out DIR [...]
     fairpool generate --adapter NAME=DIR ... --coalition A,B --prompt TEXT [...]
     fairpool fidelity (--market | --owner NAME=PATH ... --eval PATH) --out DIR [--setting K=V ...]
     fairpool keys generate --out DIR [--name NAME] [--passphrase-env VAR] [--force]
@@ -26,6 +26,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.adapter_checks import AdapterLimits
+from common.hardware import Hardware
+from common.options import add_dataclass_options, build, chosen_options
+from common.spec import TrainingSpec, read_spec_file
 from common.composition import COMPOSITION_RULES
 from common.errors import ConfigError, FairPoolError
 from common.games_config import ESTIMATOR_NAMES, ValuationSettings
@@ -45,6 +48,39 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def seed_value(text: str) -> int:
+    """An argparse type: a seed is a whole number in 0…2³²−1 (numpy and torch both take it)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be in 0…4294967295, got {value}")
+    return value
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    """Every training setting, generated from :class:`~common.spec.TrainingSpec` (defaults and help live there)."""
+    add_dataclass_options(p, TrainingSpec)
+    p.add_argument("--spec", type=Path, default=None, metavar="FILE",
+                   help="TOML or JSON file of training settings (keys as the options above, e.g. "
+                        "max-length = 512); options given on the command line override it")
+    p.add_argument("--chat-template", type=Path, default=None, metavar="FILE",
+                   help="Jinja chat template for conversational data, when the base model's tokenizer has none")
+
+
+def add_hardware_options(p: argparse.ArgumentParser) -> None:
+    """``--device``, ``--dtype``, ``--gpus-per-owner``, generated from :class:`~common.hardware.Hardware`."""
+    add_dataclass_options(p, Hardware)
+
+
+def hardware_from_args(args: argparse.Namespace) -> Hardware:
+    """The requested hardware, checked now: ``--device cuda`` on a machine without CUDA fails before any work."""
+    hardware = build(Hardware, chosen_options(args, Hardware))
+    hardware.resolve()
+    return hardware
+
+
 def add_valuation_options(p: argparse.ArgumentParser) -> None:
     """Options every valuation shares (``demo``, ``value`` and ``deploy/make_job.py``)."""
     p.add_argument("--composition", choices=COMPOSITION_RULES, default="sum",
@@ -52,11 +88,9 @@ def add_valuation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--payout-policy", choices=PAYOUT_POLICIES, default="positive",
                    help="positive: shares ∝ positive values, negatives get 0 and are flagged; signed: φ/Σφ")
     p.add_argument("--budget", type=float, default=1.0, help="amount to divide among owners (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of training (and of the embedded market)")
-    p.add_argument("--epochs", type=float, default=None, help="DPO epochs per owner (default 3)")
-    p.add_argument("--learning-rate", type=float, default=None, help="DPO learning rate (default 5e-3)")
-    p.add_argument("--beta", type=float, default=None, help="DPO β (default 0.1)")
-    p.add_argument("--lora-r", type=int, default=None, help="LoRA rank (default 8)")
+    p.add_argument("--seed", type=seed_value, default=0, help="seed of training (and of the embedded market)")
+    add_training_options(p)
+    add_hardware_options(p)
     p.add_argument("--min-owners", type=int, default=1, help="fewest accepted owners to value (default 1)")
     p.add_argument("--coordinator-key", type=Path, default=None,
                    help="Ed25519 private key that signs the report (default: OUT/keys/coordinator.key, created)")
@@ -134,19 +168,26 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--max-new-tokens", type=int, default=32)
     generate.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     generate.add_argument("--top-p", type=float, default=1.0)
-    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--seed", type=seed_value, default=0)
+    generate.add_argument("--max-prompt-length", type=int, default=0,
+                          help="keep only the prompt's last N tokens, as the run's spec did (default: 0 = all)")
+    generate.add_argument("--chat-template", type=Path, default=None, metavar="FILE",
+                          help="Jinja chat template, when the base model's tokenizer has none (as given to the run)")
+    add_hardware_options(generate)
 
     fidelity = sub.add_parser("fidelity", help="compare arithmetic coalitions with really retrained ones")
     fidelity.add_argument("--owner", action="append", default=[], metavar="NAME=PATH", help="an owner; repeat")
-    fidelity.add_argument("--eval", type=Path, default=None, help="held-out preference pairs")
+    fidelity.add_argument("--eval", default=None, help="held-out preference pairs (PATH or DIR:SPLIT)")
     fidelity.add_argument("--market", action="store_true",
                           help="use the embedded market's first four owners (clean, clean-small, noisy, flipped)")
     fidelity.add_argument("--base-model", default=None, help="base model directory (default: the embedded one)")
     fidelity.add_argument("--coalitions", default="all", help="'all' (n ≤ 6) or a number K of sampled coalitions")
     fidelity.add_argument("--orders", type=int, default=2, help="orders of sequential DPO per coalition")
-    fidelity.add_argument("--seed", type=int, default=0)
-    fidelity.add_argument("--epochs", type=float, default=None)
-    fidelity.add_argument("--learning-rate", type=float, default=None)
+    fidelity.add_argument("--seed", type=seed_value, default=0)
+    fidelity.add_argument("--split", default=None, metavar="NAME",
+                          help="split of every datasets directory given without PATH:SPLIT (default: train)")
+    add_training_options(fidelity)
+    add_hardware_options(fidelity)
     fidelity.add_argument("--setting", action="append", default=[], metavar="KEY=V[,KEY=V]",
                           help="run the study once per setting (keys: epochs, learning-rate) and write a "
                                "sweep summary; repeat for each setting")
@@ -196,10 +237,20 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default 10)")
     fetch.add_argument("--out", type=Path, default=None, help="write the verified report here (default: stdout)")
 
-    value = sub.add_parser("value", help="value owners' preference datasets in a simulated federation")
-    value.add_argument("--owner", action="append", required=True, metavar="NAME=PATH",
-                       help="an owner and its dataset (JSONL, JSON, CSV, Parquet or a datasets dir); repeat")
-    value.add_argument("--eval", required=True, type=Path, help="held-out preference pairs of the coordinator")
+    value = sub.add_parser("value", help="value owners' preference datasets (or their existing adapters) "
+                                         "in a simulated federation")
+    value.add_argument("--owner", action="append", default=[], metavar="NAME=PATH",
+                       help="an owner and its dataset (JSONL, JSONL.GZ, JSON, CSV, Parquet, or a datasets "
+                            "directory, optionally DIR:SPLIT); repeat")
+    value.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR",
+                       help="an owner valued by the LoRA adapter it already trained (a PEFT directory, "
+                            "checked against the base model and the spec); repeat; mixes with --owner")
+    value.add_argument("--adapter-examples", action="append", default=[], metavar="NAME=N",
+                       help="preference pairs that trained --adapter NAME (the size composition rule and "
+                            "the report use it; default: 0, not declared)")
+    value.add_argument("--eval", required=True, help="held-out preference pairs of the coordinator (PATH or DIR:SPLIT)")
+    value.add_argument("--split", default=None, metavar="NAME",
+                       help="split of every datasets directory given without PATH:SPLIT (default: train)")
     value.add_argument("--base-model", default=None,
                        help="local Hugging Face causal-LM directory (default: the embedded tiny model)")
     value.add_argument("--out", required=True, type=Path, help="report directory")
@@ -225,15 +276,71 @@ def parse_pairs(items: Sequence[str], option: str, *, paths: bool = True, what: 
     return pairs
 
 
-def parse_owner_args(items: Sequence[str]) -> list[tuple[str, Path]]:
-    """``--owner NAME=PATH`` pairs, checked for form, uniqueness and existence."""
-    return [(name, Path(path)) for name, path in parse_pairs(items, "--owner").items()]
+def resolve_data_ref(option: str, text: str, default_split: str | None = None) -> str:
+    """A data file, or ``DIR:SPLIT``, as an absolute reference; checked to exist now.
+
+    ``default_split`` (``--split``) applies to datasets directories named without a split.
+    Absolute, because the reference travels to Flower processes with other working directories.
+    """
+    from common.data import parse_data_ref
+
+    path, split = parse_data_ref(str(text))
+    local = Path(path).expanduser()
+    if not local.exists():
+        raise ConfigError(f"{option} {text}: no such file or directory")
+    split = split or (default_split if local.is_dir() else None)
+    resolved = str(local.resolve())
+    return f"{resolved}:{split}" if split else resolved
+
+
+def parse_owner_args(items: Sequence[str], default_split: str | None = None) -> list[tuple[str, str]]:
+    """``--owner NAME=PATH`` (or ``NAME=DIR:SPLIT``) pairs, checked for form, uniqueness and existence."""
+    pairs = parse_pairs(items, "--owner", paths=False)
+    return [(name, resolve_data_ref(f"--owner {name}=", ref, default_split)) for name, ref in pairs.items()]
+
+
+def checked_overrides(args: argparse.Namespace) -> dict:
+    """:func:`spec_overrides`, validated against the spec's rules before any model is touched."""
+    overrides = spec_overrides(args)
+    TrainingSpec(base_model="-", **overrides)  # raises ConfigError naming the bad setting
+    return overrides
+
+
+def check_data_needs(spec: TrainingSpec, datasets: Sequence[Sequence]) -> None:
+    """Conversational data needs a chat template: checked once, before any Flower process starts."""
+    from common.basemodel import load_tokenizer
+    from common.tokenization import require_chat_template
+
+    firsts = [data[0] for data in datasets if data]
+    if any(getattr(e, "conversational", False) for e in firsts):
+        require_chat_template(load_tokenizer(spec.base_model, spec.chat_template), spec.base_model, firsts)
+
+
+def base_model_arg(args: argparse.Namespace) -> str:
+    """``--base-model`` checked and resolved (a causal LM with a tokenizer), or the embedded model."""
+    from common.basemodel import build_base_model, check_model_dir
+
+    return check_model_dir(args.base_model) if args.base_model else str(build_base_model(progress=_say))
 
 
 def spec_overrides(args: argparse.Namespace) -> dict:
-    """Training-spec fields the user set (``seed`` always)."""
-    chosen = {"epochs": args.epochs, "learning_rate": args.learning_rate, "beta": args.beta, "lora_r": args.lora_r}
-    return {"seed": args.seed, **{k: v for k, v in chosen.items() if v is not None}}
+    """Training-spec fields the user chose: ``--spec FILE``, then explicit options (``seed`` always).
+
+    A chat template file is read here, so its text (not its path) travels in the spec: every
+    owner then renders conversations identically, and the spec digest covers the template.
+    """
+    chosen = read_spec_file(args.spec) if getattr(args, "spec", None) else {}
+    chosen.update(chosen_options(args, TrainingSpec))
+    template = getattr(args, "chat_template", None)
+    if template is not None:
+        try:
+            chosen["chat_template"] = template.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--chat-template {template}: cannot read: {getattr(exc, 'strerror', None) or exc}") \
+                from None
+        if not chosen["chat_template"].strip():
+            raise ConfigError(f"--chat-template {template}: the file is empty")
+    return {**chosen, "seed": args.seed}
 
 
 def job_options(args: argparse.Namespace, default_utilities: tuple[str, ...] = ("preference",)) -> dict:
@@ -262,7 +369,7 @@ def job_options(args: argparse.Namespace, default_utilities: tuple[str, ...] = (
             raise ConfigError(f"{option} {path}: no such file")
     return {"composition": args.composition, "payout_policy": args.payout_policy, "budget": args.budget,
             "min_owners": args.min_owners, "owner_timeout_s": args.timeout, "valuation": valuation,
-            "adapter_limits": adapter_limits}
+            "adapter_limits": adapter_limits, "hardware": hardware_from_args(args)}
 
 
 def _prepare(job, args: argparse.Namespace):
@@ -305,7 +412,9 @@ def _run_and_print(job) -> int:
 def render_table(report: dict) -> str:
     """The terminal table: owner, examples, status, value in each game, payout share."""
     games = report["games"]
-    rows = [("owner", "examples", "status", *(g["utility"] for g in games), "share")]
+    sourced = any(o.get("source") == "adapter" for o in report["owners"])
+    rows = [("owner", "examples", *(("source",) if sourced else ()), "status", *(g["utility"] for g in games),
+             "share")]
     for owner in report["owners"]:
         name = owner["name"]
         share = report["payout"]["shares"].get(name)
@@ -314,10 +423,13 @@ def render_table(report: dict) -> str:
             value = game["values"].get(name)
             cells.append("-" if not value else f"{value['shapley']:+.4f}"
                          + (f" ±{value['stderr']:.4f}" if value["stderr"] else ""))
-        rows.append((name, str(owner["num_examples"]), owner["status"], *cells,
-                     f"{share:.1%}" if share is not None else "-"))
+        examples = str(owner["num_examples"]) if owner["num_examples"] else "-"
+        rows.append((name, examples, *((owner.get("source", "trained"),) if sourced else ()), owner["status"],
+                     *cells, f"{share:.1%}" if share is not None else "-"))
+    text_columns = 4 if sourced else 3
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines = ["  ".join(c.ljust(w) if i < text_columns else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append("")
     for game in games:
@@ -361,34 +473,64 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
     options = job_options(args, tuple(f"reward:{o}" for o in objectives) or ("preference",))
+    overrides = {k: v for k, v in checked_overrides(args).items() if k != "seed"}
     _say("preparing the embedded base model and synthetic market (cached after the first run)")
     job = default_job(out_dir=args.out.resolve(), seed=args.seed, progress=_say, objectives=bool(objectives),
                       **options)
-    overrides = {k: v for k, v in spec_overrides(args).items() if k != "seed"}
     if overrides:
         job = dataclasses.replace(job, spec=dataclasses.replace(job.spec, **overrides))
     return _run_and_print(_prepare(job, args))
 
 
+def adapter_examples_arg(items: Sequence[str], adapters: dict[str, str]) -> dict[str, int]:
+    """``--adapter-examples NAME=N``: a positive whole number for an owner given by ``--adapter``."""
+    counts = {}
+    for name, text in parse_pairs(items, "--adapter-examples", paths=False, what="N").items():
+        if name not in adapters:
+            raise ConfigError(f"--adapter-examples {name}: no --adapter {name}=DIR")
+        try:
+            counts[name] = int(text)
+        except ValueError:
+            counts[name] = 0
+        if counts[name] < 1:
+            raise ConfigError(f"--adapter-examples {name}={text}: expected a whole number of preference pairs ≥ 1")
+    return counts
+
+
 def cmd_value(args: argparse.Namespace) -> int:
-    from common.basemodel import build_base_model
     from common.data import load_preferences
     from common.job import OwnerEntry, ValuationJob
     from server.defaults import new_run_id, spec_for
 
-    owners = parse_owner_args(args.owner)
+    from common.adapter_files import check_adapter_dirs
+
+    owners = parse_owner_args(args.owner, args.split)
+    adapters = parse_pairs(args.adapter, "--adapter", what="DIR")
+    if not owners and not adapters:
+        raise ConfigError("give at least one --owner NAME=PATH or --adapter NAME=DIR")
+    both = sorted(set(dict(owners)) & set(adapters))
+    if both:
+        raise ConfigError(f"{both[0]} is named by both --owner and --adapter: an owner brings data or an "
+                          "adapter, not both")
+    examples = adapter_examples_arg(args.adapter_examples, adapters)
+    if args.composition == "size" and set(adapters) - set(examples):
+        raise ConfigError("--composition size weighs owners by their number of examples: give "
+                          + " ".join(f"--adapter-examples {n}=N" for n in adapters if n not in examples))
     options = job_options(args)  # option errors first: before any file is read or model built
-    if not args.eval.exists():
-        raise ConfigError(f"--eval {args.eval}: no such file or directory")
-    for name, path in owners:  # fail fast, before any Flower process starts
-        load_preferences(path)
-    load_preferences(args.eval)
-    base = args.base_model or str(build_base_model(progress=_say))
-    spec = spec_for(base, **spec_overrides(args))
+    overrides = checked_overrides(args)
+    eval_ref = resolve_data_ref("--eval", args.eval, args.split)
+    base = base_model_arg(args)
+    datasets = [load_preferences(ref)[0] for _name, ref in owners]  # fail fast, before any Flower process
+    evaluation, _ = load_preferences(eval_ref)
+    spec = spec_for(base, **overrides)
+    check_data_needs(spec, [*datasets, evaluation])
+    check_adapter_dirs(adapters, spec.base_model, spec)  # every adapter, before anything is written
     job = ValuationJob(
         run_id=new_run_id(),
-        owners=tuple(OwnerEntry(name, str(path)) for name, path in owners),
-        eval_path=str(args.eval.resolve()),
+        owners=tuple(OwnerEntry(name, ref) for name, ref in owners)
+        + tuple(OwnerEntry(name, adapter=path, adapter_examples=examples.get(name, 0))
+                for name, path in adapters.items()),
+        eval_path=eval_ref,
         out_dir=str(args.out.resolve()),
         spec=spec,
         **options,
@@ -397,7 +539,6 @@ def cmd_value(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from common.basemodel import build_base_model
     from server.decoding import CoalitionDecoder, DecodingConfig, load_adapter_dirs
 
     adapters = parse_pairs(args.adapter, "--adapter", what="DIR")
@@ -417,9 +558,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
                                 top_p=args.top_p, seed=args.seed)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    base = args.base_model or str(build_base_model(progress=_say))
-    model, tokenizer = load_adapter_dirs(base, adapters)
-    decoder = CoalitionDecoder(model, tokenizer, list(adapters), args.composition, size_list)
+    hardware = hardware_from_args(args)
+    template = spec_overrides(args).get("chat_template", "")
+    base = base_model_arg(args)
+    model, tokenizer = load_adapter_dirs(base, adapters, chat_template=template, hardware=hardware)
+    decoder = CoalitionDecoder(model, tokenizer, list(adapters), args.composition, size_list,
+                               max_prompt_length=args.max_prompt_length)
     names = list(adapters)
     responses = decoder.generate(args.prompt, [names.index(m) for m in members], config)
     for prompt, response in zip(args.prompt, responses):
@@ -428,7 +572,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_fidelity(args: argparse.Namespace) -> int:
-    from common.basemodel import build_base_model
     from common.data import load_preferences
     from common.market import make_market
     from server.defaults import default_market_dir, spec_for
@@ -440,6 +583,8 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     if args.orders < 1:
         raise ConfigError("--orders must be at least 1")
     settings = [parse_setting(text) for text in args.setting]  # user mistakes before any work
+    overrides = checked_overrides(args)
+    hardware = hardware_from_args(args)
     if args.market:
         market = make_market(default_market_dir(args.seed), seed=args.seed)
         paths = {name: market.owners[name] for name in ("clean", "clean-small", "noisy", "flipped")}
@@ -447,29 +592,31 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     else:
         if args.eval is None:
             raise ConfigError("--eval is required with --owner")
-        paths, eval_path = dict(parse_owner_args(args.owner)), args.eval
+        paths = dict(parse_owner_args(args.owner, args.split))
+        eval_path = resolve_data_ref("--eval", str(args.eval), args.split)
     if args.coalitions == "all" and len(paths) > 6:
         raise ConfigError("--coalitions all retrains 2^n - 1 coalitions: use it for n ≤ 6, or give a number K")
+    base = base_model_arg(args)
     owners = {name: load_preferences(path)[0] for name, path in paths.items()}
     evaluation = load_preferences(eval_path)[0]
-    base = args.base_model or str(build_base_model(progress=_say))
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("learning_rate", args.learning_rate)) if v is not None}
     coalitions = args.coalitions if args.coalitions == "all" else int(args.coalitions)
     if not args.setting:
-        spec = spec_for(base, seed=args.seed, **overrides)
+        spec = spec_for(base, **overrides)
+        check_data_needs(spec, [*owners.values(), evaluation])
         report = run_fidelity(spec, owners, evaluation, coalitions=coalitions, orders=args.orders, seed=args.seed,
-                              progress=_say)
+                              progress=_say, hardware=hardware)
         write_fidelity(report, args.out)
         print((args.out / "fidelity.md").read_text())
         return 0
-    specs = [spec_for(base, seed=args.seed, **{**overrides, **setting}) for setting in settings]
+    specs = [spec_for(base, **{**overrides, **setting}) for setting in settings]
+    check_data_needs(specs[0], [*owners.values(), evaluation])
     labels = [setting_label(s.to_record()) for s in specs]
     labels_unique(labels)
     reports = {}
     for label, spec in zip(labels, specs):
         _say(f"fidelity study under {label}")
         reports[label] = run_fidelity(spec, owners, evaluation, coalitions=coalitions, orders=args.orders,
-                                      seed=args.seed, progress=_say)
+                                      seed=args.seed, progress=_say, hardware=hardware)
         write_fidelity(reports[label], args.out / label)
     write_sweep(summarise_sweep(reports), args.out)
     print((args.out / "sweep.md").read_text())

@@ -35,11 +35,14 @@ def training_message(job: ValuationJob, node_id: int, nonce: str, held: Sequence
     content = RecordDict({
         "spec": ConfigRecord({**job.spec.to_record(), "run_id": job.run_id}),
         "request": ConfigRecord({"run_id": job.run_id, "nonce": nonce, "held": list(held)}),
+        "hardware": ConfigRecord(job.hardware.to_record()),
     })
     if job.simulated:
         content["roster"] = ConfigRecord({"names": [o.name for o in job.owners],
                                           "paths": [o.data for o in job.owners],
-                                          "keys": [o.signing_key for o in job.owners]})
+                                          "keys": [o.signing_key for o in job.owners],
+                                          "adapters": [o.adapter for o in job.owners],
+                                          "adapter_examples": [int(o.adapter_examples) for o in job.owners]})
     return Message(content=content, dst_node_id=node_id, message_type=MessageType.TRAIN)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from common.adapter_checks import AdapterLimits, adapter_problem, near_duplicates
-from common.basemodel import load_base_model
+from common.basemodel import load_spec_model
 from common.bits import members_of
 from common import faults
 from common.data import PreferenceExample, load_preferences
@@ -65,6 +65,8 @@ class Submission:
     signature: str = ""
     skipped: bool = False
     """The owner did not train because the coordinator already holds its adapter (a resumed run)."""
+    source: str = "trained"
+    """``"trained"`` (the owner trained it on its data for this run) or ``"adapter"`` (an existing one)."""
 
     @cached_property
     def digest(self) -> str:
@@ -73,8 +75,24 @@ class Submission:
         return tensors_sha256(self.tensors) if self.tensors else ""
 
 
+def examples_problem(submission: Submission, composition: str = "sum") -> str | None:
+    """Why the submission's number of examples cannot be used, or None.
+
+    A trained adapter must have trained on something. An existing adapter may come without a
+    declared count (0), except under the ``size`` rule, which weighs owners by it.
+    """
+    if submission.source == "adapter":
+        if submission.num_examples < 0 or (composition == "size" and submission.num_examples <= 0):
+            return ("existing adapter without a declared number of examples (adapter-examples), "
+                    "which the size composition rule needs")
+        return None
+    if submission.num_examples <= 0:
+        return "owner reported no training examples"
+    return None
+
+
 def rejection_reason(submission: Submission, expected: Mapping[str, tuple[int, ...]], rank: int,
-                     limits: AdapterLimits = AdapterLimits()) -> str | None:
+                     limits: AdapterLimits = AdapterLimits(), composition: str = "sum") -> str | None:
     """Why a submission cannot be valued, or ``None`` when it is sound (signatures: server/admission.py)."""
     if submission.error:
         return submission.error
@@ -83,9 +101,7 @@ def rejection_reason(submission: Submission, expected: Mapping[str, tuple[int, .
         return problem
     if submission.claimed_sha256 and submission.digest != submission.claimed_sha256:
         return "adapter digest does not match the tensors received"
-    if submission.num_examples <= 0:
-        return "owner reported no training examples"
-    return None
+    return examples_problem(submission, composition)
 
 
 COALITIONS_IN_REPORT = 4096
@@ -147,7 +163,8 @@ class RewardGames:
         prompts = load_prompts(settings.eval_prompts or job.eval_path)
         self.decoding = DecodingConfig(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                                        top_p=settings.top_p, seed=job.spec.seed)
-        decoder = CoalitionDecoder(scored.peft_model, scored.tokenizer, scored.names, job.composition, scored.sizes)
+        decoder = CoalitionDecoder(scored.peft_model, scored.tokenizer, scored.names, job.composition, scored.sizes,
+                                   max_prompt_length=job.spec.max_prompt_length)
         self.generations = CoalitionGenerations(decoder, prompts, self.decoding, len(scored.names),
                                                 progress=lambda m: progress("decode", m))
         self.job, self.scored, self.store = job, scored, store
@@ -157,7 +174,7 @@ class RewardGames:
         settings = self.job.valuation
         identity = settings.scorers.get(name) or settings.reward_models.get(name) or f"builtin:{name}"
         key = reward_game_key(name, self.scored.digests, self.job.spec.base_fingerprint, self.job.composition,
-                              self.scored.sizes, self.generations.prompts, asdict(self.decoding), identity)
+                              self.scored.sizes, self.generations.texts, asdict(self.decoding), identity)
         game = reward_game(self.scored.names, self.generations, name, self.scorers[name], key=key, store=self.store)
         return game, {"metric": f"mean {name} reward", "num_eval_prompts": len(self.generations.prompts),
                       "decoding": asdict(self.decoding)}
@@ -218,15 +235,17 @@ def value_submissions(
     computed here when not given); ``refused`` lists replies refused before valuation that
     named no owner of the job (or were replays), for the audit section of the report.
     """
-    base_model, tokenizer = base or load_base_model(job.spec.base_model)
+    base_model, tokenizer = base or load_spec_model(job.spec, job.hardware)
     expected = expected or expected_adapter_shapes(job.spec, base_model)
     by_owner = {s.owner: s for s in submissions}
     owners_report, accepted = [], []
-    for name in job.owner_names:
+    for entry in job.owners:
+        name = entry.name
         sub = by_owner.get(name) or Submission(name, error="no reply from this owner")
-        reason = rejection_reason(sub, expected, job.spec.lora_r, job.adapter_limits)
+        reason = rejection_reason(sub, expected, job.spec.lora_r, job.adapter_limits, job.composition)
         owners_report.append({
             "name": name,
+            "source": sub.source if sub.tensors is not None else entry.source,
             "num_examples": int(sub.num_examples),
             "adapter_sha256": sub.digest,
             "status": "rejected" if reason else "valued",
@@ -253,7 +272,7 @@ def value_submissions(
     eval_examples, _ = load_preferences(job.eval_path)
     peft_model = load_adapters(base_model, job.spec, {s.owner: s.tensors for s in accepted})
     evaluation = score_evaluation(peft_model, tokenizer, names, eval_examples, job.spec.max_length,
-                                  progress=lambda m: progress("score", m))
+                                  progress=lambda m: progress("score", m), max_prompt_length=job.spec.max_prompt_length)
     scored = Scored(names, sizes, [s.digest for s in accepted], evaluation.margins,
                     peft_model, tokenizer)
     save_adapters(job, peft_model, names)
@@ -329,4 +348,5 @@ def submission_from_meta(owner: str, meta: Mapping[str, object], tensors, metric
         run_id=str(meta.get("run_id", "")),
         spec_sha256=str(meta.get("spec_sha256", "")),
         signature=str(meta.get("signature", "")),
+        source="adapter" if meta.get("source") == "adapter" else "trained",
     )

@@ -67,9 +67,11 @@ def render_markdown(report: dict) -> str:
         name = owner["name"]
         share, amount = payout["shares"].get(name), payout["amounts"].get(name)
         status = owner["status"] + (" ⚑ negative" if name in payout["flagged"] else "")
+        if owner.get("source") == "adapter":
+            status += " (existing adapter)"
         values = " | ".join(_fmt_value(g["values"].get(name)) for g in games)
         lines.append(
-            f"| {name} | {owner['num_examples']} | {status} | {values} | "
+            f"| {name} | {owner['num_examples'] or '—'} | {status} | {values} | "
             f"{'—' if share is None else f'{share:.1%}'} | {'—' if amount is None else f'{amount:.2f}'} |"
         )
     rejected = [o for o in report["owners"] if o["status"] == "rejected"]
