@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import ConfigError
+from common.errors import ConfigError, one_line
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
@@ -55,11 +55,6 @@ class AdapterFile:
     def base_model(self) -> str:
         """``base_model_name_or_path`` of ``adapter_config.json`` (``""`` when not recorded)."""
         return str(self.config.get("base_model_name_or_path") or "")
-
-
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def find_adapter_dir(path: str | Path, name: str = "") -> Path:
@@ -100,7 +95,7 @@ def _read_weights(directory: Path, shown: str) -> dict[str, np.ndarray]:
         else:  # weights_only: unpickling an untrusted .bin must never run code
             state = torch.load(str(weights), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - safetensors and torch raise many types for a corrupt file
-        raise ConfigError(f"adapter {shown}: cannot read {weights.name}: {_one_line(exc)}") from None
+        raise ConfigError(f"adapter {shown}: cannot read {weights.name}: {one_line(exc, 200)}") from None
     if not isinstance(state, Mapping) or not state:
         raise ConfigError(f"adapter {shown}: {weights.name} holds no tensors")
     out = {}
@@ -122,7 +117,7 @@ def read_adapter_dir(path: str | Path, name: str = "") -> AdapterFile:
     try:
         config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(f"adapter {shown}: unreadable {CONFIG_FILE}: {_one_line(exc)}") from None
+        raise ConfigError(f"adapter {shown}: unreadable {CONFIG_FILE}: {one_line(exc, 200)}") from None
     if not isinstance(config, dict):
         raise ConfigError(f"adapter {shown}: {CONFIG_FILE} is not a JSON object")
     kind = str(config.get("peft_type") or "")
@@ -265,7 +260,7 @@ def expected_shapes_for(spec, base_model_dir: str | None = None) -> dict[str, tu
     except ValueError as exc:
         if "target modules" in str(exc).lower() or "target_modules" in str(exc).lower():
             raise ConfigError(f"LoRA target modules {spec.target_modules or '(default)'} not found in base model "
-                              f"{directory}: {_one_line(exc)}") from None
+                              f"{directory}: {one_line(exc, 200)}") from None
         fallback = exc
     except Exception as exc:  # noqa: BLE001 - some architectures cannot be built on the meta device
         fallback = exc
@@ -275,8 +270,8 @@ def expected_shapes_for(spec, base_model_dir: str | None = None) -> dict[str, tu
         model, _ = load_base_model(directory)
         return expected_adapter_shapes(spec, model)
     except ValueError as exc:
-        raise ConfigError(f"LoRA setup of spec on base model {directory}: {_one_line(exc)} "
-                          f"(probe: {_one_line(fallback)})") from None
+        raise ConfigError(f"LoRA setup of spec on base model {directory}: {one_line(exc, 200)} "
+                          f"(probe: {one_line(fallback, 200)})") from None
 
 
 def check_adapter_dirs(adapters: Mapping[str, str], base_model_dir: str, spec=None) -> dict[str, AdapterFile]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from common.corpus import CORPUS_VERSION, corpus_lines
 from common.digest import tensors_sha256
-from common.errors import ConfigError, FairPoolError
+from common.errors import ConfigError, FairPoolError, one_line
 from common.home import fairpool_home
 
 EOS_TOKEN = "<|endoftext|>"
@@ -233,7 +233,7 @@ def check_model_dir(name_or_path: str | os.PathLike) -> str:
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"base model {path}: unreadable config.json: {_one_line(exc)}") from None
+        raise ConfigError(f"base model {path}: unreadable config.json: {one_line(exc, 200)}") from None
     model_type = getattr(config, "model_type", "")
     architectures = list(getattr(config, "architectures", None) or [])
     if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (
@@ -246,13 +246,8 @@ def check_model_dir(name_or_path: str | os.PathLike) -> str:
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - tokenizer loading raises many types for a bad folder
-        raise ConfigError(f"base model {path}: cannot load its tokenizer: {_one_line(exc)}") from None
+        raise ConfigError(f"base model {path}: cannot load its tokenizer: {one_line(exc, 200)}") from None
     return path
-
-
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
@@ -323,7 +318,7 @@ def load_base_model(name_or_path: str | os.PathLike, *, chat_template: str = "",
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     except (OSError, ValueError) as exc:
-        raise FairPoolError(f"cannot load base model {name_or_path}: {_one_line(exc)}") from exc
+        raise FairPoolError(f"cannot load base model {name_or_path}: {one_line(exc, 200)}") from exc
     if device != "cpu":
         model.to(device)
     model.eval()

@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from common.errors import DataError
+from common.errors import DataError, one_line
 
 FIELDS: tuple[str, ...] = ("prompt", "chosen", "rejected")
 """The fields of every example, in canonical order (``prompt`` may be implicit in a file)."""
@@ -657,12 +657,6 @@ def _show(name: object) -> str:
     return text if text.isprintable() and text.strip() == text and text else repr(text)
 
 
-def _one_line(message: str, limit: int = 240) -> str:
-    """A library's error message squeezed into one bounded line (some span several)."""
-    flat = " ".join(message.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
 def _require_columns(path: str, columns: Sequence[str], line: int | None,
                      fields: Sequence[str] = FIELDS) -> None:
     """Fail once, at the header/schema, when a tabular file lacks a required column.
@@ -873,7 +867,7 @@ def _parse_json(shown: str, text: str, line: int | None, bad_byte: str = "") -> 
             shown, f"invalid JSON: {exc.msg} (column {exc.colno}){note}", line=at
         ) from None
     except (ValueError, RecursionError) as exc:  # e.g. huge integers, absurd nesting
-        raise DataError(shown, f"invalid JSON: {_one_line(str(exc))}{note}", line=line) from None
+        raise DataError(shown, f"invalid JSON: {one_line(str(exc))}{note}", line=line) from None
 
 
 def _jsonl_records(shown: str, handle: BinaryIO) -> Iterator[Record]:
@@ -894,7 +888,7 @@ def _read_jsonl(shown: str, path: Path, purpose: str) -> Iterator[Record]:
 
 
 def _gzip_failure(shown: str, exc: BaseException) -> DataError:
-    return DataError(shown, f"not a readable gzip file: {_one_line(str(exc)) or exc.__class__.__name__}")
+    return DataError(shown, f"not a readable gzip file: {one_line(str(exc)) or exc.__class__.__name__}")
 
 
 def _read_jsonl_gz(shown: str, path: Path, purpose: str) -> Iterator[Record]:
@@ -962,7 +956,7 @@ def _csv_json_cell(shown: str, line: int, name: str, cell: str, first: int, prob
     except json.JSONDecodeError as exc:
         problem = f"{exc.msg} (character {exc.pos + 1} of the cell)"
     except (ValueError, RecursionError) as exc:
-        problem = _one_line(str(exc), 120)
+        problem = one_line(str(exc), 120)
     raise DataError(
         shown, f"invalid JSON: {problem}; the {probe} cell of the first data row (line {first}) is a "
         "JSON list of messages, so every prompt, chosen and rejected cell must be JSON",
@@ -1030,7 +1024,7 @@ def _read_csv(shown: str, path: Path, purpose: str) -> Iterator[Record]:
                         cells[name] = parsed
             yield start, cells
     except csv.Error as exc:
-        raise DataError(shown, f"invalid CSV: {_one_line(str(exc))}", line=reader.line_num) from None
+        raise DataError(shown, f"invalid CSV: {one_line(str(exc))}", line=reader.line_num) from None
 
 
 def _read_parquet(shown: str, path: Path, purpose: str) -> Iterator[Record]:
@@ -1047,7 +1041,7 @@ def _read_parquet(shown: str, path: Path, purpose: str) -> Iterator[Record]:
         batches = parquet.iter_batches(batch_size=_ARROW_BATCH_ROWS, columns=list(fields))
         yield from _number_rows(map(_arrow_rows, batches))
     except pa.ArrowException as exc:
-        raise DataError(shown, f"not a readable Parquet file: {_one_line(str(exc))}") from None
+        raise DataError(shown, f"not a readable Parquet file: {one_line(str(exc))}") from None
 
 
 def _read_datasets_dir(shown: str, path: Path, purpose: str, split: str | None) -> Iterator[Record]:
@@ -1064,7 +1058,7 @@ def _read_datasets_dir(shown: str, path: Path, purpose: str, split: str | None) 
             # (datasets 5.2 saves an empty Dataset with no data file and cannot load it back.)
             raise DataError(
                 shown, f"dataset saved with save_to_disk cannot be loaded "
-                f"({exc.__class__.__name__}: {_one_line(str(exc), 120)}); is it empty?",
+                f"({exc.__class__.__name__}: {one_line(str(exc), 120)}); is it empty?",
             ) from None
         raise DataError(
             shown,
@@ -1097,7 +1091,7 @@ def _read_datasets_dir(shown: str, path: Path, purpose: str, split: str | None) 
             rows for batch in batches for rows in map(_arrow_rows, batch.to_batches())
         )
     except pa.ArrowException as exc:
-        raise DataError(shown, f"dataset files are not readable: {_one_line(str(exc))}") from None
+        raise DataError(shown, f"dataset files are not readable: {one_line(str(exc))}") from None
 
 
 def _arrow_rows(batch: Any) -> list[dict[str, Any]]:

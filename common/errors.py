@@ -8,6 +8,15 @@ Anything else escaping the CLI is a bug in FairPool, and a traceback is then the
 from __future__ import annotations
 
 
+def one_line(message: object, limit: int = 240) -> str:
+    """A library's error (or message) squeezed into one bounded line: some span several, and a
+    user-facing error is always one line. An exception with no text is named by its type."""
+    text = " ".join(str(message).split())
+    if not text and isinstance(message, BaseException):
+        text = type(message).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class FairPoolError(Exception):
     """Base of every user-facing error; its ``str()`` is the whole message shown to the user."""
 

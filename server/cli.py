@@ -169,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     generate.add_argument("--top-p", type=float, default=1.0)
     generate.add_argument("--seed", type=seed_value, default=0)
+    generate.add_argument("--chat", action="store_true",
+                          help="send each --prompt as one user message through the chat template (chat models)")
     generate.add_argument("--max-prompt-length", type=int, default=0,
                           help="keep only the prompt's last N tokens, as the run's spec did (default: 0 = all)")
     generate.add_argument("--chat-template", type=Path, default=None, metavar="FILE",
@@ -498,11 +500,10 @@ def adapter_examples_arg(items: Sequence[str], adapters: dict[str, str]) -> dict
 
 
 def cmd_value(args: argparse.Namespace) -> int:
+    from common.adapter_files import check_adapter_dirs
     from common.data import load_preferences
     from common.job import OwnerEntry, ValuationJob
     from server.defaults import new_run_id, spec_for
-
-    from common.adapter_files import check_adapter_dirs
 
     owners = parse_owner_args(args.owner, args.split)
     adapters = parse_pairs(args.adapter, "--adapter", what="DIR")
@@ -539,6 +540,8 @@ def cmd_value(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from common.data import Message
+    from common.tokenization import require_chat_template
     from server.decoding import CoalitionDecoder, DecodingConfig, load_adapter_dirs
 
     adapters = parse_pairs(args.adapter, "--adapter", what="DIR")
@@ -565,7 +568,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     decoder = CoalitionDecoder(model, tokenizer, list(adapters), args.composition, size_list,
                                max_prompt_length=args.max_prompt_length)
     names = list(adapters)
-    responses = decoder.generate(args.prompt, [names.index(m) for m in members], config)
+    prompts = [(Message("user", p),) for p in args.prompt] if args.chat else args.prompt
+    if args.chat:
+        require_chat_template(tokenizer, base, [prompts[0]])
+    responses = decoder.generate(prompts, [names.index(m) for m in members], config)
     for prompt, response in zip(args.prompt, responses):
         print(f"{prompt}{response}" if len(args.prompt) == 1 else f"[{prompt}]{response}")
     return 0

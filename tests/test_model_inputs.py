@@ -261,3 +261,23 @@ def test_the_owner_picks_its_own_device_from_its_node_config():
     mine = node_hardware({"device": "cpu", "dtype": "bfloat16"}, requested)
     assert (mine.device, mine.dtype) == ("cpu", "bfloat16")
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def test_generate_chat_prompts_need_a_chat_template(tmp_path, llama_dir, capsys):
+    from peft import get_peft_model
+
+    from common.basemodel import load_spec_model
+    from common.lora import lora_config
+    from server.defaults import spec_for
+
+    spec = spec_for(str(llama_dir))
+    model, _ = load_spec_model(spec)
+    peft = get_peft_model(model, lora_config(spec, model))
+    peft.save_pretrained(tmp_path / "adapter")
+    capsys.readouterr()
+    code, err = _run(["generate", "--base-model", str(llama_dir), "--adapter", f"x={tmp_path / 'adapter'}",
+                      "--coalition", "x", "--chat", "--prompt", "Hi"], capsys)
+    assert code == 2 and "--chat-template FILE" in _one_error(err)
+    code = main(["generate", "--base-model", str(llama_dir), "--adapter", f"x={tmp_path / 'adapter'}",
+                 "--coalition", "x", "--prompt", "Hi", "--max-new-tokens", "3"])
+    assert code == 0 and capsys.readouterr().out.startswith("Hi")
