@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
 bench: $(STAMP)
-	$(VENV)/bin/python benchmarks/run.py --with-fidelity
+	$(VENV)/bin/python benchmarks/run.py --with-fidelity --with-midsize
 
 # Regenerate the committed gRPC code from common/publication.proto (needs the dev extra).
 proto: $(STAMP)

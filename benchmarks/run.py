@@ -29,6 +29,8 @@ import psutil
 
 import decoding  # benchmarks/decoding.py, beside this file
 import fidelity  # benchmarks/fidelity.py, beside this file
+import gpu  # benchmarks/gpu.py, beside this file
+import midsize  # benchmarks/midsize.py, beside this file
 import valuation  # benchmarks/valuation.py, beside this file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -491,6 +493,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print the figures without updating results.json")
     parser.add_argument("--with-fidelity", action="store_true",
                         help="also time the fidelity study (about 5 minutes on 2 cores)")
+    parser.add_argument("--with-midsize", action="store_true",
+                        help="also run `fairpool value` on a ~26 M-parameter Llama, 4 owners × 128 pairs "
+                             "(about 10 minutes on 2 cores)")
+    parser.add_argument("--only-midsize", action="store_true", help="run only the mid-size figure")
     parser.add_argument("--only-valuation", action="store_true",
                         help="run only the valuation and decoding micro-benchmarks (no Flower demo)")
     args = parser.parse_args(argv)
@@ -502,15 +508,25 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="fairpool-bench-"))
     figures: dict[str, dict] = {}
     try:
-        print("valuation-engine micro-benchmarks ...", flush=True)
-        figures.update(valuation.measure())
-        print("composed-decoding micro-benchmark ...", flush=True)
-        figures.update(decoding.measure())
-        if not args.only_valuation:
+        if not args.only_midsize:
+            print("valuation-engine micro-benchmarks ...", flush=True)
+            figures.update(valuation.measure())
+            print("composed-decoding micro-benchmark ...", flush=True)
+            figures.update(decoding.measure())
+        if not (args.only_valuation or args.only_midsize):
             figures.update(model_and_demo_figures(args, scratch))
-        if args.with_fidelity:
+        if args.with_fidelity and not args.only_midsize:
             print("fidelity study on the embedded market (several minutes) ...", flush=True)
             figures.update(fidelity.measure({**os.environ, **BASE_ENV}, args.timeout * 2))
+        if args.with_midsize or args.only_midsize:
+            print("mid-size model: `fairpool value` on a ~26 M-parameter Llama (about 10 minutes) ...", flush=True)
+            figures.update(midsize.measure({**os.environ, **BASE_ENV}, scratch, args.timeout * 2))
+        why_not = gpu.gpu_available()
+        if why_not:
+            print(f"GPU benchmark skipped: {why_not} (benchmarks/gpu.py runs it where a GPU exists)", flush=True)
+        elif not args.only_valuation:
+            print("GPU benchmark on a SmolLM-135M-shaped Llama ...", flush=True)
+            figures.update(gpu.measure(scratch / "gpu"))
     except StepFailed as exc:
         print(f"\nbenchmark FAILED: {exc}", file=sys.stderr)
         print("results.json left unchanged", file=sys.stderr)
@@ -522,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(scratch, ignore_errors=True)
 
     context = {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "mode": "only-valuation" if args.only_valuation else
+               "mode": "only-valuation" if args.only_valuation else "only-midsize" if args.only_midsize else
                        ("skip-cold-build" if args.skip_cold_build else "cold-build"),
                "machine": machine}
     if not args.no_write:

@@ -29,6 +29,8 @@ NODE_SIGNING_KEY = "signing-key"
 NODE_PASSPHRASE_ENV_KEY = "signing-key-passphrase-env"
 NODE_ADAPTER_KEY = "adapter-path"
 NODE_ADAPTER_EXAMPLES_KEY = "adapter-examples"
+NODE_DEVICE_KEY = "device"
+NODE_DTYPE_KEY = "dtype"
 
 TRANSIENT_ERRORS = (OSError, TimeoutError, ConnectionError)
 """Failures worth retrying (a busy disk, a network filesystem hiccup); a data error is not."""
@@ -90,10 +92,6 @@ def resolve_identity(node_config: Mapping[str, object], roster: Mapping[str, Seq
         f"this SuperNode has no owner identity: start it with "
         f"--node-config '{NODE_OWNER_KEY}=\"NAME\" {NODE_DATA_KEY}=\"PATH\"'"
     )
-
-
-NODE_DEVICE_KEY = "device"
-NODE_DTYPE_KEY = "dtype"
 
 
 def node_hardware(node_config: Mapping[str, object], requested: Mapping[str, object] | None) -> Hardware:

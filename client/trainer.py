@@ -11,6 +11,7 @@ tokenisation the coordinator scores with.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -79,7 +80,8 @@ def check_lengths(examples: Sequence[PreferenceExample], tokenizer, max_length: 
     return LengthCheck(kept, too_long, truncated)
 
 
-def _dpo_trainer_class():
+@functools.cache
+def dpo_trainer_class():
     """TRL's ``DPOTrainer`` whose dataset preparation is FairPool's one tokenisation.
 
     Replacing ``_prepare_dataset`` (rather than pre-tokenising, which TRL 1.x does not accept
@@ -91,7 +93,9 @@ def _dpo_trainer_class():
     from trl import DPOTrainer
 
     class FairPoolDPOTrainer(DPOTrainer):
-        fairpool_max_prompt_length = 0
+        def __init__(self, *args, max_prompt_length: int = 0, **kwargs) -> None:
+            self.fairpool_max_prompt_length = max_prompt_length  # read while super() prepares the data
+            super().__init__(*args, **kwargs)
 
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             pairs = [tokenize_pair(processing_class, PreferenceExample.from_dict(row),
@@ -143,10 +147,9 @@ def make_dpo_trainer(spec: TrainingSpec, model, tokenizer, examples: Sequence[Pr
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
-    trainer_class = _dpo_trainer_class()
-    trainer_class.fairpool_max_prompt_length = spec.max_prompt_length
-    trainer = trainer_class(
+    trainer = dpo_trainer_class()(
         model=model,
+        max_prompt_length=spec.max_prompt_length,
         args=args,
         train_dataset=Dataset.from_list([e.as_dict() for e in examples]),
         processing_class=tokenizer,

@@ -138,11 +138,12 @@ def test_decoding_starts_from_the_trained_prompt_ids(llama_dir, chat_dir, tmp_pa
 
 
 def test_fairpool_trainer_trains_on_tokenize_pair_ids_with_prompt_limit(llama_dir, tmp_path):
-    from client.trainer import _dpo_trainer_class
+    import functools
+
+    from client.trainer import dpo_trainer_class
 
     examples = _examples(STANDARD_ROWS)
-    trainer_class = _dpo_trainer_class()
-    trainer_class.fairpool_max_prompt_length = 5
+    trainer_class = functools.partial(dpo_trainer_class(), max_prompt_length=5)
     trainer, tokenizer = _stock_trainer(llama_dir, examples, tmp_path, trainer_class)
     for example, row in zip(examples, trainer.train_dataset):
         pair = tokenize_pair(tokenizer, example, max_prompt_length=5)
