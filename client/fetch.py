@@ -27,7 +27,7 @@ from common import publication_pb2 as pb
 from common import publication_pb2_grpc as pb_grpc
 from common.errors import ConfigError, FairPoolError
 from common.publication import AUTH_METADATA, PURPOSE, bearer
-from common.signing import SignatureError, sign_token, verify_report
+from common.signing import SignatureError, sign_token, strict_json, verify_report
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -104,7 +104,7 @@ class PublicationClient:
         """
         text = self.report_text(run_id)
         try:
-            report = json.loads(text)
+            report = strict_json(text)
         except ValueError:
             raise SignatureError(f"run {run_id}: the server sent a report that is not JSON") from None
         if not isinstance(report, dict):

@@ -8,7 +8,9 @@ re-run later for an identical report.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +22,21 @@ from common.games_config import ValuationSettings
 from common.hardware import Hardware
 from common.payout import PAYOUT_POLICIES
 from common.spec import TrainingSpec
+
+
+OWNER_NAME_PATTERN = re.compile(r"^\w[\w.+@-]{0,63}$")
+"""An owner name: 1–64 characters, letters (any script), digits and ``_ . + @ -``, not starting with
+``.``, ``+``, ``@`` or ``-``. Names become file names (keys, adapters), table cells and report keys,
+so separators, control and invisible characters are refused rather than escaped everywhere."""
+
+
+def check_owner_name(name: str, option: str = "owner") -> str:
+    """``name`` if it is a safe owner name (:data:`OWNER_NAME_PATTERN`), else one clear ConfigError."""
+    if not isinstance(name, str) or not OWNER_NAME_PATTERN.fullmatch(name):
+        shown = repr(name) if len(str(name)) <= 80 else repr(str(name)[:77]) + "…"
+        raise ConfigError(f"{option} {shown}: an owner name has 1–64 letters, digits or _ . + @ - "
+                          "(starting with a letter, digit or _), no spaces, separators or control characters")
+    return name
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,15 @@ class ValuationJob:
         names = [o.name for o in self.owners]
         if not names:
             raise ConfigError("a valuation needs at least one owner")
+        for name in names:
+            check_owner_name(name)
+        if isinstance(self.min_owners, bool) or not isinstance(self.min_owners, int) \
+                or not 1 <= self.min_owners <= len(names):
+            raise ConfigError(f"--min-owners must be between 1 and the number of owners ({len(names)}), "
+                              f"got {self.min_owners!r}")
+        if not (isinstance(self.owner_timeout_s, (int, float)) and math.isfinite(self.owner_timeout_s)
+                and self.owner_timeout_s > 0):
+            raise ConfigError(f"--timeout must be a finite number of seconds > 0, got {self.owner_timeout_s!r}")
         if len(set(names)) != len(names):
             raise ConfigError(f"owner names must be unique, got {names}")
         if self.composition not in COMPOSITION_RULES:

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from common.private_files import create_private_file
+
 PROGRESS_FILE = "progress.jsonl"
 
 
@@ -22,6 +24,7 @@ class ProgressLog:
         """``sink`` also receives every event (the coordinator's ledger, for live watchers)."""
         self.path = Path(directory) / PROGRESS_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        create_private_file(self.path)  # progress names owners and their errors: not for other users
         self._start = time.time()
         self._sink = sink
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import ConfigError, FairPoolError
+from common.private_files import make_private_dir
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -34,7 +35,7 @@ def generate_storage_key(path: str | Path, *, force: bool = False) -> Path:
     path = Path(path)
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists; refusing to replace a storage key (stored adapters need it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:

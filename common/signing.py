@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from common.errors import ConfigError, FairPoolError
+from common.private_files import make_private_dir
 
 SUBMISSION_DOMAIN = b"fairpool-submission-v1\n"
 REPORT_DOMAIN = b"fairpool-report-v1\n"
@@ -107,7 +108,7 @@ def save_keypair(
         if existing:
             raise ConfigError(f"{existing[0]}: already exists; refusing to overwrite a key (use --force)")
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        make_private_dir(out)
     except OSError as exc:
         raise ConfigError(f"{out}: cannot create the key directory: {exc.strerror or exc}") from None
     encryption = (serialization.BestAvailableEncryption(passphrase) if passphrase
@@ -241,6 +242,45 @@ def canonical_json(obj: Any) -> bytes:
     bytes are identical before and after a ``json.dumps``/``json.loads`` round trip.
     """
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+MAX_REPORT_DEPTH = 64
+"""Deepest nesting a signed document may have; reports need about six levels."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for key, _value in pairs:
+        if key in seen:
+            raise SignatureError(f"the document names key {key!r} twice in one object: refused, since a "
+                                 "viewer could show another value than the one that was signed")
+        seen.add(key)
+    return dict(pairs)
+
+
+def _depth(value: Any, limit: int) -> None:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise SignatureError(f"the document nests deeper than {limit} levels: refused")
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+
+
+def strict_json(text: str, max_depth: int = MAX_REPORT_DEPTH) -> Any:
+    """Parse a signed document so that what is verified is what any viewer reads.
+
+    Plain ``json.loads`` keeps the *last* of two equal keys while other viewers keep the
+    first, so a fake block placed before the signed one would verify and still be shown:
+    repeated keys are refused. Absurd nesting is refused with one line, not a RecursionError.
+    """
+    try:
+        value = json.loads(text, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise SignatureError(f"the document nests deeper than {max_depth} levels: refused") from None
+    _depth(value, max_depth)
+    return value
 
 
 def _b64(data: bytes) -> str:

@@ -67,6 +67,9 @@ class TrainingSpec:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or not value > 0:
                 raise ConfigError(f"training spec: {name} must be a finite positive number, got {value!r}")
+        if self.learning_rate > 10:
+            raise ConfigError(f"training spec: learning_rate {self.learning_rate!r} is far above any usable value "
+                              "(AdamW diverges); give at most 10")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ConfigError(f"training spec: lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
         if self.max_prompt_length < 0:

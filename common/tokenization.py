@@ -105,6 +105,23 @@ def tokenize_pair(tokenizer, example, max_prompt_length: int = 0) -> TokenizedPa
     return TokenizedPair(tuple(prompt_part), tuple(full_chosen[start:]), tuple(full_rejected[start:]))
 
 
+def usable_pairs(tokenizer, examples: Sequence, max_length: int, max_prompt_length: int = 0, *,
+                 where: str = "the evaluation set") -> tuple[list, int]:
+    """``(examples whose prompt leaves room for a response, how many did not)``.
+
+    A held-out pair whose prompt alone fills ``max_length`` has no response token to score: its
+    margin would be 0 under every coalition, a tie that drags every accuracy towards ½. Such
+    pairs are left out and counted; an evaluation set with none left is a ConfigError, since
+    every value would be 0 and nothing paid, for a reason the report could not show.
+    """
+    kept = [e for e in examples
+            if not tokenize_pair(tokenizer, e, max_prompt_length).prompt_fills(max_length)]
+    if not kept:
+        raise ConfigError(f"{where}: no usable pair: the prompt of every one of its {len(examples)} pairs fills "
+                          f"max_length={max_length} tokens; raise --max-length or set --max-prompt-length")
+    return kept, len(examples) - len(kept)
+
+
 def tokenize_prompt(tokenizer, prompt, max_prompt_length: int = 0) -> list[int]:
     """Ids a coalition decodes from: the prompt as :func:`tokenize_pair` tokenises it alone.
 

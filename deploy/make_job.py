@@ -77,7 +77,7 @@ def job_from_args(args: argparse.Namespace) -> ValuationJob:
     eval_ref = resolve_data_ref("--eval", str(args.eval))
     evaluation, _ = load_preferences(eval_ref)  # a bad evaluation file fails here, not after every owner trained
     spec = spec_for(base_model_arg(args), **overrides)
-    check_data_needs(spec, [evaluation])
+    check_data_needs(spec, [], evaluation, eval_ref)
     job = ValuationJob(
         run_id=args.run_id or new_run_id(),
         owners=owners,

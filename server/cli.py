@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from common.adapter_checks import AdapterLimits
 from common.hardware import Hardware
+from common.job import check_owner_name
 from common.options import add_dataclass_options, build, chosen_options
 from common.spec import TrainingSpec, read_spec_file
 from common.composition import COMPOSITION_RULES
@@ -298,7 +300,8 @@ def resolve_data_ref(option: str, text: str, default_split: str | None = None) -
 def parse_owner_args(items: Sequence[str], default_split: str | None = None) -> list[tuple[str, str]]:
     """``--owner NAME=PATH`` (or ``NAME=DIR:SPLIT``) pairs, checked for form, uniqueness and existence."""
     pairs = parse_pairs(items, "--owner", paths=False)
-    return [(name, resolve_data_ref(f"--owner {name}=", ref, default_split)) for name, ref in pairs.items()]
+    return [(check_owner_name(name, "--owner"), resolve_data_ref(f"--owner {name}=", ref, default_split))
+            for name, ref in pairs.items()]
 
 
 def checked_overrides(args: argparse.Namespace) -> dict:
@@ -308,14 +311,19 @@ def checked_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
-def check_data_needs(spec: TrainingSpec, datasets: Sequence[Sequence]) -> None:
-    """Conversational data needs a chat template: checked once, before any Flower process starts."""
+def check_data_needs(spec: TrainingSpec, datasets: Sequence[Sequence], evaluation: Sequence = (),
+                     eval_ref: str = "") -> None:
+    """What the data needs of the model, checked once before any Flower process starts:
+    conversational data needs a chat template, and the evaluation set a pair that fits ``max_length``."""
     from common.basemodel import load_tokenizer
-    from common.tokenization import require_chat_template
+    from common.tokenization import require_chat_template, usable_pairs
 
-    firsts = [data[0] for data in datasets if data]
+    firsts = [data[0] for data in (*datasets, evaluation) if data]
+    tokenizer = load_tokenizer(spec.base_model, spec.chat_template)
     if any(getattr(e, "conversational", False) for e in firsts):
-        require_chat_template(load_tokenizer(spec.base_model, spec.chat_template), spec.base_model, firsts)
+        require_chat_template(tokenizer, spec.base_model, firsts)
+    if evaluation:
+        usable_pairs(tokenizer, evaluation, spec.max_length, spec.max_prompt_length, where=f"--eval {eval_ref}")
 
 
 def base_model_arg(args: argparse.Namespace) -> str:
@@ -347,6 +355,10 @@ def spec_overrides(args: argparse.Namespace) -> dict:
 
 def job_options(args: argparse.Namespace, default_utilities: tuple[str, ...] = ("preference",)) -> dict:
     """:class:`~common.job.ValuationJob` keyword arguments from the valuation options, checked now."""
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise ConfigError(f"--timeout must be a finite number of seconds > 0, got {args.timeout!r}")
+    if args.min_owners < 1:
+        raise ConfigError(f"--min-owners must be at least 1, got {args.min_owners}")
     if args.eval_prompts is not None and not args.eval_prompts.exists():
         raise ConfigError(f"--eval-prompts {args.eval_prompts}: no such file or directory")
     valuation = ValuationSettings(
@@ -507,6 +519,8 @@ def cmd_value(args: argparse.Namespace) -> int:
 
     owners = parse_owner_args(args.owner, args.split)
     adapters = parse_pairs(args.adapter, "--adapter", what="DIR")
+    for name in adapters:
+        check_owner_name(name, "--adapter")
     if not owners and not adapters:
         raise ConfigError("give at least one --owner NAME=PATH or --adapter NAME=DIR")
     both = sorted(set(dict(owners)) & set(adapters))
@@ -524,7 +538,7 @@ def cmd_value(args: argparse.Namespace) -> int:
     datasets = [load_preferences(ref)[0] for _name, ref in owners]  # fail fast, before any Flower process
     evaluation, _ = load_preferences(eval_ref)
     spec = spec_for(base, **overrides)
-    check_data_needs(spec, [*datasets, evaluation])
+    check_data_needs(spec, datasets, evaluation, eval_ref)
     check_adapter_dirs(adapters, spec.base_model, spec)  # every adapter, before anything is written
     job = ValuationJob(
         run_id=new_run_id(),
@@ -608,14 +622,14 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     coalitions = args.coalitions if args.coalitions == "all" else int(args.coalitions)
     if not args.setting:
         spec = spec_for(base, **overrides)
-        check_data_needs(spec, [*owners.values(), evaluation])
+        check_data_needs(spec, list(owners.values()), evaluation, str(eval_path))
         report = run_fidelity(spec, owners, evaluation, coalitions=coalitions, orders=args.orders, seed=args.seed,
                               progress=_say, hardware=hardware)
         write_fidelity(report, args.out)
         print((args.out / "fidelity.md").read_text())
         return 0
     specs = [spec_for(base, **{**overrides, **setting}) for setting in settings]
-    check_data_needs(specs[0], [*owners.values(), evaluation])
+    check_data_needs(specs[0], list(owners.values()), evaluation, str(eval_path))
     labels = [setting_label(s.to_record()) for s in specs]
     labels_unique(labels)
     reports = {}

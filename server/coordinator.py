@@ -29,6 +29,7 @@ from common.estimators import estimate
 from common.game import Game, UtilityStore
 from common.games_config import PREFERENCE_UTILITIES, reward_scorer
 from common.scorers import resolve_scorers
+from common.tokenization import usable_pairs
 from common.payout import payout_shares
 from common.preference_game import preference_game
 from server.generation_game import CoalitionGenerations, reward_game, reward_game_key
@@ -269,7 +270,10 @@ def value_submissions(
     for flag in flags:
         progress("validate", f"flagged: {flag['owners'][0]} and {flag['owners'][1]} have near-identical adapters "
                              f"(cosine {flag['cosine']:.4f})")
-    eval_examples, _ = load_preferences(job.eval_path)
+    eval_examples, unusable = usable_pairs(tokenizer, load_preferences(job.eval_path)[0], job.spec.max_length,
+                                           job.spec.max_prompt_length, where=f"evaluation set {job.eval_path}")
+    if unusable:
+        progress("score", f"{unusable} held-out pair(s) left out: the prompt alone fills max_length")
     peft_model = load_adapters(base_model, job.spec, {s.owner: s.tensors for s in accepted})
     evaluation = score_evaluation(peft_model, tokenizer, names, eval_examples, job.spec.max_length,
                                   progress=lambda m: progress("score", m), max_prompt_length=job.spec.max_prompt_length)
@@ -318,6 +322,7 @@ def value_submissions(
             "eval_path": job.eval_path,
             "signatures_required": job.requires_signatures,
             "adapter_limits": asdict(job.adapter_limits),
+            "eval_pairs_unusable": unusable,
         },
     }
     if refused:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from common.digest import tensors_sha256
 from common.errors import ConfigError, DataError, FairPoolError
-from common.signing import SignatureError, fingerprint, load_public_key, verify_report
+from common.signing import SignatureError, fingerprint, load_public_key, strict_json, verify_report
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
@@ -62,7 +62,7 @@ def _read_report(report_path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: no such report file")
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
+        report = strict_json(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(str(path), f"not a JSON report: {exc}") from None
     if not isinstance(report, dict):

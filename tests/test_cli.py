@@ -125,3 +125,35 @@ def test_payout_game_must_be_a_played_game(files, capsys):
     code, err = _value(["--owner", f"a={good}", "--eval", str(good), "--payout-game", "preference-logsigmoid"],
                        tmp / "out", capsys)
     assert code == 2 and "not one of the utilities" in err and not (tmp / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["../../x", "x" * 300, "new\nline", "zero\u200bwidth", "a b", ".hidden", ""])
+def test_unsafe_owner_names_are_refused_before_anything_is_written(name, files, capsys):
+    """Issue 12 #10: such names failed after ~19 s with keys already written, or broke the table."""
+    tmp, good = files
+    code, err = _value(["--owner", f"{name}={good}", "--eval", str(good)], tmp / "out", capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ")
+    assert "owner name" in lines[0] or "expected NAME=PATH" in lines[0]
+    assert not (tmp / "out").exists()
+
+
+def test_safe_owner_names_pass():
+    from common.job import check_owner_name
+
+    for name in ("acme", "clean-small", "org_2", "ünïcode", "a.b+c@d", "x" * 64):
+        assert check_owner_name(name) == name
+
+
+@pytest.mark.parametrize("tail, problem", [
+    (["--timeout", "-1"], "--timeout must be a finite number of seconds > 0"),
+    (["--timeout", "nan"], "--timeout must be a finite number of seconds > 0"),
+    (["--min-owners", "0"], "--min-owners must be at least 1"),
+    (["--min-owners", "10"], "--min-owners must be between 1 and the number of owners (1)"),
+    (["--learning-rate", "1e30"], "far above any usable value"),
+])
+def test_out_of_range_options_are_refused_before_any_work(tail, problem, files, capsys):
+    tmp, good = files
+    code, err = _value(["--owner", f"a={good}", "--eval", str(good), *tail], tmp / "out", capsys)
+    assert code == 2 and problem in err and len(err.strip().splitlines()) == 1
+    assert not (tmp / "out").exists()

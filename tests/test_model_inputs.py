@@ -281,3 +281,30 @@ def test_generate_chat_prompts_need_a_chat_template(tmp_path, llama_dir, capsys)
     code = main(["generate", "--base-model", str(llama_dir), "--adapter", f"x={tmp_path / 'adapter'}",
                  "--coalition", "x", "--prompt", "Hi", "--max-new-tokens", "3"])
     assert code == 0 and capsys.readouterr().out.startswith("Hi")
+
+
+def test_evaluation_set_without_a_usable_pair_is_refused(tmp_path, data, capsys):
+    """Issue 12 #8: every prompt longer than max_length gave a signed report of zeros, exit 0."""
+    good, _ = data
+    long_eval = tmp_path / "long.jsonl"
+    long_eval.write_text(json.dumps({"prompt": "word " * 400, "chosen": " a", "rejected": " b"}) + "\n")
+    out = tmp_path / "out"
+    code, err = _run(["value", "--owner", f"a={good}", "--eval", str(long_eval), "--out", str(out)], capsys)
+    line = _one_error(err)
+    assert code == 2 and "no usable pair" in line and "max_length=96" in line and str(long_eval) in line
+    assert not out.exists()
+
+
+def test_unusable_held_out_pairs_are_left_out_and_counted(llama_dir):
+    from transformers import AutoTokenizer
+
+    from common.data import PreferenceExample
+    from common.tokenization import usable_pairs
+
+    tokenizer = AutoTokenizer.from_pretrained(llama_dir)
+    short = PreferenceExample("Describe the park.", " It is calm.", " It is noisy.")
+    long = PreferenceExample("word " * 200, " a", " b")
+    kept, unusable = usable_pairs(tokenizer, [short, long, short], max_length=64)
+    assert kept == [short, short] and unusable == 1
+    kept, unusable = usable_pairs(tokenizer, [long], max_length=64, max_prompt_length=32)
+    assert kept == [long] and unusable == 0  # the prompt limit keeps its end, so it fits

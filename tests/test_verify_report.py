@@ -220,3 +220,26 @@ def test_cli_keys_generate(tmp_path, monkeypatch, capsys):
                  "--passphrase-env", "FAIRPOOL_TEST_PASSPHRASE"]) == 2
     assert "unset or empty" in capsys.readouterr().err
     assert not (out / "other.key").exists()
+
+
+def test_duplicate_keys_are_refused_so_no_viewer_can_show_a_fake_block(coordinator, tmp_path, capsys):
+    """Issue 12 #9: a fake "payout" placed before the real one verified OK (json keeps the last key)."""
+    key, pub = coordinator
+    path = _write_signed(tmp_path / "report.json", key)
+    text = path.read_text()
+    fake = '{\n  "payout": {"shares": {"clean": 1.0}},' + text.lstrip()[1:]
+    assert json.loads(fake)["payout"] == json.loads(text)["payout"]  # the stdlib would keep the real one
+    path.write_text(fake)
+    code = main(["verify-report", str(path), "--coordinator-key", str(pub)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "'payout' twice" in err
+
+
+def test_deeply_nested_report_is_one_line_not_a_traceback(coordinator, tmp_path, capsys):
+    key, pub = coordinator
+    for depth in (100, 100_000):
+        path = tmp_path / f"deep{depth}.json"
+        path.write_text('{"a": ' + "[" * depth + "]" * depth + "}")
+        code = main(["verify-report", str(path), "--coordinator-key", str(pub)])
+        err = capsys.readouterr().err.strip()
+        assert code == 1 and len(err.splitlines()) == 1 and "nests deeper than" in err, err
