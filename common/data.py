@@ -59,6 +59,7 @@ import gzip
 import io
 import json
 import os
+import stat
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -81,18 +82,27 @@ SUPPORTED_FORMATS: tuple[str, ...] = (
 )
 """What :func:`load_preferences` accepts; listed verbatim when a format is not supported."""
 
-DROP_REASONS: tuple[str, ...] = ("invalid_utf8", "empty_field", "chosen_equals_rejected", "duplicate")
+DROP_REASONS: tuple[str, ...] = ("invalid_utf8", "field_too_long", "empty_field", "chosen_equals_rejected",
+                                 "duplicate")
 """Why a well-formed row can be dropped, in the order they are checked (a row counts once).
 
 ``invalid_utf8``: a field (a message's role or content) holds bytes that are not UTF-8 (or, in
 JSON, an unpaired surrogate escape such as ``"\\udc80"``), which tokenizers cannot take.
-``empty_field``: a field is empty or whitespace-only, a conversation has no messages or a
+``field_too_long``: a field (a conversation's contents together) is longer than
+:data:`MAX_FIELD_CHARS` characters. ``empty_field``: a field is empty or whitespace-only, a conversation has no messages or a
 message has no content, or an implicit prompt is empty (chosen and rejected share no
 beginning). ``chosen_equals_rejected``: the responses are equal once surrounding whitespace
 is ignored (for conversations: the same roles, contents equal once stripped), so the pair
 expresses no preference. ``duplicate``: an exact repeat of an earlier kept example, which
 would double that example's weight.
 """
+
+MAX_FIELD_CHARS = 1_000_000
+"""Longest field (a conversation: its contents together) kept, in characters. Far beyond any
+``max_length``; a longer one (a 50 MB prompt) is dropped as ``field_too_long`` before it is
+tokenised, which would otherwise take gigabytes."""
+MAX_FILE_BYTES = 16 * 2**30
+"""Largest single data file read (datasets directories are memory-mapped and not limited)."""
 
 _ARROW_BATCH_ROWS = 4096
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -398,6 +408,8 @@ def drop_reason(example: PreferenceExample) -> str | None:
     if not example.conversational:
         if not all(map(_is_utf8_text, values)):
             return "invalid_utf8"
+        if any(len(value) > MAX_FIELD_CHARS for value in values):
+            return "field_too_long"
         if not all(value.strip() for value in values):
             return "empty_field"
         if example.chosen.strip() == example.rejected.strip():
@@ -405,6 +417,8 @@ def drop_reason(example: PreferenceExample) -> str | None:
         return None
     if not all(_is_utf8_text(m.role) and _is_utf8_text(m.content) for value in values for m in value):
         return "invalid_utf8"
+    if any(sum(len(m.content) for m in value) > MAX_FIELD_CHARS for value in values):
+        return "field_too_long"
     if not all(value and all(m.content.strip() for m in value) for value in values):
         return "empty_field"
     if len(example.chosen) == len(example.rejected) and all(
@@ -757,6 +771,26 @@ def _format_of(path: Path) -> str:
     return suffixes[-1]
 
 
+def _require_regular_file(shown: str, path: Path) -> None:
+    """Only regular files (symbolic links followed) of bounded size are read.
+
+    A FIFO or a device (``/dev/zero`` behind a symlink) would block forever or never end, and
+    an absurdly large file would exhaust memory before any row is checked: both are refused
+    at once, the same way for owners' files and the evaluation set.
+    """
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise DataError(shown, f"cannot access: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device" if stat.S_ISCHR(info.st_mode)
+                or stat.S_ISBLK(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode) else "not a file")
+        raise DataError(shown, f"not a regular file ({kind}): refused, reading it could block or never end")
+    if info.st_size > MAX_FILE_BYTES:
+        raise DataError(shown, f"file of {info.st_size / 2**30:.1f} GiB is larger than the "
+                               f"{MAX_FILE_BYTES / 2**30:.0f} GiB limit; split it, or save it as a datasets directory")
+
+
 def _read_records(shown: str, path: Path, split: str | None, purpose: str) -> Iterator[Record]:
     """Pick the reader for ``path``; check existence and format before any parsing."""
     try:
@@ -770,6 +804,7 @@ def _read_records(shown: str, path: Path, split: str | None, purpose: str) -> It
         raise DataError(shown, "no such file or directory")
     if is_dir:
         return _guard_io(shown, _read_datasets_dir(shown, path, purpose, split))
+    _require_regular_file(shown, path)
     if split is not None:
         raise DataError(shown, f"split {split!r} given, but only a datasets directory has splits "
                                "and this is a file")

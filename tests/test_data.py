@@ -432,7 +432,7 @@ def test_quality_problems_are_dropped_and_counted_in_every_format(tmp_path: Path
     examples, report = load_preferences(path)
     assert examples == [PreferenceExample(**r) for r in GOOD_ROWS]  # type: ignore[arg-type]
     assert (report.rows_read, report.kept) == (8, 2)
-    assert report.dropped == {"invalid_utf8": 1, "empty_field": 2, "chosen_equals_rejected": 2, "duplicate": 1}
+    assert report.dropped == {"invalid_utf8": 1, "field_too_long": 0, "empty_field": 2, "chosen_equals_rejected": 2, "duplicate": 1}
     first = 2 if fmt == "csv" else 1  # CSV lines count the header
     assert report.dropped_lines == {
         "invalid_utf8": (first + 2,), "empty_field": (first + 3, first + 4),

@@ -465,7 +465,7 @@ def test_conversational_quality_problems_are_dropped_and_counted(tmp_path: Path)
     path.write_bytes(b"\n".join(lines) + b"\n")
     examples, report = load_preferences(path)
     assert examples == [PreferenceExample.from_dict(rows[0]), PreferenceExample.from_dict(rows[6])]
-    assert report.dropped == {"invalid_utf8": 1, "empty_field": 3, "chosen_equals_rejected": 1, "duplicate": 1}
+    assert report.dropped == {"invalid_utf8": 1, "field_too_long": 0, "empty_field": 3, "chosen_equals_rejected": 1, "duplicate": 1}
     assert report.dropped_lines == {"invalid_utf8": (3,), "empty_field": (2, 4, 5),
                                     "chosen_equals_rejected": (6,), "duplicate": (7,)}
 
@@ -668,3 +668,33 @@ def test_load_prompts_of_conversations_refuses_bad_ones(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         load_prompts(path)
     assert str(info.value) == f"{path}:2: field 'prompt': a string in a file whose first row (line 1) has lists of messages"
+
+
+def test_fifos_devices_and_symlinks_to_them_are_refused_at_once(tmp_path):
+    """Issue 12 #7: a FIFO hung with no output; --eval as a symlink to /dev/zero grew to 3 GiB."""
+    import os
+
+    fifo = tmp_path / "owner.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match=r"not a regular file \(a FIFO\)"):
+        load_preferences(fifo)
+    zero = tmp_path / "eval.jsonl"
+    zero.symlink_to("/dev/zero")
+    with pytest.raises(DataError, match=r"not a regular file \(a device\)"):
+        load_preferences(zero)
+    with pytest.raises(DataError, match=r"not a regular file"):
+        load_prompts(zero)
+
+
+def test_an_absurdly_long_field_drops_that_row_only(tmp_path):
+    import json as _json
+
+    from common.data import MAX_FIELD_CHARS
+
+    path = tmp_path / "owner.jsonl"
+    rows = [{"prompt": "p", "chosen": "a", "rejected": "b"},
+            {"prompt": "x" * (MAX_FIELD_CHARS + 1), "chosen": "a", "rejected": "b"}]
+    path.write_text("\n".join(_json.dumps(r) for r in rows[:2]) + "\n")
+    examples, report = load_preferences(path)
+    assert len(examples) == 1 and report.dropped["field_too_long"] == 1
+    assert "field_too_long: 1 (line 2)" in report.describe_drops()
