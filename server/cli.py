@@ -386,6 +386,18 @@ def job_options(args: argparse.Namespace, default_utilities: tuple[str, ...] = (
             "adapter_limits": adapter_limits, "hardware": hardware_from_args(args)}
 
 
+OUT_LOCK = ".fairpool.lock"
+"""Held by the CLI from preparing ``--out`` (keys, job file) until the run has ended."""
+
+
+def _locked_run(job, args: argparse.Namespace) -> int:
+    """Prepare and run ``job`` holding ``--out``'s lock: a second command on it gets exit 2 at once."""
+    from common.locks import exclusive_lock
+
+    with exclusive_lock(Path(job.out_dir) / OUT_LOCK, f"--out {job.out_dir}"):
+        return _run_and_print(_prepare(job, args))
+
+
 def _prepare(job, args: argparse.Namespace):
     """Keys for the job (created under OUT/keys unless given) and, for a re-run, its earlier run id."""
     from server.defaults import resume_or_start, with_trust_material
@@ -493,7 +505,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                       **options)
     if overrides:
         job = dataclasses.replace(job, spec=dataclasses.replace(job.spec, **overrides))
-    return _run_and_print(_prepare(job, args))
+    return _locked_run(job, args)
 
 
 def adapter_examples_arg(items: Sequence[str], adapters: dict[str, str]) -> dict[str, int]:
@@ -550,7 +562,7 @@ def cmd_value(args: argparse.Namespace) -> int:
         spec=spec,
         **options,
     )
-    return _run_and_print(_prepare(job, args))
+    return _locked_run(job, args)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

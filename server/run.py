@@ -20,6 +20,7 @@ from pathlib import Path
 from common import faults
 from common.errors import FairPoolError
 from common.job import ValuationJob
+from common.locks import LockHeld, exclusive_lock
 from common.progress import ProgressLog
 from server.admission import Admission
 from server.coordinator import Submission, value_submissions
@@ -28,6 +29,8 @@ from server.report import write_report
 
 ERROR_FILE = "error.json"
 LEDGER_FILE = "ledger.sqlite"
+LEDGER_LOCK = ".ledger.lock"
+"""Held by the coordinator for its whole run: one coordinator per ledger, even an orphaned one."""
 
 Collector = Callable[[Admission, Sequence[str], Callable[..., None]], dict[str, str]]
 """``collect(admission, wanted_owners, progress) -> {owner: reason not accepted}``; accepted
@@ -38,6 +41,17 @@ def run_job(job: ValuationJob, collect: Collector) -> dict | None:
     """Collect the adapters still missing with ``collect``, then value; return the report (None on error)."""
     out = Path(job.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        with exclusive_lock(out / LEDGER_LOCK, f"the ledger in {out}"):
+            return _run_locked(job, collect, out)
+    except LockHeld as exc:
+        # Another coordinator (one orphaned by a killed CLI) is live on this ledger: its run is left
+        # untouched; only this CLI hears why (the CLI's own lock means no other CLI follows OUT).
+        _fail(out, ProgressLog(out), str(exc))
+        return None
+
+
+def _run_locked(job: ValuationJob, collect: Collector, out: Path) -> dict | None:
     (out / ERROR_FILE).unlink(missing_ok=True)
     with Ledger(out / LEDGER_FILE) as ledger:
         log = ProgressLog(out, sink=lambda event: ledger.add_event(job.run_id, event))
