@@ -101,6 +101,9 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+        if "failure" not in columns:  # ledgers written before failures were kept beside the report
+            self._db.execute("ALTER TABLE runs ADD COLUMN failure TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -113,25 +116,33 @@ class Ledger:
 
     # runs -----------------------------------------------------------------
     def start_run(self, run_id: str, job_json: str) -> None:
+        """Record a run as running; a re-run of a finished one keeps its published report and status."""
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute(
                 "INSERT INTO runs (run_id, created_at, job, status) VALUES (?, ?, ?, 'running') "
-                "ON CONFLICT(run_id) DO UPDATE SET status='running'", (run_id, time.time(), job_json))
+                "ON CONFLICT(run_id) DO UPDATE SET status=CASE WHEN runs.report IS NOT NULL "
+                "THEN runs.status ELSE 'running' END", (run_id, time.time(), job_json))
 
-    def finish_run(self, run_id: str, status: str, report: dict | None = None) -> None:
+    def finish_run(self, run_id: str, status: str, report: dict | None = None, failure: str | None = None) -> None:
+        """The run's outcome. A failure never replaces a published report: it is recorded beside it
+        (``failure``) and the run keeps its ``done`` status, so owners can still fetch what was paid."""
         with self._db:
             self._db.execute("BEGIN")
-            self._db.execute("UPDATE runs SET status=?, report=? WHERE run_id=?",
-                             (status, json.dumps(report) if report is not None else None, run_id))
+            if status == "failed":
+                self._db.execute("UPDATE runs SET status=CASE WHEN report IS NOT NULL THEN status ELSE 'failed' "
+                                 "END, failure=? WHERE run_id=?", (failure, run_id))
+            else:
+                self._db.execute("UPDATE runs SET status=?, report=?, failure=NULL WHERE run_id=?",
+                                 (status, json.dumps(report) if report is not None else None, run_id))
 
     def run(self, run_id: str) -> dict | None:
-        row = self._db.execute("SELECT run_id, created_at, status, report FROM runs WHERE run_id=?",
+        row = self._db.execute("SELECT run_id, created_at, status, report, failure FROM runs WHERE run_id=?",
                                (run_id,)).fetchone()
         if row is None:
             return None
         return {"run_id": row[0], "created_at": row[1], "status": row[2],
-                "report": json.loads(row[3]) if row[3] else None}
+                "report": json.loads(row[3]) if row[3] else None, "failure": row[4]}
 
     def run_job(self, run_id: str) -> str | None:
         row = self._db.execute("SELECT job FROM runs WHERE run_id=?", (run_id,)).fetchone()

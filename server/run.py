@@ -66,11 +66,12 @@ def _run_locked(job: ValuationJob, collect: Collector, out: Path) -> dict | None
             report = _run(job, ledger, log, collect)
         except FairPoolError as exc:
             _fail(out, log, str(exc))
-            ledger.finish_run(job.run_id, "failed")
+            ledger.finish_run(job.run_id, "failed", failure=str(exc))
             return None
         except Exception as exc:  # an unexpected failure still reaches the user, with its trace on disk
-            _fail(out, log, f"internal error: {type(exc).__name__}: {exc}", traceback.format_exc())
-            ledger.finish_run(job.run_id, "failed")
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            _fail(out, log, message, traceback.format_exc())
+            ledger.finish_run(job.run_id, "failed", failure=message)
             return None
         ledger.finish_run(job.run_id, "done", report)
         log.emit("done", f"report written to {out / 'report.json'}")

@@ -53,7 +53,7 @@ def test_ledger_records_runs(tmp_path):
         assert ledger.run("r1")["status"] == "running"
         ledger.finish_run("r1", "done", {"run_id": "r1"})
         assert ledger.run("r1") | {"created_at": 0} == {"run_id": "r1", "created_at": 0, "status": "done",
-                                                        "report": {"run_id": "r1"}}
+                                                        "report": {"run_id": "r1"}, "failure": None}
         assert ledger.run("nope") is None
 
 
@@ -77,3 +77,23 @@ def test_preference_game_uses_the_same_values_on_any_batch():
     sampled = preference_game(list("abcdef"), M).utilities(np.array([63, 5, 0, 17]))
     np.testing.assert_array_equal(sampled, full[[63, 5, 0, 17]])
     assert full[0] == 0.5
+
+
+def test_a_failed_rerun_never_erases_a_published_report(tmp_path):
+    """Issue 12 #5: a failed re-run turned a done run with its report into failed with NULL."""
+    from server.ledger import Ledger
+
+    with Ledger(tmp_path / "l.sqlite") as ledger:
+        ledger.start_run("r1", "{}")
+        ledger.finish_run("r1", "done", {"run_id": "r1", "values": [1]})
+        ledger.start_run("r1", "{}")  # the same command again (a replay)
+        assert ledger.run("r1")["status"] == "done"
+        ledger.finish_run("r1", "failed", failure="wrong storage key")
+        run = ledger.run("r1")
+        assert run["status"] == "done" and run["report"] == {"run_id": "r1", "values": [1]}
+        assert run["failure"] == "wrong storage key"
+        ledger.start_run("r2", "{}")
+        ledger.finish_run("r2", "failed", failure="boom")
+        assert ledger.run("r2")["status"] == "failed" and ledger.run("r2")["report"] is None
+        ledger.finish_run("r1", "done", {"run_id": "r1", "values": [2]})
+        assert ledger.run("r1")["failure"] is None

@@ -332,6 +332,10 @@ def test_a_wrong_storage_key_stops_the_run_and_loses_nothing(tmp_path, fast_spec
     assert (out / "report.json").read_bytes() == report_before
     with Ledger(out / LEDGER_FILE) as ledger:
         assert sorted(ledger.stored_adapters(fed.job.run_id)) == sorted(OWNERS)
+        # issue 12 #5: the failed re-run keeps the published report and its done status, failure beside it
+        published = ledger.run(fed.job.run_id)
+        assert published["status"] == "done" and published["report"] == json.loads(report_before)
+        assert "wrong storage key" in published["failure"]
     assert sorted(_decrypted(fed, "clean")) == sorted(_decrypted(fed, "flipped"))  # the right key still opens them
 
 
