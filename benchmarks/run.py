@@ -31,6 +31,7 @@ import decoding  # benchmarks/decoding.py, beside this file
 import fidelity  # benchmarks/fidelity.py, beside this file
 import gpu  # benchmarks/gpu.py, beside this file
 import midsize  # benchmarks/midsize.py, beside this file
+import publication  # benchmarks/publication.py, beside this file
 import valuation  # benchmarks/valuation.py, beside this file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -513,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
             figures.update(valuation.measure())
             print("composed-decoding micro-benchmark ...", flush=True)
             figures.update(decoding.measure())
+            print("publication service under load (TLS on 127.0.0.1) ...", flush=True)
+            figures.update(publication.measure(scratch / "publication"))
         if not (args.only_valuation or args.only_midsize):
             figures.update(model_and_demo_figures(args, scratch))
         if args.with_fidelity and not args.only_midsize:

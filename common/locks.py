@@ -40,3 +40,25 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[Path]:
         yield path
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def holder_alive(path: str | os.PathLike) -> bool | None:
+    """Whether the process that last took the lock at ``path`` is still alive.
+
+    ``None`` when there is no lock file (a ledger written before locks existed, or by a test):
+    then nothing can be said. The pid is the one :func:`exclusive_lock` wrote; a process that
+    took the lock and died leaves its pid behind, which no longer names a live process.
+    """
+    try:
+        text = Path(path).read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return None
+    if not text.isdigit():
+        return None
+    try:
+        os.kill(int(text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True

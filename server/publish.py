@@ -50,11 +50,20 @@ from common.publication import (
     report_owner_names,
     token_from_metadata,
 )
+from common.locks import holder_alive
 from common.signing import SignatureError, load_public_key, token_owner, verify_token
 from server.ledger import Ledger
 
 POLL_S = 0.2
 """How often WatchRun looks for new events: the ledger has no change notification."""
+STREAMS_PER_OWNER = 4
+"""WatchRun streams one owner may hold open at once; each holds a server thread while it lasts."""
+MAX_RUN_ID_CHARS = 128
+MAX_REQUEST_BYTES = 64 * 1024
+"""Requests are a run id and a sequence number: anything bigger is refused by gRPC before parsing."""
+UNAUTHENTICATED = ("authentication failed: send 'authorization: Bearer <token>' with a fresh token signed by "
+                   "your owner key, for an owner on this server's allowlist")
+"""The one message of every authentication failure, so a caller cannot learn who is allowlisted."""
 
 Allowlist = Mapping[str, Ed25519PublicKey]
 
@@ -160,12 +169,17 @@ class PublicationServicer(pb_grpc.PublicationServicer):
     """Serves one ledger to the owners of ``allowlist``; see the module docstring for the rules."""
 
     def __init__(self, ledger_path: str | Path, allowlist: Allowlist, *, poll_s: float = POLL_S,
-                 token_max_age_s: float = TOKEN_MAX_AGE_S, clock: Callable[[], float] = time.time) -> None:
+                 token_max_age_s: float = TOKEN_MAX_AGE_S, clock: Callable[[], float] = time.time,
+                 max_streams: int = 8, streams_per_owner: int = STREAMS_PER_OWNER) -> None:
         self.ledger_path = Path(ledger_path)
         self.allowlist = dict(allowlist)
         self.poll_s = poll_s
         self.token_max_age_s = token_max_age_s
         self.clock = clock
+        self.max_streams = max_streams
+        self.streams_per_owner = streams_per_owner
+        self._streams: dict[str, int] = {}
+        self._streams_lock = threading.Lock()
 
     # -- RPCs ------------------------------------------------------------------------------
     def ListRuns(self, request: pb.ListRunsRequest, context: grpc.ServicerContext) -> pb.ListRunsResponse:
@@ -178,7 +192,7 @@ class PublicationServicer(pb_grpc.PublicationServicer):
                     if owner not in _participants(ledger, run):
                         continue
                     report = run.get("report")
-                    runs.append(pb.RunSummary(run_id=run["run_id"], status=run["status"],
+                    runs.append(pb.RunSummary(run_id=run["run_id"], status=self._status(run),
                                               created_at=run["created_at"],
                                               num_owners=len(report.get("owners", ())) if report else None))
             return pb.ListRunsResponse(runs=runs)
@@ -190,6 +204,10 @@ class PublicationServicer(pb_grpc.PublicationServicer):
             owner = self._authenticate(context)
             with Ledger(self.ledger_path) as ledger:
                 run = self._authorised_run(ledger, request.run_id, owner)
+            if self._status(run) == "stale":
+                raise _Abort(grpc.StatusCode.FAILED_PRECONDITION,
+                             f"run {run['run_id']} is stale: its coordinator is no longer running (re-run its "
+                             "command to resume it)")
             if run["status"] == "running":
                 raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f"run {run['run_id']} is still running")
             if run["report"] is None:
@@ -203,19 +221,24 @@ class PublicationServicer(pb_grpc.PublicationServicer):
     def WatchRun(self, request: pb.WatchRunRequest, context: grpc.ServicerContext) -> Iterator[pb.ProgressEvent]:
         try:
             owner = self._authenticate(context)
-            ledger = Ledger(self.ledger_path)
+            self._check_run_id(request.run_id)
+            self._open_stream(owner)
         except _Abort as stop:
             context.abort(stop.code, stop.details)
-        wake = threading.Event()
-        context.add_callback(wake.set)  # a cancelled stream stops waiting at once
         try:
+            ledger = Ledger(self.ledger_path)
+            wake = threading.Event()
+            context.add_callback(wake.set)  # a cancelled stream stops waiting at once
             try:
-                self._authorised_run(ledger, request.run_id, owner)
-            except _Abort as stop:
-                context.abort(stop.code, stop.details)
-            yield from self._follow(ledger, request.run_id, int(request.after_seq), context, wake)
+                try:
+                    self._authorised_run(ledger, request.run_id, owner)
+                except _Abort as stop:
+                    context.abort(stop.code, stop.details)
+                yield from self._follow(ledger, request.run_id, int(request.after_seq), context, wake)
+            finally:
+                ledger.close()
         finally:
-            ledger.close()
+            self._close_stream(owner)
 
     # -- helpers ---------------------------------------------------------------------------
     def _follow(self, ledger: Ledger, run_id: str, seq: int, context: grpc.ServicerContext,
@@ -236,26 +259,62 @@ class PublicationServicer(pb_grpc.PublicationServicer):
             if finished:
                 return
             run = ledger.run(run_id)
-            finished = run is None or run["status"] != "running"
+            finished = run is None or self._status(run) != "running"
             wake.wait(self.poll_s)
+
+    def _status(self, run: Mapping) -> str:
+        """The run's status, ``stale`` for a run still marked running whose coordinator has died.
+
+        The coordinator holds the ledger's lock for its whole run (``server/run.py``) and leaves its
+        pid in the lock file: a dead pid means the run will never finish by itself, and streams on
+        it must end rather than wait forever. The ledger itself is not written (this service only reads).
+        """
+        if run["status"] != "running":
+            return run["status"]
+        from server.run import LEDGER_LOCK
+
+        return "stale" if holder_alive(self.ledger_path.parent / LEDGER_LOCK) is False else "running"
+
+    def _open_stream(self, owner: str) -> None:
+        """Count a new WatchRun, or refuse it: one owner must not hold every server thread."""
+        with self._streams_lock:
+            mine, total = self._streams.get(owner, 0), sum(self._streams.values())
+            if mine >= self.streams_per_owner:
+                raise _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                             f"owner {owner!r} already has {mine} WatchRun streams open (at most "
+                             f"{self.streams_per_owner}); close one first")
+            if total >= self.max_streams:
+                raise _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                             f"the server has {total} WatchRun streams open (at most {self.max_streams}); retry later")
+            self._streams[owner] = mine + 1
+
+    def _close_stream(self, owner: str) -> None:
+        with self._streams_lock:
+            self._streams[owner] -= 1
+            if not self._streams[owner]:
+                del self._streams[owner]
+
+    @staticmethod
+    def _check_run_id(run_id: str) -> None:
+        if len(run_id) > MAX_RUN_ID_CHARS:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"run id longer than {MAX_RUN_ID_CHARS} characters")
 
     def _authenticate(self, context: grpc.ServicerContext) -> str:
         """The calling owner, or UNAUTHENTICATED; the token's signature is checked before its claims."""
         metadata = {k.lower(): v for k, v in context.invocation_metadata() if isinstance(v, str)}
         token = token_from_metadata(metadata)
         if token is None:
-            raise _Abort(grpc.StatusCode.UNAUTHENTICATED,
-                         "missing 'authorization: Bearer <token>' metadata (a token signed with your owner key)")
+            raise _Abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED)
         try:
-            claimed = token_owner(token)
-            pub = self.allowlist.get(claimed)
+            pub = self.allowlist.get(token_owner(token))
             if pub is None:
-                raise _Abort(grpc.StatusCode.UNAUTHENTICATED, f"owner {claimed!r} is not on this server's allowlist")
+                raise _Abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED)
             return verify_token(pub, token, PURPOSE, self.token_max_age_s, self.clock())
-        except SignatureError as exc:
-            raise _Abort(grpc.StatusCode.UNAUTHENTICATED, f"bad token: {exc}") from None
+        except SignatureError:
+            raise _Abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED) from None
 
     def _authorised_run(self, ledger: Ledger, run_id: str, owner: str) -> dict:
+        self._check_run_id(run_id)
         run = ledger.run(run_id) if run_id else None
         if run is None:
             raise _Abort(grpc.StatusCode.NOT_FOUND, f"no run {run_id!r} in this ledger")
@@ -305,8 +364,13 @@ def serve(ledger_path: str | Path, address: str, allowlist: Allowlist, *, tls: T
         raise ConfigError(f"--ledger {ledger}: no such file (the coordinator writes ledger.sqlite in its --out)")
     if not allowlist:
         raise ConfigError("no owner may connect: give --allowlist PATH or --allow NAME=PUBKEY")
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="publication"))
-    pb_grpc.add_PublicationServicer_to_server(PublicationServicer(ledger, allowlist, poll_s=poll_s), server)
+    # Streams may hold at most half the threads, so unary calls (GetReport, ListRuns) always find one;
+    # calls beyond what the pool can queue are refused at once rather than piling up.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="publication"),
+                         maximum_concurrent_rpcs=max_workers * 8,
+                         options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES)])
+    servicer = PublicationServicer(ledger, allowlist, poll_s=poll_s, max_streams=max(1, max_workers // 2))
+    pb_grpc.add_PublicationServicer_to_server(servicer, server)
     try:
         port = (server.add_insecure_port(address) if insecure
                 else server.add_secure_port(address, tls.credentials()))

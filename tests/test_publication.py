@@ -310,9 +310,22 @@ def test_a_token_signed_with_the_wrong_key_is_unauthenticated(server, keys, pki)
 
 def test_an_old_token_is_unauthenticated(server, keys, pki):
     with client_for(server, keys, pki, "acme", clock=lambda: time.time() - 3600) as client:
-        with pytest.raises(FetchError, match="expired") as excinfo:
+        with pytest.raises(FetchError, match="fresh token") as excinfo:
             client.list_runs()
     assert _code(excinfo) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_every_authentication_failure_says_the_same(server, keys, pki):
+    """Issue 12 #11: the messages told an outsider which names are on the allowlist."""
+    from server.publish import UNAUTHENTICATED
+
+    details = set()
+    for owner, key_of in (("mallory", None), ("acme", "mallory"), ("nobody", "mallory")):
+        with client_for(server, keys, pki, owner, key_of=key_of) as client, pytest.raises(FetchError) as excinfo:
+            client.list_runs()
+        assert _code(excinfo) == grpc.StatusCode.UNAUTHENTICATED
+        details.add(str(excinfo.value).split("UNAUTHENTICATED: ", 1)[1])
+    assert details == {UNAUTHENTICATED}
 
 
 @pytest.mark.parametrize("metadata", [(), ((AUTH_METADATA, "Bearer not-a-token"),), ("wrong-purpose",)])
@@ -445,3 +458,43 @@ def test_committed_generated_code_is_fresh(tmp_path):
     fresh = generate(tmp_path)
     for name, path in zip(GENERATED, fresh):
         assert path.read_bytes() == (ROOT / name).read_bytes(), f"{name} is stale: run `make proto`"
+
+
+# --------------------------------------------------------------------------- one owner cannot block the others
+
+
+def test_one_owner_holding_streams_does_not_block_other_owners(tmp_path):
+    """Issue 12 #6: 20 streams of one owner held every worker; others got DEADLINE_EXCEEDED after 10 s.
+    The same bounded scenario as ``benchmarks/publication.py`` (20 owners × 50 calls, 127.0.0.1)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import publication as load
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    figures = load.measure(tmp_path)
+    assert figures["publication_errors"]["value"] == 0, figures["publication_errors"]
+    assert figures["publication_max_ms"]["value"] < 1000, figures
+    assert figures["publication_abuser_streams_admitted"]["value"] == 4  # STREAMS_PER_OWNER
+    assert figures["publication_abuser_streams_admitted"]["refused"] == 16
+
+
+def test_a_run_whose_coordinator_died_is_stale_and_its_streams_end(server, keys, pki, ledger_path):
+    """Issue 12 #6: a crashed run stayed `running` forever, so its streams never ended."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (ledger_path.parent / ".ledger.lock").write_text(dead.stdout.strip() + "\n")
+    with client_for(server, keys, pki, "acme") as client:
+        statuses = {r.run_id: r.status for r in client.list_runs()}
+        assert statuses["r3"] == "stale" and statuses["r1"] == "done"
+        with pytest.raises(FetchError, match="stale") as excinfo:
+            client.fetch_report("r3", load_public_key(keys["coordinator"]["pub"]))
+        assert _code(excinfo) == grpc.StatusCode.FAILED_PRECONDITION
+        started = time.monotonic()
+        assert list(client.watch("r3")) == []
+        assert time.monotonic() - started < 5
+
+
+def test_oversized_run_ids_are_refused_without_being_echoed(server, keys, pki):
+    with client_for(server, keys, pki, "acme") as client, pytest.raises(FetchError) as excinfo:
+        client.fetch_report("x" * 5000, load_public_key(keys["coordinator"]["pub"]))
+    assert _code(excinfo) in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert len(str(excinfo.value)) < 300
