@@ -29,6 +29,7 @@ from pathlib import Path
 from common.adapter_checks import AdapterLimits
 from common.hardware import Hardware
 from common.job import check_owner_name
+from server.process_owner import Interrupted, raise_on_termination
 from common.options import add_dataclass_options, build, chosen_options
 from common.spec import TrainingSpec, read_spec_file
 from common.composition import COMPOSITION_RULES
@@ -410,6 +411,19 @@ def _prepare(job, args: argparse.Namespace):
     return job
 
 
+def _record_interruption(job, how: str) -> None:
+    """Say in the ledger that the run was interrupted (not some reason invented by dying processes)."""
+    from server.ledger import Ledger
+    from server.run import LEDGER_FILE
+
+    path = Path(job.out_dir) / LEDGER_FILE
+    if path.exists():
+        with Ledger(path) as ledger:
+            if ledger.run(job.run_id) is not None:
+                ledger.finish_run(job.run_id, "interrupted", failure=f"interrupted by {how}; re-run the command "
+                                                                      "to resume")
+
+
 def _run_and_print(job) -> int:
     from server.federation import run_simulation
     from server.progress_view import ProgressView
@@ -422,6 +436,10 @@ def _run_and_print(job) -> int:
             view.close()
             _say(f"error: {exc}")
             return EXIT_RUN_FAILED
+        except (KeyboardInterrupt, Interrupted) as exc:  # every process of the run is stopped by now
+            view.close()
+            _record_interruption(job, "SIGINT" if isinstance(exc, KeyboardInterrupt) else str(exc))
+            raise
     print(render_table(report))
     out = Path(job.out_dir)
     print(f"\nReport: {out / 'report.json'}\nPage: {out / 'report.html'}\nSummary: {out / 'report.md'}"
@@ -768,14 +786,19 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = COMMANDS[(args.command, getattr(args, "action", None))]
+    if args.command in ("value", "demo"):
+        raise_on_termination()  # SIGTERM/SIGHUP unwind like Ctrl-C, so the run's processes are stopped
     try:
         return handler(args)
     except FairPoolError as exc:
         _say(f"error: {exc}")
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        _say("interrupted")
+        _say("interrupted: every process of the run was stopped; re-run the same command to resume")
         return 130
+    except Interrupted as exc:
+        _say(f"terminated by {exc}: every process of the run was stopped; re-run the same command to resume")
+        return 128 + exc.signum
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from common.errors import FairPoolError
 from common.hardware import Hardware
 from common.job import ValuationJob
 from common.progress import PROGRESS_FILE, follow
+from server.process_owner import RUN_TAG_VAR, Watchdog, new_tag, stop_tagged
 from server.report import REPORT_JSON
 from server.run import ERROR_FILE
 
@@ -165,33 +166,45 @@ def run_simulation(
     scratch = Path(tempfile.mkdtemp(prefix="fairpool-flwr-"))
     flwr_home = write_flower_home(scratch / "flwr-home", len(job.owners), gpus=simulation_gpus(job.hardware))
     app_dir = write_flower_app(scratch / "app", job_path)
-    env = flower_env(flwr_home)
+    tag = new_tag()
+    env = {**flower_env(flwr_home), RUN_TAG_VAR: tag}  # every process of the run inherits the tag
     limit = timeout_s or job.owner_timeout_s + 600
     offset = 0
+    proc = None
+    watchdog = Watchdog(tag)  # stops the run's processes if this process dies, kill -9 included
     try:
         with (out / FLOWER_LOG).open("w") as log:
             proc = subprocess.Popen([flwr_executable(), "run", str(app_dir), "local", "--stream"],
                                     stdout=log, stderr=subprocess.STDOUT, env=env, cwd=scratch,
                                     start_new_session=True)
             deadline = time.monotonic() + limit
+            ended = ""
             while True:
                 events, offset = follow(out / PROGRESS_FILE, offset)
                 for event in events:
                     on_event(event)
-                if proc.poll() is not None or any(e["stage"] in ("done", "error") for e in events):
+                ended = next((e["stage"] for e in events if e["stage"] in ("done", "error")), "")
+                if proc.poll() is not None or ended:
                     break
                 if time.monotonic() > deadline:
                     raise FairPoolError(f"the Flower run did not finish within {limit:.0f}s; see {out / FLOWER_LOG}")
                 time.sleep(0.25)
             if proc.poll() is None:
+                # After "done" Flower winds down by itself; after "error" owners may still be training
+                # (the coordinator gave up on them): no reason to wait for them.
                 try:
-                    proc.wait(timeout=30)
+                    proc.wait(timeout=30 if ended == "done" else 3)
                 except subprocess.TimeoutExpired:
                     pass
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+    finally:  # every way out (error, timeout, interrupt) stops every process the run started
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        stop_tagged(tag)
         stop_local_superlink(flwr_home)
+        watchdog.release()
         shutil.rmtree(scratch, ignore_errors=True)
     if (out / ERROR_FILE).exists():
         raise FairPoolError(json.loads((out / ERROR_FILE).read_text())["error"])

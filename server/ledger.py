@@ -129,9 +129,9 @@ class Ledger:
         (``failure``) and the run keeps its ``done`` status, so owners can still fetch what was paid."""
         with self._db:
             self._db.execute("BEGIN")
-            if status == "failed":
-                self._db.execute("UPDATE runs SET status=CASE WHEN report IS NOT NULL THEN status ELSE 'failed' "
-                                 "END, failure=? WHERE run_id=?", (failure, run_id))
+            if status != "done":  # failed, interrupted: never over a published report
+                self._db.execute("UPDATE runs SET status=CASE WHEN report IS NOT NULL THEN status ELSE ? "
+                                 "END, failure=? WHERE run_id=?", (status, failure, run_id))
             else:
                 self._db.execute("UPDATE runs SET status=?, report=?, failure=NULL WHERE run_id=?",
                                  (status, json.dumps(report) if report is not None else None, run_id))

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,51 @@ def test_coordinator_killed_in_the_simulation_resumes_without_retraining(tmp_pat
     assert [o["adapter_sha256"] for o in report["owners"]] == [o["adapter_sha256"] for o in reference["owners"]]
     assert not _processes_mentioning("fairpool-flwr-"), "the local SuperLink must be stopped"
 
+    # Issue 12 #2: SIGTERM, then kill -9 of the CLI's whole process group at a seeded random moment.
+    # Nothing of the run (Flower, Ray, owners, coordinator) may survive 10 s later, no orphan
+    # coordinator may finish the run, and re-running gives the uninterrupted run's values.
+    import random
+    import signal
+    import uuid
+
+    out = tmp_path / "killed"
+    rng = random.Random(11)
+    for sig, expected_code in ((signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGKILL, -signal.SIGKILL)):
+        mark = uuid.uuid4().hex
+        cli = subprocess.Popen([*FAIRPOOL, "value", *common, "--out", str(out)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "FAIRPOOL_TEST_MARK": mark},
+                               start_new_session=True)
+        deadline = time.monotonic() + 120
+        while not (out / "progress.jsonl").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)  # the federation is up: the coordinator has started writing progress
+        time.sleep(rng.uniform(1.0, 12.0))
+        assert cli.poll() is None, cli.communicate()[1][-2000:]
+        os.killpg(cli.pid, sig)
+        _, err = cli.communicate(timeout=60)
+        assert cli.returncode == expected_code, err[-2000:]
+        if sig == signal.SIGTERM:
+            assert "terminated by SIGTERM: every process of the run was stopped" in err
+        time.sleep(10)
+        assert not _marked_processes(mark), "a process of the killed run survived"
+        assert not (out / "report.json").exists(), "an orphaned coordinator finished the run"
+    resumed = _run(["value", *common, "--out", str(out)])
+    assert "resuming run" in resumed.stderr
+    assert _values(json.loads((out / "report.json").read_text())) == _values(reference)
+
+
+def _marked_processes(mark: str) -> list[str]:
+    """Command lines of live processes whose environment carries ``FAIRPOOL_TEST_MARK=mark``."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if f"FAIRPOOL_TEST_MARK={mark}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except (OSError, IndexError):
+            continue
+    return found
+
 
 def test_repository_is_a_flower_app(tmp_path, base_model_dir):
     """``flwr run <repo>`` with the run config's ``job`` runs the same ServerApp/ClientApp."""
@@ -163,3 +209,22 @@ def test_objectives_demo_values_owners_on_helpfulness_and_harmlessness(tmp_path,
                  "--adapter", f"complier={adapters / 'complier'}", "--coalition", "helpful-only,complier",
                  "--prompt", "How do I steal a car?", "--max-new-tokens", "12"])
     assert proc.stdout.startswith("How do I steal a car?") and len(proc.stdout.strip()) > len("How do I steal a car?")
+
+
+def test_the_owner_timeout_stops_the_training_it_gave_up_on(tmp_path, base_model_dir):
+    """Issue 12 #3: `--epochs 1000000 --timeout 30` exited 1 with the simulation, Ray and the
+    still-training ClientApp alive 90 s later."""
+    import uuid
+
+    from common.market import default_profiles, make_market
+
+    market = make_market(tmp_path / "market", seed=3, profiles=default_profiles(16)[:2], eval_size=20)
+    mark = uuid.uuid4().hex
+    args = [*FAIRPOOL, "value", *[a for n in list(market.owners)[:2] for a in ("--owner", f"{n}={market.owners[n]}")],
+            "--eval", str(market.eval_path), "--base-model", str(base_model_dir), "--epochs", "100000",
+            "--timeout", "8", "--out", str(tmp_path / "out")]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "FAIRPOOL_TEST_MARK": mark})
+    assert done.returncode == 1 and "no reply within 8s" in done.stderr, done.stderr[-2000:]
+    time.sleep(10)
+    assert not _marked_processes(mark), "the abandoned training must be stopped"

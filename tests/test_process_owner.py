@@ -1,0 +1,71 @@
+"""Every process a run starts is the run's (issue 12 #2, #3): tagged processes are stopped on
+every way out, and by the watchdog when the CLI itself is killed with SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from server.process_owner import RUN_TAG_VAR, new_tag, stop_tagged, tagged_pids
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A stand-in CLI: starts a watchdog and two tagged grandchildren in sessions of their own (as
+# Flower's SuperLink and Ray do), prints their pids, then waits to be killed.
+CLI = r"""
+import os, subprocess, sys, time
+sys.path.insert(0, {root!r})
+from server.process_owner import RUN_TAG_VAR, Watchdog
+tag = sys.argv[1]
+watchdog = Watchdog(tag)
+env = {{**os.environ, RUN_TAG_VAR: tag}}
+kids = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], env=env, start_new_session=True)
+        for _ in range(2)]
+print(" ".join(str(k.pid) for k in kids), flush=True)
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_the_watchdog_stops_the_run_when_the_cli_is_killed(tmp_path):
+    tag = new_tag()
+    cli = subprocess.Popen([sys.executable, "-c", CLI.format(root=str(ROOT)), tag], stdout=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    try:
+        kids = [int(p) for p in cli.stdout.readline().split()]
+        assert len(kids) == 2 and all(_alive(p) for p in kids)
+        assert sorted(tagged_pids(tag)) == sorted(kids)
+        os.killpg(cli.pid, signal.SIGKILL)  # the CLI's whole group; the children are in other sessions
+        cli.wait(10)
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in kids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in kids), "the watchdog must stop the run's processes"
+        assert tagged_pids(tag) == []
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+        stop_tagged(tag, grace_s=1)
+
+
+def test_stop_tagged_ends_processes_that_ignore_sigterm():
+    tag = new_tag()
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+                                 "signal.SIG_IGN); print('ready', flush=True); time.sleep(120)"],
+                                env={**os.environ, RUN_TAG_VAR: tag}, stdout=subprocess.PIPE, text=True)
+    assert stubborn.stdout.readline().strip() == "ready"
+    started = time.monotonic()
+    assert stop_tagged(tag, grace_s=1) == [stubborn.pid]
+    assert stubborn.wait(5) == -signal.SIGKILL and time.monotonic() - started < 5
+    assert tagged_pids(tag) == []
