@@ -75,7 +75,7 @@ def measure(work_dir: Path | None = None, clients: int = CLIENTS, requests: int 
     coordinator = generate_private_key()
     _ledger(scratch / "ledger.sqlite", names, coordinator)
     running = serve(scratch / "ledger.sqlite", "127.0.0.1:0", {n: k.public_key() for n, k in keys.items()},
-                    tls=tls, poll_s=0.05)
+                    coordinator_key=coordinator.public_key(), tls=tls, poll_s=0.05)
     address = f"127.0.0.1:{running.port}"
     stop = threading.Event()
     admitted, refused = [], []

@@ -94,3 +94,18 @@ def tensors_from_bytes(data: bytes) -> dict[str, np.ndarray]:
     from safetensors.numpy import load
 
     return dict(load(data))
+
+
+LEDGER_MAC_INFO = b"fairpool ledger rows v1"
+
+
+def ledger_mac_key(storage_key: bytes) -> bytes:
+    """The key that authenticates the ledger's rows, derived from the storage key (HKDF-SHA256).
+
+    A separate key per purpose: the storage key seals adapters with AES-GCM, this one MACs every
+    other row a resume trusts, and knowing one's outputs reveals nothing about the other.
+    """
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=LEDGER_MAC_INFO).derive(storage_key)

@@ -223,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--insecure", action="store_true", help="serve plaintext without TLS (local tests only)")
     serve.add_argument("--allowlist", type=Path, default=None,
                        help="JSON or TOML file mapping owner names to their public-key files")
+    serve.add_argument("--coordinator-key", required=True, metavar="PUB",
+                       help="the coordinator's public key: a stored report is used (to decide who may see a run) "
+                            "only once its signature verifies")
     serve.add_argument("--allow", action="append", default=[], metavar="NAME=PUBKEY",
                        help="an owner allowed to connect and its public key (file or base64); repeat")
 
@@ -723,7 +726,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allowlist[name] = key
     if args.insecure:
         _say("warning: serving WITHOUT TLS (--insecure): tokens and reports travel in the clear")
-    running = serve(args.ledger, args.address, allowlist,
+    from common.signing import load_public_key
+
+    running = serve(args.ledger, args.address, allowlist, coordinator_key=load_public_key(args.coordinator_key),
                     tls=None if args.insecure else TlsFiles(args.tls_cert, args.tls_key), insecure=args.insecure)
     host = args.address.rpartition(":")[0]
     print(f"serving {args.ledger} on {host}:{running.port} ({'plaintext' if args.insecure else 'TLS'}) "

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import FairPoolError
 from common.private_files import create_private_file
 
 SCHEMA = """
@@ -88,13 +89,24 @@ CREATE TABLE IF NOT EXISTS utilities (
 """
 
 _LOOKUP_CHUNK = 500  # SQLite caps bound parameters per statement
+_MAC_TABLES = ("runs", "owners", "submissions", "results", "utilities")
+"""Tables whose rows a resume trusts, each carrying ``mac``: HMAC-SHA256 over the row's table and fields."""
+
+
+class LedgerTampered(FairPoolError):
+    """A row fails its integrity check, or a row that must exist is missing: the ledger was altered."""
 
 
 class Ledger:
     """One SQLite file; safe to open from several processes."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, mac_key: bytes | None = None) -> None:
+        """``mac_key`` (:func:`common.sealing.ledger_mac_key`) authenticates every trusted row: rows are
+        written with their MAC, and a row read back whose MAC does not match is refused
+        (:class:`LedgerTampered`), never used. Without it (read-only tools such as ``fairpool serve``,
+        which verify the signed report instead) rows are neither MACed nor checked."""
         self.path = Path(path)
+        self._mac_key = mac_key
         self.path.parent.mkdir(parents=True, exist_ok=True)
         create_private_file(self.path)  # SQLite gives its -wal and -shm files the database file's mode
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -104,6 +116,30 @@ class Ledger:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
         if "failure" not in columns:  # ledgers written before failures were kept beside the report
             self._db.execute("ALTER TABLE runs ADD COLUMN failure TEXT")
+        for table in _MAC_TABLES:  # ledgers written before rows were authenticated
+            if "mac" not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN mac TEXT")
+
+    # row authentication ---------------------------------------------------------
+    def _mac(self, table: str, *fields) -> str | None:
+        if self._mac_key is None:
+            return None
+        import hashlib
+        import hmac
+
+        payload = json.dumps([table, *[f.hex() if isinstance(f, (bytes, memoryview)) else f for f in fields]],
+                             separators=(",", ":"), ensure_ascii=False).encode()
+        return hmac.new(self._mac_key, payload, hashlib.sha256).hexdigest()
+
+    def _check(self, table: str, mac: str | None, *fields, what: str) -> None:
+        """Refuse a row whose MAC does not match (when this ledger was opened with a key)."""
+        if self._mac_key is None:
+            return
+        import hmac
+
+        if not mac or not hmac.compare_digest(mac, self._mac(table, *fields)):
+            raise LedgerTampered(f"{self.path}: {what} fails its integrity check: wrong storage key, or the "
+                                 "ledger was altered; refusing to use it")
 
     def close(self) -> None:
         self._db.close()
@@ -120,9 +156,10 @@ class Ledger:
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute(
-                "INSERT INTO runs (run_id, created_at, job, status) VALUES (?, ?, ?, 'running') "
+                "INSERT INTO runs (run_id, created_at, job, status, mac) VALUES (?, ?, ?, 'running', ?) "
                 "ON CONFLICT(run_id) DO UPDATE SET status=CASE WHEN runs.report IS NOT NULL "
-                "THEN runs.status ELSE 'running' END", (run_id, time.time(), job_json))
+                "THEN runs.status ELSE 'running' END", (run_id, time.time(), job_json,
+                                                         self._mac("runs", run_id, job_json, None)))
 
     def finish_run(self, run_id: str, status: str, report: dict | None = None, failure: str | None = None) -> None:
         """The run's outcome. A failure never replaces a published report: it is recorded beside it
@@ -133,38 +170,51 @@ class Ledger:
                 self._db.execute("UPDATE runs SET status=CASE WHEN report IS NOT NULL THEN status ELSE ? "
                                  "END, failure=? WHERE run_id=?", (status, failure, run_id))
             else:
-                self._db.execute("UPDATE runs SET status=?, report=?, failure=NULL WHERE run_id=?",
-                                 (status, json.dumps(report) if report is not None else None, run_id))
+                text = json.dumps(report) if report is not None else None
+                job = self._db.execute("SELECT job FROM runs WHERE run_id=?", (run_id,)).fetchone()
+                mac = self._mac("runs", run_id, job[0] if job else None, text)
+                self._db.execute("UPDATE runs SET status=?, report=?, failure=NULL, mac=? WHERE run_id=?",
+                                 (status, text, mac, run_id))
 
     def run(self, run_id: str) -> dict | None:
-        row = self._db.execute("SELECT run_id, created_at, status, report, failure FROM runs WHERE run_id=?",
-                               (run_id,)).fetchone()
+        row = self._db.execute("SELECT run_id, created_at, status, report, failure, job, mac FROM runs "
+                               "WHERE run_id=?", (run_id,)).fetchone()
         if row is None:
             return None
+        self._check("runs", row[6], row[0], row[5], row[3], what=f"run {run_id}'s job and report")
         return {"run_id": row[0], "created_at": row[1], "status": row[2],
                 "report": json.loads(row[3]) if row[3] else None, "failure": row[4]}
 
     def run_job(self, run_id: str) -> str | None:
-        row = self._db.execute("SELECT job FROM runs WHERE run_id=?", (run_id,)).fetchone()
-        return row[0] if row else None
+        row = self._db.execute("SELECT job, report, mac FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        self._check("runs", row[2], run_id, row[0], row[1], what=f"run {run_id}'s job and report")
+        return row[0]
 
     # owners -------------------------------------------------------------------
     def expect_owners(self, run_id: str, owners: Mapping[str, str]) -> None:
         """Record the allowlist (name → public key text) of a run; existing rows keep their status."""
         with self._db:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR IGNORE INTO owners (run_id, name, public_key, status) "
-                                 "VALUES (?, ?, ?, 'expected')", ((run_id, n, k) for n, k in owners.items()))
+            self._db.executemany("INSERT OR IGNORE INTO owners (run_id, name, public_key, status, mac) "
+                                 "VALUES (?, ?, ?, 'expected', ?)",
+                                 ((run_id, n, k, self._mac("owners", run_id, n, k, "expected", None))
+                                  for n, k in owners.items()))
 
     def settle_owner(self, run_id: str, name: str, status: str, reason: str | None) -> None:
         with self._db:
             self._db.execute("BEGIN")
-            self._db.execute("UPDATE owners SET status=?, reason=? WHERE run_id=? AND name=?",
-                             (status, reason, run_id, name))
+            row = self._db.execute("SELECT public_key FROM owners WHERE run_id=? AND name=?", (run_id, name)).fetchone()
+            mac = self._mac("owners", run_id, name, row[0] if row else "", status, reason)
+            self._db.execute("UPDATE owners SET status=?, reason=?, mac=? WHERE run_id=? AND name=?",
+                             (status, reason, mac, run_id, name))
 
     def owners(self, run_id: str) -> list[dict]:
-        rows = self._db.execute("SELECT name, public_key, status, reason FROM owners WHERE run_id=? ORDER BY name",
-                                (run_id,))
+        rows = self._db.execute("SELECT name, public_key, status, reason, mac FROM owners WHERE run_id=? "
+                                "ORDER BY name", (run_id,)).fetchall()
+        for r in rows:
+            self._check("owners", r[4], run_id, r[0], r[1], r[2], r[3], what=f"owner {r[0]}'s allowlist entry")
         return [{"name": r[0], "public_key": r[1], "status": r[2], "reason": r[3]} for r in rows]
 
     # nonces -------------------------------------------------------------------
@@ -194,19 +244,23 @@ class Ledger:
         """One reply, accepted (with its sealed adapter) or rejected, in one transaction."""
         with self._db:
             self._db.execute("BEGIN")
+            text = json.dumps(dict(meta), sort_keys=True)
             self._db.execute(
                 "INSERT INTO submissions (run_id, owner, received_at, nonce, adapter_sha256, signature, "
-                "num_examples, meta, status, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "num_examples, meta, status, reason, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, owner, time.time(), meta.get("nonce"), meta.get("adapter_sha256"), meta.get("signature"),
-                 meta.get("num_examples"), json.dumps(dict(meta), sort_keys=True), status, reason))
+                 meta.get("num_examples"), text, status, reason,
+                 self._mac("submissions", run_id, owner, text, status, reason)))
             if sealed is not None:
                 self._db.execute("INSERT OR REPLACE INTO adapters (run_id, owner, adapter_sha256, sealed) "
                                  "VALUES (?, ?, ?, ?)", (run_id, owner, meta.get("adapter_sha256"), sealed))
 
     def submissions(self, run_id: str) -> list[dict]:
         """Every recorded reply of ``run_id``, oldest first."""
-        rows = self._db.execute("SELECT owner, received_at, status, reason, meta FROM submissions "
-                                "WHERE run_id=? ORDER BY id", (run_id,))
+        rows = self._db.execute("SELECT owner, received_at, status, reason, meta, mac FROM submissions "
+                                "WHERE run_id=? ORDER BY id", (run_id,)).fetchall()
+        for r in rows:
+            self._check("submissions", r[5], run_id, r[0], r[4], r[2], r[3], what=f"{r[0]}'s submission")
         return [{"owner": r[0], "received_at": r[1], "status": r[2], "reason": r[3], "meta": json.loads(r[4])}
                 for r in rows]
 
@@ -216,19 +270,33 @@ class Ledger:
         for row in self.submissions(run_id):
             if row["status"] == "accepted":
                 metas[row["owner"]] = row["meta"]
-        rows = self._db.execute("SELECT owner, adapter_sha256, sealed FROM adapters WHERE run_id=?", (run_id,))
-        return {owner: (digest, bytes(blob), metas.get(owner, {})) for owner, digest, blob in rows}
+        rows = self._db.execute("SELECT owner, adapter_sha256, sealed FROM adapters WHERE run_id=?",
+                                (run_id,)).fetchall()
+        stored = {owner: (digest, bytes(blob), metas.get(owner, {})) for owner, digest, blob in rows}
+        if self._mac_key is not None:  # an accepted adapter that vanished is an altered ledger, not a retrain
+            for owner, meta in metas.items():
+                if owner not in stored:
+                    raise LedgerTampered(f"{self.path}: {owner}'s accepted adapter is missing from the ledger "
+                                         "(the ledger was altered); refusing to retrain it silently")
+                if meta.get("adapter_sha256") and stored[owner][0] != meta["adapter_sha256"]:
+                    raise LedgerTampered(f"{self.path}: {owner}'s stored adapter is not the one accepted")
+            stored = {owner: value for owner, value in stored.items() if owner in metas}
+        return stored
 
     # results --------------------------------------------------------------------
     def save_result(self, run_id: str, name: str, value: bytes) -> None:
         with self._db:
             self._db.execute("BEGIN")
-            self._db.execute("INSERT OR REPLACE INTO results (run_id, name, value) VALUES (?, ?, ?)",
-                             (run_id, name, value))
+            self._db.execute("INSERT OR REPLACE INTO results (run_id, name, value, mac) VALUES (?, ?, ?, ?)",
+                             (run_id, name, value, self._mac("results", run_id, name, bytes(value))))
 
     def result(self, run_id: str, name: str) -> bytes | None:
-        row = self._db.execute("SELECT value FROM results WHERE run_id=? AND name=?", (run_id, name)).fetchone()
-        return bytes(row[0]) if row else None
+        row = self._db.execute("SELECT value, mac FROM results WHERE run_id=? AND name=?", (run_id, name)).fetchone()
+        if row is None:
+            return None
+        value = row[0].encode() if isinstance(row[0], str) else bytes(row[0])  # a hand edit can make it TEXT
+        self._check("results", row[1], run_id, name, value, what=f"the stored result {name}")
+        return value
 
     def runs(self) -> list[dict]:
         """Every run, newest first, without its report (for listings)."""
@@ -260,15 +328,18 @@ class Ledger:
             chunk = wanted[lo : lo + _LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
-                f"SELECT mask, value FROM utilities WHERE game_key=? AND mask IN ({marks})", (game_key, *chunk))
-            found.update((int(m), float(v)) for m, v in rows)
+                f"SELECT mask, value, mac FROM utilities WHERE game_key=? AND mask IN ({marks})", (game_key, *chunk))
+            for m, v, mac in rows:
+                self._check("utilities", mac, game_key, int(m), float(v), what=f"a stored utility of {game_key}")
+                found[int(m)] = float(v)
         return found
 
     def save_utilities(self, game_key: str, values: Mapping[int, float]) -> None:
         with self._db:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO utilities (game_key, mask, value) VALUES (?, ?, ?)",
-                                 ((game_key, int(m), float(v)) for m, v in values.items()))
+            self._db.executemany("INSERT OR REPLACE INTO utilities (game_key, mask, value, mac) VALUES (?, ?, ?, ?)",
+                                 ((game_key, int(m), float(v), self._mac("utilities", game_key, int(m), float(v)))
+                                  for m, v in values.items()))
 
     def utility_count(self, game_key: str) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM utilities WHERE game_key=?", (game_key,)).fetchone()[0])

@@ -51,7 +51,7 @@ from common.publication import (
     token_from_metadata,
 )
 from common.locks import holder_alive
-from common.signing import SignatureError, load_public_key, token_owner, verify_token
+from common.signing import SignatureError, load_public_key, token_owner, verify_report, verify_token
 from server.ledger import Ledger
 
 POLL_S = 0.2
@@ -168,11 +168,13 @@ class _Abort(Exception):
 class PublicationServicer(pb_grpc.PublicationServicer):
     """Serves one ledger to the owners of ``allowlist``; see the module docstring for the rules."""
 
-    def __init__(self, ledger_path: str | Path, allowlist: Allowlist, *, poll_s: float = POLL_S,
+    def __init__(self, ledger_path: str | Path, allowlist: Allowlist, *, coordinator_key: Ed25519PublicKey,
+                 poll_s: float = POLL_S,
                  token_max_age_s: float = TOKEN_MAX_AGE_S, clock: Callable[[], float] = time.time,
                  max_streams: int = 8, streams_per_owner: int = STREAMS_PER_OWNER) -> None:
         self.ledger_path = Path(ledger_path)
         self.allowlist = dict(allowlist)
+        self.coordinator_key = coordinator_key
         self.poll_s = poll_s
         self.token_max_age_s = token_max_age_s
         self.clock = clock
@@ -189,7 +191,10 @@ class PublicationServicer(pb_grpc.PublicationServicer):
                 runs = []
                 for summary in ledger.runs():
                     run = ledger.run(summary["run_id"]) or summary
-                    if owner not in _participants(ledger, run):
+                    try:
+                        if owner not in self._participants(ledger, run):
+                            continue
+                    except _Abort:  # a stored report that fails its signature is listed to nobody
                         continue
                     report = run.get("report")
                     runs.append(pb.RunSummary(run_id=run["run_id"], status=self._status(run),
@@ -318,17 +323,27 @@ class PublicationServicer(pb_grpc.PublicationServicer):
         run = ledger.run(run_id) if run_id else None
         if run is None:
             raise _Abort(grpc.StatusCode.NOT_FOUND, f"no run {run_id!r} in this ledger")
-        if owner not in _participants(ledger, run):
+        if owner not in self._participants(ledger, run):
             raise _Abort(grpc.StatusCode.PERMISSION_DENIED, f"owner {owner!r} does not take part in run {run_id!r}")
         return run
 
+    def _participants(self, ledger: Ledger, run: Mapping) -> frozenset[str]:
+        """Who may see a run: the owners its report lists or, with no report yet (running, failed),
+        those its job names — a live run's job is the only record of who takes part.
 
-
-def _participants(ledger: Ledger, run: Mapping) -> frozenset[str]:
-    """Who may see a run: the owners its report lists or, with no report yet (running, failed),
-    those its job names — a live run's job is the only record of who takes part."""
-    report = run.get("report")
-    return report_owner_names(report) if report else job_owner_names(ledger.run_job(run["run_id"]))
+        The stored report decides who sees everyone's payout, so it is believed only once the
+        coordinator's signature verifies: a report edited in the ledger (an outsider added to its
+        owners) is refused, not used.
+        """
+        report = run.get("report")
+        if not report:
+            return job_owner_names(ledger.run_job(run["run_id"]))
+        try:
+            verify_report(report, self.coordinator_key)
+        except SignatureError:
+            raise _Abort(grpc.StatusCode.DATA_LOSS, f"the stored report of run {run['run_id']!r} fails the "
+                                                    "coordinator's signature: refused") from None
+        return report_owner_names(report)
 
 
 def _event_message(seq: int, event: Mapping) -> pb.ProgressEvent:
@@ -350,8 +365,9 @@ class RunningServer:
         self.server.stop(grace_s).wait()
 
 
-def serve(ledger_path: str | Path, address: str, allowlist: Allowlist, *, tls: TlsFiles | None = None,
-          insecure: bool = False, max_workers: int = 16, poll_s: float = POLL_S) -> RunningServer:
+def serve(ledger_path: str | Path, address: str, allowlist: Allowlist, *, coordinator_key: Ed25519PublicKey,
+          tls: TlsFiles | None = None, insecure: bool = False, max_workers: int = 16,
+          poll_s: float = POLL_S) -> RunningServer:
     """Start the publication service on ``address`` (``HOST:PORT``; port 0 picks a free one).
 
     TLS is required unless ``insecure`` is given explicitly: the bearer tokens and the reports
@@ -369,7 +385,8 @@ def serve(ledger_path: str | Path, address: str, allowlist: Allowlist, *, tls: T
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="publication"),
                          maximum_concurrent_rpcs=max_workers * 8,
                          options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES)])
-    servicer = PublicationServicer(ledger, allowlist, poll_s=poll_s, max_streams=max(1, max_workers // 2))
+    servicer = PublicationServicer(ledger, allowlist, coordinator_key=coordinator_key, poll_s=poll_s,
+                                   max_streams=max(1, max_workers // 2))
     pb_grpc.add_PublicationServicer_to_server(servicer, server)
     try:
         port = (server.add_insecure_port(address) if insecure

@@ -53,7 +53,12 @@ def run_job(job: ValuationJob, collect: Collector) -> dict | None:
 
 def _run_locked(job: ValuationJob, collect: Collector, out: Path) -> dict | None:
     (out / ERROR_FILE).unlink(missing_ok=True)
-    with Ledger(out / LEDGER_FILE) as ledger:
+    try:
+        mac_key = _ledger_key(job)
+    except FairPoolError as exc:
+        _fail(out, ProgressLog(out), str(exc))
+        return None
+    with Ledger(out / LEDGER_FILE, mac_key) as ledger:
         log = ProgressLog(out, sink=lambda event: ledger.add_event(job.run_id, event))
         try:
             previous = ledger.run_job(job.run_id)
@@ -109,6 +114,15 @@ def _run(job: ValuationJob, ledger: Ledger, log: ProgressLog, collect: Collector
     report = _sign(job, report)
     write_report(report, job.out_dir)
     return report
+
+
+def _ledger_key(job: ValuationJob) -> bytes | None:
+    """The key authenticating the ledger's rows, derived from the job's storage key (none without one)."""
+    if not job.storage_key:
+        return None
+    from common.sealing import ledger_mac_key, load_storage_key
+
+    return ledger_mac_key(load_storage_key(job.storage_key))
 
 
 def _sign(job: ValuationJob, report: dict) -> dict:

@@ -40,6 +40,10 @@ from server.ledger import Ledger
 from server.publish import TlsFiles, load_allowlist, parse_allow, serve
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def COORD(keys):  # noqa: N802 - reads as the constant it is in each call
+    return load_public_key(keys["coordinator"]["pub"])
 OWNERS = ("acme", "globex", "mallory")  # mallory has a key but is on no allowlist
 
 
@@ -139,8 +143,8 @@ def allowlist(keys):
 
 
 @pytest.fixture
-def server(request, ledger_path, allowlist, pki):
-    running = serve(ledger_path, "127.0.0.1:0", allowlist, tls=pki["tls"], poll_s=0.05)
+def server(request, ledger_path, allowlist, pki, keys):
+    running = serve(ledger_path, "127.0.0.1:0", allowlist, coordinator_key=COORD(keys), tls=pki["tls"], poll_s=0.05)
     request.addfinalizer(lambda: running.stop(0))
     return running
 
@@ -205,7 +209,8 @@ def test_watch_follows_a_live_run_written_concurrently(server, keys, pki, ledger
             for i, stage in enumerate(stages):
                 time.sleep(0.05)
                 writer.add_event("live", {"t": 0.1 * (i + 1), "stage": stage, "message": f"step {i}", "step": i})
-            writer.finish_run("live", "done", {"run_id": "live", "owners": [{"name": "acme"}]})
+            writer.finish_run("live", "done", sign_report({"run_id": "live", "owners": [{"name": "acme"}]},
+                                                          load_private_key(keys["coordinator"]["key"])))
             writer.add_event("live", {"t": 1.0, "stage": "done", "message": "report written"})
 
     writer = threading.Thread(target=coordinator)
@@ -237,14 +242,15 @@ def test_an_earlier_error_of_a_resumed_run_does_not_end_the_stream(server, keys,
     with Ledger(ledger_path) as ledger:  # r3 failed once, was resumed, and has now finished
         for stage in ("start", "error", "start", "value"):
             ledger.add_event("r3", {"t": 0.0, "stage": stage, "message": stage})
-        ledger.finish_run("r3", "done", {"run_id": "r3", "owners": [{"name": "acme"}]})
+        ledger.finish_run("r3", "done", sign_report({"run_id": "r3", "owners": [{"name": "acme"}]},
+                                                    load_private_key(keys["coordinator"]["key"])))
         ledger.add_event("r3", {"t": 1.0, "stage": "done", "message": "done"})
     with client_for(server, keys, pki, "acme") as client:
         assert [e["stage"] for e in client.watch("r3")] == ["start", "error", "start", "value", "done"]
 
 
 def test_a_cancelled_watch_frees_its_server_thread(ledger_path, allowlist, keys, pki, request):
-    running = serve(ledger_path, "127.0.0.1:0", allowlist, tls=pki["tls"], max_workers=1, poll_s=0.05)
+    running = serve(ledger_path, "127.0.0.1:0", allowlist, coordinator_key=COORD(keys), tls=pki["tls"], max_workers=1, poll_s=0.05)
     request.addfinalizer(lambda: running.stop(0))
     with Ledger(ledger_path) as ledger:
         ledger.add_event("r3", {"t": 0.0, "stage": "start", "message": "started"})  # r3 stays running
@@ -282,15 +288,15 @@ def test_a_client_trusting_another_ca_refuses_the_server(server, keys, pki):
     assert _code(excinfo) == grpc.StatusCode.UNAVAILABLE
 
 
-def test_serving_needs_tls_or_an_explicit_insecure(ledger_path, allowlist, pki):
+def test_serving_needs_tls_or_an_explicit_insecure(ledger_path, allowlist, pki, keys):
     with pytest.raises(ConfigError, match="--insecure"):
-        serve(ledger_path, "127.0.0.1:0", allowlist)
+        serve(ledger_path, "127.0.0.1:0", allowlist, coordinator_key=COORD(keys))
     with pytest.raises(ConfigError, match="not both"):
-        serve(ledger_path, "127.0.0.1:0", allowlist, tls=pki["tls"], insecure=True)
+        serve(ledger_path, "127.0.0.1:0", allowlist, coordinator_key=COORD(keys), tls=pki["tls"], insecure=True)
     with pytest.raises(ConfigError, match="no such file"):
-        serve(ledger_path.with_name("missing.sqlite"), "127.0.0.1:0", allowlist, tls=pki["tls"])
+        serve(ledger_path.with_name("missing.sqlite"), "127.0.0.1:0", allowlist, coordinator_key=COORD(keys), tls=pki["tls"])
     with pytest.raises(ConfigError, match="not a PEM certificate"):
-        serve(ledger_path, "127.0.0.1:0", allowlist, tls=TlsFiles(pki["tls"].key, pki["tls"].key))
+        serve(ledger_path, "127.0.0.1:0", allowlist, coordinator_key=COORD(keys), tls=TlsFiles(pki["tls"].key, pki["tls"].key))
 
 
 # --------------------------------------------------------------------------- authentication
@@ -369,7 +375,8 @@ def test_fetch_report_catches_a_tampered_report_and_writes_nothing(server, keys,
     out = tmp_path / "fetched" / "r1.json"
     assert main(_fetch_args(server, keys, pki, "r1", out)) == 1
     err = capsys.readouterr().err
-    assert "altered" in err and err.startswith("error: run r1:")
+    # the server itself refuses a stored report that fails the signature; the client would too
+    assert "fails the coordinator's signature" in err and err.startswith("error: run r1:")
     assert not out.parent.exists()  # not even the directory, let alone a partial file
 
 
@@ -397,7 +404,8 @@ def test_serve_command_end_to_end(ledger_path, keys, pki, tmp_path, request):
     allow.write_text(f'acme = "{keys["acme"]["pub"]}"\n')
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--ledger", str(ledger_path),
                              "--address", "127.0.0.1:0", "--tls-cert", str(pki["tls"].cert),
-                             "--tls-key", str(pki["tls"].key), "--allowlist", str(allow)],
+                             "--tls-key", str(pki["tls"].key), "--allowlist", str(allow),
+                             "--coordinator-key", str(keys["coordinator"]["pub"])],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     request.addfinalizer(lambda: (proc.kill(), proc.wait()))
     line = proc.stdout.readline()
@@ -413,12 +421,12 @@ def test_serve_command_end_to_end(ledger_path, keys, pki, tmp_path, request):
 
 def test_serve_command_refuses_plaintext_without_insecure(ledger_path, keys, capsys):
     assert main(["serve", "--ledger", str(ledger_path), "--address", "127.0.0.1:0",
-                 "--allow", f"acme={keys['acme']['pub']}"]) == 2
+                 "--coordinator-key", str(keys["coordinator"]["pub"]), "--allow", f"acme={keys['acme']['pub']}"]) == 2
     assert "--insecure" in capsys.readouterr().err
 
 
 def test_insecure_serving_works_when_asked_for(ledger_path, allowlist, keys, request):
-    running = serve(ledger_path, "127.0.0.1:0", allowlist, insecure=True)
+    running = serve(ledger_path, "127.0.0.1:0", allowlist, coordinator_key=COORD(keys), insecure=True)
     request.addfinalizer(lambda: running.stop(0))
     with PublicationClient(f"127.0.0.1:{running.port}", "acme", load_private_key(keys["acme"]["key"]),
                            insecure=True, timeout_s=5) as client:
@@ -498,3 +506,16 @@ def test_oversized_run_ids_are_refused_without_being_echoed(server, keys, pki):
         client.fetch_report("x" * 5000, load_public_key(keys["coordinator"]["pub"]))
     assert _code(excinfo) in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
     assert len(str(excinfo.value)) < 300
+
+
+def test_a_report_edited_in_the_ledger_grants_no_access(server, keys, pki, ledger_path):
+    """Issue 12 #1: adding `outsider` to a stored report let outsider fetch everyone's shares."""
+    import sqlite3
+
+    with sqlite3.connect(ledger_path) as db:  # globex's run r2 now "lists" acme too
+        db.execute("UPDATE runs SET report = replace(report, '\"globex\"', '\"acme\"') WHERE run_id = 'r2'")
+    with client_for(server, keys, pki, "acme") as client:
+        assert "r2" not in {r.run_id for r in client.list_runs()}
+        with pytest.raises(FetchError) as excinfo:
+            client.report_text("r2")
+    assert _code(excinfo) == grpc.StatusCode.DATA_LOSS and "fails the coordinator's signature" in str(excinfo.value)

@@ -357,3 +357,37 @@ def test_rerunning_a_command_resumes_and_a_different_job_is_refused_only_while_u
         resume_or_start(other)
     (tmp_path / "report.json").write_text(json.dumps({"run_id": "first"}))
     assert resume_or_start(other) == (other, False)  # the earlier run finished: a new run may start
+
+
+# --------------------------------------------------------------------------- an authenticated ledger (issue 12 #1)
+
+
+def _sql(fed, statement: str, *params) -> None:
+    import sqlite3
+
+    with sqlite3.connect(Path(fed.job.out_dir) / LEDGER_FILE) as db:
+        db.execute(statement, params)
+
+
+@pytest.mark.parametrize("tamper", ["result", "utility", "adapter_row", "report"])
+def test_altered_ledger_rows_are_refused_never_used_or_resigned(tamper, tmp_path, fast_spec, small_market):
+    """Editing a finished game's values (clean 0.45 → 0.9) and re-running signed the forgery; so did a
+    changed utility with the game deleted; deleting an adapter row silently retrained that owner."""
+    fed = _federation(tmp_path, fast_spec, small_market)
+    first, _ = run(fed)
+    report_before = (Path(fed.job.out_dir) / "report.json").read_bytes()
+    if tamper == "result":
+        _sql(fed, "UPDATE results SET value = replace(value, '\"shapley\": ', '\"shapley\": 0.9') ")
+    elif tamper == "utility":
+        _sql(fed, "UPDATE utilities SET value = value + 0.25 WHERE mask = 1")
+        _sql(fed, "DELETE FROM results")
+    elif tamper == "adapter_row":
+        _sql(fed, "DELETE FROM adapters WHERE owner = 'clean'")
+    else:
+        _sql(fed, "UPDATE runs SET report = replace(report, '\"clean-small\"', '\"outsider\"')")
+    report, grid = run(fed)
+    error = json.loads((Path(fed.job.out_dir) / ERROR_FILE).read_text())["error"]
+    assert report is None and grid.trainings == 0, "nothing is recomputed or retrained from an altered ledger"
+    assert "wrong storage key, or the ledger was altered" in error or "missing from the ledger" in error, error
+    assert len(error.splitlines()) == 1
+    assert (Path(fed.job.out_dir) / "report.json").read_bytes() == report_before, "nothing re-signed"
