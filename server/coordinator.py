@@ -43,8 +43,10 @@ def save_adapters(job: ValuationJob, peft_model, names: Sequence[str]) -> None:
 
     Written from the model that already holds every adapter: no base model is loaded again.
     """
+    from common.private_files import make_private_dir
     from server.decoding import export_adapter_dir
 
+    make_private_dir(Path(job.out_dir) / ADAPTERS_DIR)  # decrypted adapters: the coordinator's eyes only
     for name in names:
         export_adapter_dir(peft_model, name, Path(job.out_dir) / ADAPTERS_DIR / name)
 
@@ -279,7 +281,8 @@ def value_submissions(
                                   progress=lambda m: progress("score", m), max_prompt_length=job.spec.max_prompt_length)
     scored = Scored(names, sizes, [s.digest for s in accepted], evaluation.margins,
                     peft_model, tokenizer)
-    save_adapters(job, peft_model, names)
+    if job.export_adapters:
+        save_adapters(job, peft_model, names)
     rewards = RewardGames(job, scored, progress, store) if job.valuation.reward_scorers else None
     keeps_results = hasattr(store, "save_result")
     games = []

@@ -190,7 +190,7 @@ def test_repository_is_a_flower_app(tmp_path, base_model_dir):
 def test_objectives_demo_values_owners_on_helpfulness_and_harmlessness(tmp_path, base_model_dir):
     """The paper's two-objective experiment in miniature: signs of the data signature."""
     out = tmp_path / "objectives"
-    _run(["demo", "--objectives", "helpful,harmless", "--out", str(out)])
+    _run(["demo", "--objectives", "helpful,harmless", "--out", str(out), "--export-adapters"])
     report = json.loads((out / "report.json").read_text())
     helpful, harmless = report["games"]
     assert (helpful["utility"], harmless["utility"]) == ("reward:helpful", "reward:harmless")

@@ -109,7 +109,7 @@ def _decrypted(fed, owner):
 
 
 def test_owner_tampering_with_the_report_is_caught_by_verify_report(tmp_path, fast_spec, small_market, capsys):
-    fed = _federation(tmp_path, fast_spec, small_market)
+    fed = _federation(tmp_path, fast_spec, small_market, export_adapters=True)
     run(fed)
     path = Path(fed.job.out_dir) / "report.json"
     pub = tmp_path / "keys" / "coordinator.pub"
@@ -391,3 +391,17 @@ def test_altered_ledger_rows_are_refused_never_used_or_resigned(tamper, tmp_path
     assert "wrong storage key, or the ledger was altered" in error or "missing from the ledger" in error, error
     assert len(error.splitlines()) == 1
     assert (Path(fed.job.out_dir) / "report.json").read_bytes() == report_before, "nothing re-signed"
+
+
+def test_decrypted_adapters_are_written_only_on_request(tmp_path, fast_spec, small_market):
+    """Issue 12 #11: decrypted adapters sat in plaintext under OUT/adapters/ after every run."""
+    import stat
+
+    plain = _federation(tmp_path / "plain", fast_spec, small_market)
+    run(plain)
+    assert not (Path(plain.job.out_dir) / "adapters").exists()
+    exported = _federation(tmp_path / "exported", fast_spec, small_market, export_adapters=True)
+    run(exported)
+    folder = Path(exported.job.out_dir) / "adapters"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(OWNERS)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
