@@ -90,6 +90,8 @@ class ValuationJob:
     adapter_limits: AdapterLimits = field(default_factory=AdapterLimits)
     hardware: Hardware = field(default_factory=Hardware)
     """Device and dtype of the coordinator's scoring and decoding and of simulated owners' training."""
+    public_report: bool = False
+    """Write the report files world-readable (0644) instead of 0600."""
     export_adapters: bool = False
     """Write each valued adapter, decrypted, as a PEFT directory under ``OUT/adapters/`` (for
     ``fairpool generate``); off by default, since the ledger keeps them sealed."""

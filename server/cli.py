@@ -130,6 +130,8 @@ def add_valuation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rank-stable-for", type=int, default=None,
                    help="also stop sampling once the owners' ranking is unchanged for K checks")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for owners (default 900)")
+    p.add_argument("--public-report", action="store_true",
+                   help="write report.json/.md/.html and the charts world-readable (0644) instead of 0600")
     p.add_argument("--export-adapters", action="store_true",
                    help="also write each valued adapter, decrypted, under OUT/adapters/NAME (for fairpool generate); "
                         "the ledger always keeps them sealed")
@@ -391,7 +393,8 @@ def job_options(args: argparse.Namespace, default_utilities: tuple[str, ...] = (
     return {"composition": args.composition, "payout_policy": args.payout_policy, "budget": args.budget,
             "min_owners": args.min_owners, "owner_timeout_s": args.timeout, "valuation": valuation,
             "adapter_limits": adapter_limits, "hardware": hardware_from_args(args),
-            "export_adapters": bool(getattr(args, "export_adapters", False))}
+            "export_adapters": bool(getattr(args, "export_adapters", False)),
+            "public_report": bool(getattr(args, "public_report", False))}
 
 
 OUT_LOCK = ".fairpool.lock"

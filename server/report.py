@@ -21,17 +21,22 @@ SIGNATURE_PNG = "signature.png"
 REPORT_HTML = "report.html"
 
 
-REPORT_FILE_MODE = 0o644
-"""Reports are meant to be shared with owners; mkstemp's private 0600 would hide them."""
+PRIVATE_FILE_MODE = 0o600
+"""Report files by default: they hold every owner's payout; owners get theirs from `fairpool serve`."""
+PUBLIC_FILE_MODE = 0o644
+"""With ``--public-report`` (and for study outputs, which name no payouts): readable by everyone."""
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+def _atomic_write(path: Path, data: bytes, mode: int = PUBLIC_FILE_MODE) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part.
+
+    mkstemp creates the file 0600; it gets ``mode`` before it is renamed into place.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.chmod(tmp, REPORT_FILE_MODE)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -128,7 +133,7 @@ def _game_section(game: dict) -> list[str]:
     return lines
 
 
-def render_plot(report: dict, path: Path) -> None:
+def render_plot(report: dict, path: Path, mode: int = PUBLIC_FILE_MODE) -> None:
     """Bar chart: Shapley value (with stderr) and payout share per owner, side by side."""
     plt, ticker = _pyplot()
     game = payout_game(report)
@@ -143,7 +148,7 @@ def render_plot(report: dict, path: Path) -> None:
         for ax in (ax_v, ax_s):
             ax.tick_params(axis="x", rotation=30)
         fig.suptitle(f"FairPool run {report['run_id']}")
-    _save(fig, plt, path)
+    _save(fig, plt, path, mode)
 
 
 PLAIN_TEXT = {"text.parse_math": False}
@@ -167,10 +172,10 @@ def draw_values(ax, game: dict) -> None:
     ax.set_title(f"{value_kind(game)} ({game['utility']}, {game['estimator']})")
 
 
-def render_signature(report: dict, path: Path) -> None:
+def render_signature(report: dict, path: Path, mode: int = PUBLIC_FILE_MODE) -> None:
     """The data signature, as ``signature.png``."""
     plt, _ = _pyplot()
-    _save(signature_figure(report, plt), plt, path)
+    _save(signature_figure(report, plt), plt, path, mode)
 
 
 def signature_figure(report: dict, plt):
@@ -217,20 +222,25 @@ def _png_bytes(fig, plt) -> bytes:
     return buffer.getvalue()
 
 
-def _save(fig, plt, path: Path) -> None:
-    _atomic_write(path, _png_bytes(fig, plt))
+def _save(fig, plt, path: Path, mode: int = PUBLIC_FILE_MODE) -> None:
+    _atomic_write(path, _png_bytes(fig, plt), mode)
 
 
-def write_report(report: dict, out_dir: str | Path) -> Path:
-    """Write the report files into ``out_dir``; return the path of ``report.json``."""
+def write_report(report: dict, out_dir: str | Path, *, public: bool = False) -> Path:
+    """Write the report files into ``out_dir``; return the path of ``report.json``.
+
+    They are 0600 unless ``public`` (``--public-report``): the report lists every owner's share,
+    and each owner fetches its own copy from ``fairpool serve`` or is sent it.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    render_plot(report, out / VALUES_PNG)
+    mode = PUBLIC_FILE_MODE if public else PRIVATE_FILE_MODE
+    render_plot(report, out / VALUES_PNG, mode)
     if len(report["games"]) >= 2:
-        render_signature(report, out / SIGNATURE_PNG)
-    _atomic_write(out / REPORT_MD, render_markdown(report).encode("utf-8"))
+        render_signature(report, out / SIGNATURE_PNG, mode)
+    _atomic_write(out / REPORT_MD, render_markdown(report).encode("utf-8"), mode)
     from server.report_html import render_html  # here, not at the top: report_html imports this module
 
-    _atomic_write(out / REPORT_HTML, render_html(report).encode("utf-8"))
-    _atomic_write(out / REPORT_JSON, (json.dumps(report, indent=2) + "\n").encode("utf-8"))
+    _atomic_write(out / REPORT_HTML, render_html(report).encode("utf-8"), mode)
+    _atomic_write(out / REPORT_JSON, (json.dumps(report, indent=2) + "\n").encode("utf-8"), mode)
     return out / REPORT_JSON

@@ -112,7 +112,7 @@ def _run(job: ValuationJob, ledger: Ledger, log: ProgressLog, collect: Collector
     for owner in report["owners"]:
         ledger.settle_owner(job.run_id, owner["name"], owner["status"], owner["reason"])
     report = _sign(job, report)
-    write_report(report, job.out_dir)
+    write_report(report, job.out_dir, public=job.public_report)
     return report
 
 

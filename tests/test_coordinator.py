@@ -67,7 +67,9 @@ def test_report_files_are_written(report, tmp_path):
     png = (tmp_path / VALUES_PNG).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary files left"
-    assert {oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()} == {"0o644"}, "reports are shareable"
+    assert {oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()} == {"0o600"}, "private by default"
+    write_report(report, tmp_path / "public", public=True)  # --public-report
+    assert {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "public").iterdir()} == {"0o644"}
 
 
 def _singletons(game):
