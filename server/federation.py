@@ -40,6 +40,9 @@ QUIET_ENV = {
     "RAY_DEDUP_LOGS": "0",
     "PYTHONWARNINGS": "ignore",
     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+    # A local simulation is one node: with clusters off Ray takes 127.0.0.1 as the node address
+    # and binds its servers there, instead of on the machine's external address.
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
 }
 
 

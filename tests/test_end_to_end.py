@@ -223,8 +223,31 @@ def test_the_owner_timeout_stops_the_training_it_gave_up_on(tmp_path, base_model
     args = [*FAIRPOOL, "value", *[a for n in list(market.owners)[:2] for a in ("--owner", f"{n}={market.owners[n]}")],
             "--eval", str(market.eval_path), "--base-model", str(base_model_dir), "--epochs", "100000",
             "--timeout", "8", "--out", str(tmp_path / "out")]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "FAIRPOOL_TEST_MARK": mark})
-    assert done.returncode == 1 and "no reply within 8s" in done.stderr, done.stderr[-2000:]
+    cli = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "FAIRPOOL_TEST_MARK": mark})
+    # Issue 12 #11: while owners train, no process of the local simulation listens beyond loopback.
+    progress = tmp_path / "out" / "progress.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and "sent training spec" not in (progress.read_text() if progress.exists() else ""):
+        time.sleep(0.2)
+    listening = _listening_addresses(mark)
+    assert listening and all(ip in ("127.0.0.1", "::1", "::ffff:127.0.0.1") for ip in listening), listening
+    _, err = cli.communicate(timeout=600)
+    assert cli.returncode == 1 and "no reply within 8s" in err, err[-2000:]
     time.sleep(10)
     assert not _marked_processes(mark), "the abandoned training must be stopped"
+
+
+def _listening_addresses(mark: str) -> set[str]:
+    """Addresses that processes carrying ``FAIRPOOL_TEST_MARK=mark`` listen on (TCP)."""
+    import psutil
+
+    found = set()
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("FAIRPOOL_TEST_MARK") != mark:
+                continue
+            found.update(c.laddr.ip for c in proc.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN)
+        except psutil.Error:
+            continue
+    return found
