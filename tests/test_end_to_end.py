@@ -141,6 +141,14 @@ def test_coordinator_killed_in_the_simulation_resumes_without_retraining(tmp_pat
         time.sleep(10)
         assert not _marked_processes(mark), "a process of the killed run survived"
         assert not (out / "report.json").exists(), "an orphaned coordinator finished the run"
+        from server.ledger import Ledger
+
+        with Ledger(out / "ledger.sqlite") as ledger:  # issue 12 #11: no reason invented by dying processes
+            run_id = ledger.runs()[0]["run_id"]
+            reasons = [s["reason"] for s in ledger.submissions(run_id) if s["status"] != "accepted"]
+            assert not any("base model" in (r or "") for r in reasons), reasons
+            if sig == signal.SIGTERM:
+                assert ledger.run(run_id)["status"] == "interrupted"
     resumed = _run(["value", *common, "--out", str(out)])
     assert "resuming run" in resumed.stderr
     assert _values(json.loads((out / "report.json").read_text())) == _values(reference)
