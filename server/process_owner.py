@@ -54,21 +54,34 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def stop_tagged(tag: str, grace_s: float = GRACE_S) -> list[int]:
-    """SIGTERM every tagged process, SIGKILL those still alive after ``grace_s``; returns what was found."""
+def stop_tagged(tag: str, grace_s: float = GRACE_S, kill_rounds: int = 20) -> list[int]:
+    """SIGTERM every tagged process, SIGKILL what is left after ``grace_s``; returns what was found.
+
+    Processes can still be starting while the run is stopped (Ray launches its dashboard agent
+    from the raylet), so the SIGKILL pass rescans until no tagged process is left, for at most
+    ``kill_rounds`` rounds of 0.25 s.
+    """
     found = tagged_pids(tag)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in tagged_pids(tag):
-            try:
-                os.kill(pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and tagged_pids(tag):
-            time.sleep(0.1)
-        if not tagged_pids(tag):
+    _signal_all(found, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and tagged_pids(tag):
+        time.sleep(0.1)
+    for _ in range(kill_rounds):
+        left = tagged_pids(tag)
+        if not left:
             break
+        found += [pid for pid in left if pid not in found]
+        _signal_all(left, signal.SIGKILL)
+        time.sleep(0.25)
     return found
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 class Watchdog:
