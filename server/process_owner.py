@@ -54,25 +54,31 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def stop_tagged(tag: str, grace_s: float = GRACE_S, kill_rounds: int = 20) -> list[int]:
+def stop_tagged(tag: str, grace_s: float = GRACE_S, quiet_s: float = 1.5, limit_s: float = 20.0) -> list[int]:
     """SIGTERM every tagged process, SIGKILL what is left after ``grace_s``; returns what was found.
 
-    Processes can still be starting while the run is stopped (Ray launches its dashboard agent
-    from the raylet), so the SIGKILL pass rescans until no tagged process is left, for at most
-    ``kill_rounds`` rounds of 0.25 s.
+    Processes can still be starting while the run is stopped (Ray's raylet launches its dashboard
+    agent late, and a process being exec'd briefly shows no environment), so stopping goes on
+    until no tagged process has been seen for ``quiet_s`` — at most ``limit_s`` after the grace.
     """
     found = tagged_pids(tag)
     _signal_all(found, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline and tagged_pids(tag):
         time.sleep(0.1)
-    for _ in range(kill_rounds):
+    quiet_since = None
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
         left = tagged_pids(tag)
-        if not left:
+        if left:
+            found += [pid for pid in left if pid not in found]
+            _signal_all(left, signal.SIGKILL)
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
             break
-        found += [pid for pid in left if pid not in found]
-        _signal_all(left, signal.SIGKILL)
-        time.sleep(0.25)
+        time.sleep(0.1)
     return found
 
 
