@@ -20,7 +20,7 @@ from common.adapter_checks import AdapterLimits, adapter_problem, near_duplicate
 from common.basemodel import load_spec_model
 from common.bits import members_of
 from common import faults
-from common.data import PreferenceExample, load_preferences
+from common.data import load_preferences
 from common.digest import json_sha256, tensors_sha256
 from common.errors import FairPoolError
 from common.job import ValuationJob

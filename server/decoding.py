@@ -43,7 +43,6 @@ from pathlib import Path
 import numpy as np
 
 from common.composition import DEFAULT_FLOOR, coalition_weights
-from common.errors import FairPoolError
 
 BASE = "__base__"  # PEFT's name for "adapters disabled" in a mixed-adapter batch
 _DRAW_DOMAIN = 0xDEC0DE  # separates decoding draws from other uses of the same seed
