@@ -27,7 +27,7 @@ from common import publication_pb2 as pb
 from common import publication_pb2_grpc as pb_grpc
 from common.errors import ConfigError, FairPoolError
 from common.publication import AUTH_METADATA, PURPOSE, bearer
-from common.signing import SignatureError, sign_token, strict_json, verify_report
+from common.signing import SignatureError, report_file_bytes, sign_token, strict_json, verify_report
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -149,7 +149,7 @@ def write_report(report: dict, out: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.write_bytes(report_file_bytes(report))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

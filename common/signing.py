@@ -248,6 +248,16 @@ MAX_REPORT_DEPTH = 64
 """Deepest nesting a signed document may have; reports need about six levels."""
 
 
+def report_file_bytes(report: dict) -> bytes:
+    """The one encoding of a report file (``report.json``, a fetched copy): indented, ASCII, finite.
+
+    ``verify-report`` accepts a file only if its bytes are exactly this encoding of what it
+    parsed, so whatever a viewer shows of the file (raw text, a browser, ``jq``) is the signed
+    content: no second spelling of a number, no stray bytes, no ``NaN`` that viewers disagree on.
+    """
+    return (json.dumps(report, indent=2, ensure_ascii=True, allow_nan=False) + "\n").encode("ascii")
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: set[str] = set()
     for key, _value in pairs:
@@ -256,6 +266,11 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                                  "viewer could show another value than the one that was signed")
         seen.add(key)
     return dict(pairs)
+
+
+def _no_constant(name: str) -> Any:
+    raise SignatureError(f"the document contains {name}, which is not JSON and which viewers read differently: "
+                         "refused")
 
 
 def _depth(value: Any, limit: int) -> None:
@@ -273,10 +288,11 @@ def strict_json(text: str, max_depth: int = MAX_REPORT_DEPTH) -> Any:
 
     Plain ``json.loads`` keeps the *last* of two equal keys while other viewers keep the
     first, so a fake block placed before the signed one would verify and still be shown:
-    repeated keys are refused. Absurd nesting is refused with one line, not a RecursionError.
+    repeated keys are refused, and so are ``NaN``/``Infinity``. Absurd nesting is refused with
+    one line, not a RecursionError.
     """
     try:
-        value = json.loads(text, object_pairs_hook=_unique_keys)
+        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except RecursionError:
         raise SignatureError(f"the document nests deeper than {max_depth} levels: refused") from None
     _depth(value, max_depth)

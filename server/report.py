@@ -9,10 +9,11 @@ last: a reader that finds ``report.json`` finds a complete report.
 from __future__ import annotations
 
 import io
-import json
 import os
 import tempfile
 from pathlib import Path
+
+from common.signing import report_file_bytes
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -242,5 +243,5 @@ def write_report(report: dict, out_dir: str | Path, *, public: bool = False) -> 
     from server.report_html import render_html  # here, not at the top: report_html imports this module
 
     _atomic_write(out / REPORT_HTML, render_html(report).encode("utf-8"), mode)
-    _atomic_write(out / REPORT_JSON, (json.dumps(report, indent=2) + "\n").encode("utf-8"), mode)
+    _atomic_write(out / REPORT_JSON, report_file_bytes(report), mode)
     return out / REPORT_JSON

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from common.digest import tensors_sha256
 from common.errors import ConfigError, DataError, FairPoolError
-from common.signing import SignatureError, fingerprint, load_public_key, strict_json, verify_report
+from common.signing import SignatureError, fingerprint, load_public_key, report_file_bytes, strict_json, verify_report
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
@@ -57,17 +57,35 @@ def adapter_dir_sha256(adapter_dir: str | Path, owner: str = "") -> tuple[str, i
     return tensors_sha256(tensors), len(tensors)
 
 
-def _read_report(report_path: str | Path) -> dict:
+def _read_report(report_path: str | Path) -> tuple[dict, bytes]:
+    """``(report, the file's bytes)``, parsed strictly (no repeated keys, no NaN, bounded depth)."""
     path = Path(report_path).expanduser()
     if not path.is_file():
         raise ConfigError(f"{path}: no such report file")
+    data = path.read_bytes()
     try:
-        report = strict_json(path.read_text(encoding="utf-8"))
+        report = strict_json(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(str(path), f"not a JSON report: {exc}") from None
     if not isinstance(report, dict):
         raise DataError(str(path), "not a report (expected a JSON object)")
-    return report
+    return report, data
+
+
+def _require_exact_bytes(path: str | Path, data: bytes, report: dict) -> None:
+    """The file must be byte for byte the one encoding of its content (``report_file_bytes``).
+
+    The signature covers the parsed content; requiring the canonical file encoding on top means
+    every byte a viewer reads is accounted for — nothing a parser skips (a BOM, trailing text, a
+    second spelling of a number such as ``1.50`` or ``\\u0041``) can differ between viewers.
+    """
+    expected = report_file_bytes(report)
+    if data == expected:
+        return
+    at = next((i for i, (a, b) in enumerate(zip(data, expected)) if a != b), min(len(data), len(expected)))
+    line = data.count(b"\n", 0, at) + 1
+    raise SignatureError(f"{path}: line {line}: the file is not byte for byte the signed report as FairPool writes "
+                         "it (edited or re-encoded after signing); fetch it again with `fairpool fetch-report`")
 
 
 def _check_owner(report: dict, owner: str, adapter_dir: str | Path) -> list[str]:
@@ -110,8 +128,9 @@ def verify_report_file(
     if (owner is None) != (adapter_dir is None):
         raise ConfigError("--owner and --adapter go together: give both or neither")
     pub = coordinator_pub if isinstance(coordinator_pub, Ed25519PublicKey) else load_public_key(coordinator_pub)
-    report = _read_report(report_path)
+    report, data = _read_report(report_path)
     verify_report(report, pub)
+    _require_exact_bytes(report_path, data, report)
     owners = report.get("owners", [])
     valued = sum(1 for o in owners if isinstance(o, dict) and o.get("status") == "valued")
     games = len(report.get("games", []))

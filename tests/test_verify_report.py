@@ -19,6 +19,7 @@ from common.signing import (
     generate_private_key,
     load_private_key,
     public_key_text,
+    report_file_bytes,
     save_keypair,
     sign_report,
 )
@@ -55,8 +56,8 @@ def owner_adapter(base_model_dir, fast_spec, tmp_path_factory):
 
 
 def _write_signed(path, key, report=None):
-    """Write the report as ``server/report.write_report`` does (indent 2, ASCII escapes)."""
-    path.write_text(json.dumps(sign_report(report or sample_report(), key), indent=2) + "\n")
+    """Write the report as ``server/report.write_report`` and ``fetch-report`` do."""
+    path.write_bytes(report_file_bytes(sign_report(report or sample_report(), key)))
     return path
 
 
@@ -243,3 +244,52 @@ def test_deeply_nested_report_is_one_line_not_a_traceback(coordinator, tmp_path,
         code = main(["verify-report", str(path), "--coordinator-key", str(pub)])
         err = capsys.readouterr().err.strip()
         assert code == 1 and len(err.splitlines()) == 1 and "nests deeper than" in err, err
+
+
+@pytest.mark.parametrize("edit, code, message", [
+    pytest.param(lambda t: "\ufeff" + t, 2, "not a JSON report", id="byte-order mark"),
+    pytest.param(lambda t: t + "\n\n", 1, "line ", id="trailing blank line"),
+    pytest.param(lambda t: t.replace('"run_id"', '"\\u0072un_id"', 1), 1, "line", id="escaped key spelling"),
+    pytest.param(lambda t: json.dumps(json.loads(t), indent=4) + "\n", 1, "line 2", id="re-indented"),
+    pytest.param(lambda t: json.dumps(json.loads(t), indent=2, ensure_ascii=False) + "\n", 1, "line",
+                 id="unescaped"),
+])
+def test_only_the_exact_signed_bytes_verify(coordinator, tmp_path, capsys, edit, code, message):
+    """Issue 12: the signature covers exactly the bytes a viewer reads. Each edit keeps the parsed
+    content (so the signature alone would still match) but changes the bytes on disk."""
+    key, pub = coordinator
+    report = sample_report()
+    report["owners"][0]["name"] = "clé"  # a non-ASCII name: escaped in the one encoding
+    path = _write_signed(tmp_path / "report.json", key, report)
+    text = path.read_text(encoding="utf-8")
+    edited = edit(text)
+    assert edited != text and json.loads(edited.lstrip("\ufeff")) == json.loads(text)
+    path.write_text(edited, encoding="utf-8")
+    assert main(["verify-report", str(path), "--coordinator-key", str(pub)]) == code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    if code == 1:
+        assert "not byte for byte the signed report" in err, err
+
+
+def test_nan_is_refused_when_reading_and_writing(coordinator, tmp_path, capsys):
+    key, pub = coordinator
+    report = sign_report(sample_report(), key)
+    with pytest.raises(ValueError):
+        report_file_bytes({**report, "extra": float("nan")})
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({**report, "extra": float("nan")}, indent=2) + "\n")
+    code = main(["verify-report", str(path), "--coordinator-key", str(pub)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "NaN" in err and len(err.splitlines()) == 1, err
+
+
+def test_written_and_fetched_reports_are_the_same_bytes(coordinator, tmp_path):
+    """``server/report.write_report`` and the owner's ``fetch-report`` write one encoding."""
+    from client.fetch import write_report as write_fetched
+
+    key, _ = coordinator
+    report = sign_report(sample_report(), key)
+    fetched = write_fetched(report, tmp_path / "fetched.json")
+    assert fetched.read_bytes() == report_file_bytes(report)
+    assert verify_report_file(fetched, key.public_key())
