@@ -35,51 +35,90 @@ def new_tag() -> str:
 
 
 def tagged_pids(tag: str) -> list[int]:
-    """PIDs of live processes whose environment carries ``RUN_TAG_VAR=tag`` (never this process)."""
+    """PIDs of the run's live processes (never this process): every process whose environment
+    carries ``RUN_TAG_VAR=tag``, and every descendant of one.
+
+    Descendants count because the environment is not a reliable mark on its own: Ray's agents
+    rewrite their process title over the memory that ``/proc/PID/environ`` shows, and whether the
+    tag survives depends on where their launcher placed it. Their parent, the raylet, is tagged.
+    """
+    return sorted(_run_processes(tag))
+
+
+def _run_processes(tag: str) -> dict[int, int]:
+    """``{pid: start time}`` of the run's live processes (see :func:`tagged_pids`)."""
     needle = f"{RUN_TAG_VAR}={tag}".encode()
-    found = []
+    table: dict[int, tuple[int, int]] = {}  # pid -> (parent pid, start time), live processes only
+    roots = []
     for entry in Path("/proc").glob("[0-9]*"):
         try:
+            pid = int(entry.name)
+            stat = _stat_fields(pid)
+            if stat is None or stat[0] == "Z":
+                continue
+            table[pid] = (int(stat[1]), int(stat[19]))
             if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except (OSError, ValueError):
+                roots.append(pid)
+        except (OSError, ValueError, IndexError):
             continue
-    return [pid for pid in found if pid != os.getpid() and not _zombie(pid)]
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _start) in table.items():
+        children.setdefault(parent, []).append(pid)
+    found, stack = set(), list(roots)
+    while stack:
+        pid = stack.pop()
+        if pid not in found:
+            found.add(pid)
+            stack.extend(children.get(pid, ()))
+    found.discard(os.getpid())
+    return {pid: table[pid][1] for pid in found}
 
 
-def _zombie(pid: int) -> bool:
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of ``/proc/PID/stat`` after the command name: state, parent pid, …, start time (index 19)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return True
+        return None
+
+
+def _alive(pid: int, start: int) -> bool:
+    """``pid`` is still the process that started at ``start`` (not a recycled pid) and not a zombie."""
+    stat = _stat_fields(pid)
+    return stat is not None and stat[0] != "Z" and int(stat[19]) == start
 
 
 def stop_tagged(tag: str, grace_s: float = GRACE_S, quiet_s: float = 1.5, limit_s: float = 20.0) -> list[int]:
-    """SIGTERM every tagged process, SIGKILL what is left after ``grace_s``; returns what was found.
+    """SIGTERM the run's processes, SIGKILL what is left after ``grace_s``; returns what was found.
 
-    Processes can still be starting while the run is stopped (Ray's raylet launches its dashboard
-    agent late, and a process being exec'd briefly shows no environment), so stopping goes on
-    until no tagged process has been seen for ``quiet_s`` — at most ``limit_s`` after the grace.
+    Every process found once stays wanted until it is gone, even after its tagged parent died
+    and it was re-parented. Processes can still be starting while the run is stopped (a process
+    being exec'd briefly shows no environment), so stopping goes on until no process of the run
+    has been seen for ``quiet_s`` — at most ``limit_s`` after the grace.
     """
-    found = tagged_pids(tag)
-    _signal_all(found, signal.SIGTERM)
+    found = _run_processes(tag)
+    _signal_all(list(found), signal.SIGTERM)
+
+    def left() -> list[int]:
+        found.update({pid: start for pid, start in _run_processes(tag).items() if pid not in found})
+        return [pid for pid, start in found.items() if _alive(pid, start)]
+
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and tagged_pids(tag):
+    while time.monotonic() < deadline and left():
         time.sleep(0.1)
     quiet_since = None
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
-        left = tagged_pids(tag)
-        if left:
-            found += [pid for pid in left if pid not in found]
-            _signal_all(left, signal.SIGKILL)
+        alive = left()
+        if alive:
+            _signal_all(alive, signal.SIGKILL)
             quiet_since = None
         elif quiet_since is None:
             quiet_since = time.monotonic()
         elif time.monotonic() - quiet_since >= quiet_s:
             break
         time.sleep(0.1)
-    return found
+    return sorted(found)
 
 
 def _signal_all(pids: list[int], sig: int) -> None:

@@ -155,18 +155,22 @@ def test_coordinator_killed_in_the_simulation_resumes_without_retraining(tmp_pat
 
 
 def _marked_processes(mark: str) -> list[str]:
-    """Command lines of live processes whose environment carries ``FAIRPOOL_TEST_MARK=mark``."""
+    """Live processes whose environment carries ``FAIRPOOL_TEST_MARK=mark``, described for the failure message."""
+    import psutil
+
     found = []
     for entry in Path("/proc").glob("[0-9]*"):
         try:
-            if f"FAIRPOOL_TEST_MARK={mark}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            if f"FAIRPOOL_TEST_MARK={mark}".encode() in environ:
                 state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                # Known gap (closing note): Ray's raylet sometimes starts its dashboard agent while the run
-                # is being stopped and it escapes the cleanup; it exits by itself once the raylet is gone.
-                if state != "Z" and not cmdline.startswith("ray::DashboardAgent"):
-                    found.append(cmdline)
-        except (OSError, IndexError):
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                if state != "Z":
+                    proc = psutil.Process(int(entry.name))
+                    tagged = any(v.startswith(b"FAIRPOOL_RUN_TAG=") for v in environ)
+                    found.append(f"{cmdline[:80]} (pid {proc.pid}, parent {proc.ppid()}, state {state}, "
+                                 f"started {time.time() - proc.create_time():.1f}s ago, run tag {tagged})")
+        except (OSError, IndexError, psutil.Error):
             continue
     return found
 

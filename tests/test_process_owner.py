@@ -69,3 +69,39 @@ def test_stop_tagged_ends_processes_that_ignore_sigterm():
     assert stop_tagged(tag, grace_s=1) == [stubborn.pid]
     assert stubborn.wait(5) == -signal.SIGKILL and time.monotonic() - started < 5
     assert tagged_pids(tag) == []
+
+
+# A tagged parent (the raylet's part) starting a child whose environment does not show the tag (as
+# Ray's agents, whose process title overwrites what /proc/PID/environ shows), then dying first.
+UNTAGGED_CHILD = r"""
+import os, signal, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                          "time.sleep(120)"], env={"PATH": os.environ.get("PATH", "")}, start_new_session=True)
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_descendants_are_the_runs_even_when_their_environment_lost_the_tag():
+    """Issue 12 #3 (the flake): Ray's dashboard and runtime-env agents survived the owner timeout,
+    re-parented to init, because their environment no longer showed the tag."""
+    tag = new_tag()
+    parent = subprocess.Popen([sys.executable, "-c", UNTAGGED_CHILD], env={**os.environ, RUN_TAG_VAR: tag},
+                              stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    try:
+        assert f"{RUN_TAG_VAR}={tag}".encode() not in Path(f"/proc/{child}/environ").read_bytes()
+        assert sorted(tagged_pids(tag)) == sorted([parent.pid, child])
+        found = stop_tagged(tag, grace_s=1)
+        assert sorted(found) == sorted([parent.pid, child])
+        parent.wait(5)
+        deadline = time.monotonic() + 5
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child), "the untagged child ignored SIGTERM and outlived its parent: it must be killed"
+    finally:
+        parent.kill()
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
