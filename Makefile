@@ -30,9 +30,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/run.py --with-fidelity --with-midsize
 
-# Regenerate the committed gRPC code from common/publication.proto (needs the dev extra).
+# Regenerate the committed gRPC code from common/wire/publication.proto (needs the dev extra).
 proto: $(STAMP)
-	$(VENV)/bin/python -m common.gen_proto
+	$(VENV)/bin/python -m common.wire.gen_proto
 
 clean:
 	rm -rf $(VENV) build *.egg-info

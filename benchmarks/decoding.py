@@ -1,4 +1,4 @@
-"""Benchmark of composed decoding (server/decoding.py): batched KV-cache path vs the naive loop.
+"""Benchmark of composed decoding (server/valuation/decoding.py): batched KV-cache path vs the naive loop.
 
 One 4-owner coalition (``sum`` rule, so 5 models per step: π₀ and four adapters) decodes the
 same 32 prompts greedily for 32 new tokens, once with :class:`CoalitionDecoder` (one
@@ -38,7 +38,7 @@ def best_of(fn: Callable[[], object], repeats: int = 3) -> tuple[float, object]:
 
 def random_adapters(spec, base_model, n: int, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
     """``n`` seeded random-but-nonzero adapters with the shapes ``spec`` gives on ``base_model``."""
-    from common.lora import expected_adapter_shapes
+    from common.model.lora import expected_adapter_shapes
 
     shapes = expected_adapter_shapes(spec, base_model)
     rng = np.random.default_rng(seed)
@@ -50,17 +50,18 @@ def random_adapters(spec, base_model, n: int, seed: int = 0) -> dict[str, dict[s
 
 
 def bench_prompts(n: int) -> list[str]:
-    from common.lexicon import PROMPT_TEMPLATES, SUBJECTS
+    from common.embedded.lexicon import PROMPT_TEMPLATES, SUBJECTS
 
     return [PROMPT_TEMPLATES[i % len(PROMPT_TEMPLATES)].format(s=SUBJECTS[i % len(SUBJECTS)]) for i in range(n)]
 
 
 def measure() -> dict[str, dict]:
     """Figures as ``{name: {"value", "unit", ...}}`` ready for results.json."""
-    from common.basemodel import build_base_model, load_base_model
-    from common.spec import TrainingSpec
-    from server.decoding import CoalitionDecoder, DecodingConfig
-    from server.scoring import load_adapters
+    from common.model.base import load_base_model
+    from common.embedded.base_model import build_base_model
+    from common.config.spec import TrainingSpec
+    from server.valuation.decoding import CoalitionDecoder, DecodingConfig
+    from server.valuation.scoring import load_adapters
 
     base_dir = build_base_model()
     base, tokenizer = load_base_model(base_dir)
@@ -113,11 +114,11 @@ REWARD_PROMPTS = 64
 
 def _reward_games(decoder) -> tuple[float, dict]:
     """Wall time of valuing the decoder's owners exactly on the helpful and harmless games."""
-    from common.estimators import estimate
-    from common.objectives import BUILTIN_SCORERS, eval_facts, eval_harms, question_prompt, request_prompt
-    from common.objectives import QUESTION_TEMPLATES, REQUEST_TEMPLATES
-    from server.decoding import DecodingConfig
-    from server.generation_game import CoalitionGenerations, reward_game
+    from common.valuation.estimators import estimate
+    from common.embedded.objectives import BUILTIN_SCORERS, eval_facts, eval_harms, question_prompt, request_prompt
+    from common.embedded.objectives import QUESTION_TEMPLATES, REQUEST_TEMPLATES
+    from server.valuation.decoding import DecodingConfig
+    from server.valuation.generation_game import CoalitionGenerations, reward_game
 
     questions = [question_prompt(f, t) for f in eval_facts() for t in QUESTION_TEMPLATES]
     requests = [request_prompt(h, t) for h in eval_harms() for t in REQUEST_TEMPLATES]
@@ -134,7 +135,7 @@ def _reward_games(decoder) -> tuple[float, dict]:
 
 
 def _compare(decoder, prompts, members, config, stop_at_eos: bool) -> dict:
-    from server.decoding import generate_sequential_naive
+    from server.valuation.decoding import generate_sequential_naive
 
     eos = decoder.eos_ids
     if not stop_at_eos:

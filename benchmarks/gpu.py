@@ -54,7 +54,7 @@ def gpu_available() -> str | None:
 def long_pairs(tokenizer, count: int, target_tokens: int, seed: int = 0):
     """Preference pairs of about ``target_tokens`` tokens each (prompt ≈ 3/4 of them)."""
     from common.data import PreferenceExample
-    from common.model_zoo import default_corpus
+    from common.embedded.model_zoo import default_corpus
 
     rng = np.random.default_rng(seed)
     lines = default_corpus(seed, 400)
@@ -73,7 +73,7 @@ def long_pairs(tokenizer, count: int, target_tokens: int, seed: int = 0):
 
 
 def random_adapters(spec, model, n: int, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
-    from common.lora import expected_adapter_shapes
+    from common.model.lora import expected_adapter_shapes
 
     shapes = expected_adapter_shapes(spec, model)
     rng = np.random.default_rng(seed)
@@ -107,12 +107,12 @@ def measure(work_dir: Path | None = None, *, smoke: bool = False) -> dict[str, d
     import torch
 
     from client.trainer import train_adapter
-    from common.basemodel import load_spec_model
-    from common.hardware import Hardware
-    from common.model_zoo import build_zoo_model, smollm_135m_shaped
-    from server.decoding import CoalitionDecoder, DecodingConfig
-    from server.defaults import spec_for
-    from server.scoring import load_adapters, score_evaluation
+    from common.model.base import load_spec_model
+    from common.config.hardware import Hardware
+    from common.embedded.model_zoo import build_zoo_model, smollm_135m_shaped
+    from server.valuation.decoding import CoalitionDecoder, DecodingConfig
+    from common.embedded.default_job import spec_for
+    from server.valuation.scoring import load_adapters, score_evaluation
 
     scratch = Path(work_dir or tempfile.mkdtemp(prefix="fairpool-gpu-bench-"))
     hardware = Hardware()

@@ -1,7 +1,7 @@
 """Mid-size figure on this CPU: a ~26 M-parameter Llama, 4 owners × 128 pairs, max_length 256.
 
 Runs the real ``fairpool value`` (Flower's Simulation Engine, TRL DPO training, n+1 scoring,
-exact Shapley) on a random-init Llama built locally (:func:`common.model_zoo.llama_25m_shaped`)
+exact Shapley) on a random-init Llama built locally (:func:`common.embedded.model_zoo.llama_25m_shaped`)
 and synthetic preference pairs of up to 256 tokens, and records what a team trying FairPool on
 a real-sized model would first ask: wall time per owner's training, the coordinator's scoring
 time, the whole run's wall time and the peak memory summed over every process of the run.
@@ -46,7 +46,7 @@ def measure(env: dict, scratch: Path, timeout_s: float) -> dict[str, dict]:
     from transformers import AutoTokenizer
 
     import run  # benchmarks/run.py: process-tree sampling and the progress-event readers
-    from common.model_zoo import build_zoo_model, llama_25m_shaped, parameter_count
+    from common.embedded.model_zoo import build_zoo_model, llama_25m_shaped, parameter_count
 
     config = llama_25m_shaped()
     model_dir = build_zoo_model(scratch / "llama-25m", config)

@@ -33,7 +33,7 @@ def _pki(directory: Path):
     from cryptography.hazmat.primitives import serialization
 
     from deploy.make_credentials import make_ca, make_server_certificate
-    from server.publish import TlsFiles
+    from server.publication.service import TlsFiles
 
     ca_key, ca_cert = make_ca("load-test CA")
     key, cert = make_server_certificate(ca_key, ca_cert, ["localhost", "127.0.0.1"])
@@ -47,8 +47,8 @@ def _pki(directory: Path):
 
 def _ledger(path: Path, owners: list[str], coordinator) -> None:
     """A finished run every owner takes part in, and a live run (no terminal event yet)."""
-    from common.signing import sign_report
-    from server.ledger import Ledger
+    from common.trust.signing import sign_report
+    from server.federation.ledger import Ledger
 
     report = {"run_id": "done", "owners": [{"name": o, "status": "valued"} for o in owners],
               "payout": {"shares": {o: 1 / len(owners) for o in owners}}}
@@ -65,8 +65,8 @@ def measure(work_dir: Path | None = None, clients: int = CLIENTS, requests: int 
     import grpc
 
     from client.fetch import FetchError, PublicationClient
-    from common.signing import generate_private_key
-    from server.publish import serve
+    from common.trust.signing import generate_private_key
+    from server.publication.service import serve
 
     scratch = Path(work_dir or tempfile.mkdtemp(prefix="fairpool-load-"))
     ca, tls = _pki(scratch)

@@ -59,7 +59,7 @@ BASE_ENV = {
 # its own peak RSS (ru_maxrss is in KiB on Linux) and the time of the build call alone.
 BUILD_CHILD = r"""
 import json, resource, sys, time
-from common.basemodel import build_base_model
+from common.embedded.base_model import build_base_model
 started = time.perf_counter()
 path = build_base_model()
 elapsed = time.perf_counter() - started

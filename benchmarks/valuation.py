@@ -10,11 +10,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from common.estimators import estimate
-from common.preference_game import all_coalition_utilities, preference_game
-from common.shapley import exact_shapley
-from common.stopping import MaxEvaluations
-from common.utility import all_masks, coalition_utilities
+from common.valuation.estimators import estimate
+from common.valuation.preference_game import all_coalition_utilities, preference_game
+from common.valuation.shapley import exact_shapley
+from common.valuation.stopping import MaxEvaluations
+from common.valuation.utility import all_masks, coalition_utilities
 
 ALL_COALITIONS_N16_TARGET_S = 1.0
 

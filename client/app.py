@@ -1,6 +1,6 @@
 """Flower ClientApp of an owner: a thin layer over :mod:`client.owner`.
 
-Message in: ``spec`` (ConfigRecord of :class:`~common.spec.TrainingSpec`), optionally
+Message in: ``spec`` (ConfigRecord of :class:`~common.config.spec.TrainingSpec`), optionally
 ``roster`` (simulation only). Message out: ``adapter`` (ArrayRecord, float32 tensors),
 ``meta`` (owner, counts, digest, ``source``: ``trained`` or ``adapter``, or ``error``),
 ``metrics`` (MetricRecord).
@@ -16,7 +16,7 @@ from flwr.clientapp import ClientApp
 
 from client.owner import node_hardware, resolve_identity, sign_submission, train_with_retries
 from common.errors import FairPoolError
-from common.spec import TrainingSpec
+from common.config.spec import TrainingSpec
 
 app = ClientApp()
 

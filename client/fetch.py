@@ -6,7 +6,7 @@
 A report is trusted because the coordinator's signature verifies with a public key the owner
 obtained out of band, not because it came over TLS from the right host: TLS hides the token and
 the numbers from onlookers, the signature proves who computed them. So :meth:`fetch_report`
-returns a report only after :func:`common.signing.verify_report` accepted it, and
+returns a report only after :func:`common.trust.signing.verify_report` accepted it, and
 :func:`write_report` writes nothing unless given a verified report.
 """
 
@@ -23,11 +23,11 @@ from pathlib import Path
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from common import publication_pb2 as pb
-from common import publication_pb2_grpc as pb_grpc
+from common.wire import publication_pb2 as pb
+from common.wire import publication_pb2_grpc as pb_grpc
 from common.errors import ConfigError, FairPoolError
-from common.publication import AUTH_METADATA, PURPOSE, bearer
-from common.signing import SignatureError, report_file_bytes, sign_token, strict_json, verify_report
+from common.wire.publication import AUTH_METADATA, PURPOSE, bearer
+from common.trust.signing import SignatureError, report_file_bytes, sign_token, strict_json, verify_report
 
 DEFAULT_TIMEOUT_S = 10.0
 

@@ -17,11 +17,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from client.trainer import AdapterResult, train_adapter
-from common import faults
+from common.trust import faults
 from common.data import load_preferences
 from common.errors import FairPoolError
-from common.hardware import Hardware
-from common.spec import TrainingSpec
+from common.config.hardware import Hardware
+from common.config.spec import TrainingSpec
 
 NODE_OWNER_KEY = "owner-name"
 NODE_DATA_KEY = "data-path"
@@ -124,7 +124,7 @@ def existing_adapter(spec: TrainingSpec, identity: OwnerIdentity) -> AdapterResu
     owner holds that file, the coordinator receives the tensors alone.
     """
     from client.trainer import check_base_identity
-    from common.adapter_files import check_adapter_compatible, expected_shapes_for, read_adapter_dir
+    from common.model.adapter_files import check_adapter_compatible, expected_shapes_for, read_adapter_dir
 
     check_base_identity(spec)
     adapter = read_adapter_dir(identity.adapter_path, identity.name)
@@ -158,7 +158,7 @@ def sign_submission(identity: OwnerIdentity, run_id: str, nonce: str, result: Ad
     """The owner's signature over what it submits (empty when it has no key)."""
     if not identity.signing_key:
         return ""
-    from common.signing import SubmissionClaim, load_private_key, sign_claim
+    from common.trust.signing import SubmissionClaim, load_private_key, sign_claim
 
     passphrase = os.environ.get(identity.passphrase_env) if identity.passphrase_env else None
     key = load_private_key(identity.signing_key, passphrase.encode() if passphrase else None)

@@ -5,7 +5,7 @@ The reference model must be π₀ itself so adapters compose by arithmetic: we h
 reference (passing an already wrapped ``PeftModel`` would freeze a copy of that adapter as the
 reference instead — stack notes). TRL's defaults (bf16, gradient checkpointing, lr 1e-6) are
 replaced by the spec's settings and the resolved hardware (bf16 only where the device has it).
-TRL's dataset preparation is replaced by :func:`common.tokenization.tokenize_pair`, the
+TRL's dataset preparation is replaced by :func:`common.model.tokenization.tokenize_pair`, the
 tokenisation the coordinator scores with.
 """
 
@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from common.basemodel import load_spec_model, weights_fingerprint
+from common.model.base import load_spec_model, weights_fingerprint
 from common.data import PreferenceExample
-from common.digest import tensors_sha256
+from common.trust.digest import tensors_sha256
 from common.errors import FairPoolError
-from common.hardware import Hardware, ResolvedHardware
-from common.lora import adapter_tensors, lora_config
-from common.spec import TrainingSpec
-from common.tokenization import require_chat_template, tokenize_pair
+from common.config.hardware import Hardware, ResolvedHardware
+from common.model.lora import adapter_tensors, lora_config
+from common.config.spec import TrainingSpec
+from common.model.tokenization import require_chat_template, tokenize_pair
 
 
 @dataclass
@@ -67,7 +67,7 @@ def check_lengths(examples: Sequence[PreferenceExample], tokenizer, max_length: 
 
     TRL drops prompt-filled examples and truncates long ones without a word; counting them
     here is what lets the owner's reply say how much of its data really trained. The ids are
-    :func:`common.tokenization.tokenize_pair`'s, the very ones the trainer trains on.
+    :func:`common.model.tokenization.tokenize_pair`'s, the very ones the trainer trains on.
     """
     kept, too_long, truncated = [], 0, 0
     for example in examples:

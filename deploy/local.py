@@ -40,14 +40,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import ConfigError, FairPoolError
-from common.job import OwnerEntry, ValuationJob
-from common.market import Market, default_profiles, make_market
-from common.progress import PROGRESS_FILE, follow
+from common.config.job import OwnerEntry, ValuationJob
+from common.embedded.market import Market, default_profiles, make_market
+from common.storage.progress import PROGRESS_FILE, follow
 from deploy.make_credentials import Layout, Request, make_credentials
 from deploy.make_job import write_run
-from server.federation import flower_env, flwr_executable, free_port, stop_local_superlink
-from server.report import REPORT_JSON
-from server.run import ERROR_FILE
+from server.federation.simulation import flower_env, flwr_executable, free_port, stop_local_superlink
+from server.report.write import REPORT_JSON
+from server.federation.run import ERROR_FILE
 
 DEFAULT_OWNERS = ("clean", "noisy", "flipped")
 CONNECTION = "fairpool-tls"
@@ -130,9 +130,9 @@ def deployed_job(market: Market, layout: Layout, owners: Sequence[str], out_dir:
     Owners' submissions must carry signatures by their keys; the coordinator's key signs the
     report; adapters stored in the ledger are sealed with a storage key under ``OUT/keys``.
     """
-    from common.basemodel import build_base_model
-    from common.signing import load_public_key, public_key_text
-    from server.defaults import new_run_id, spec_for, with_trust_material
+    from common.embedded.base_model import build_base_model
+    from common.trust.signing import load_public_key, public_key_text
+    from common.embedded.default_job import new_run_id, spec_for, with_trust_material
 
     unknown = [o for o in owners if o not in market.owners]
     if unknown:
@@ -342,7 +342,7 @@ def run_job(env: dict[str, str], app_dir: Path, job: ValuationJob, processes: Pr
 
 def run_loopback(settings: LoopbackSettings) -> dict:
     """The whole loopback deployment; returns the report written to ``settings.out``."""
-    from common.basemodel import build_base_model
+    from common.embedded.base_model import build_base_model
 
     if len(set(settings.owners)) != len(settings.owners) or not settings.owners:
         raise ConfigError(f"--owners must name distinct owners, got {list(settings.owners)}")
@@ -433,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    from server.cli import render_table
+    from server.cli.main import render_table
 
     print(render_table(report))
     out = settings.out.resolve()

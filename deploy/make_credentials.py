@@ -18,7 +18,7 @@ Why these formats: Flower 1.42 loads ``--auth-supernode-private-key`` with
 ``load_ssh_private_key`` and ``flwr supernode register`` reads an OpenSSH public key that must be
 an EC key on a NIST curve, so SuperNode keys are ECDSA P-384 in OpenSSH format. TLS is
 separate from node authentication: the CA only vouches for the SuperLink's address; a SuperNode
-proves who it is with its registered key. Signing keys (Ed25519, :mod:`common.signing`) make
+proves who it is with its registered key. Signing keys (Ed25519, :mod:`common.trust.signing`) make
 evidence that outlives the TLS connection.
 
 Private keys are written with mode 0600 from the start. Nothing is overwritten unless
@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from common.errors import ConfigError, FairPoolError
-from common.signing import generate_private_key, save_keypair
+from common.trust.signing import generate_private_key, save_keypair
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1")
 COORDINATOR_KEY_NAME = "coordinator"

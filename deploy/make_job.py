@@ -26,15 +26,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.errors import ConfigError, FairPoolError
-from common.job import OwnerEntry, ValuationJob
+from common.config.job import JOB_FILE, OwnerEntry, ValuationJob
 
-JOB_FILE = "job.json"
 APP_DIR = "app"
 EXIT_USER_ERROR = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from server.cli import add_valuation_options
+    from server.cli.main import add_valuation_options
 
     p = argparse.ArgumentParser(prog="make_job.py", description=(
         "Write a deployed valuation job (owners are real SuperNodes) and the Flower App that runs it."))
@@ -53,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def owner_entries(items: Sequence[str]) -> tuple[OwnerEntry, ...]:
     """``NAME`` or ``NAME=PUB`` (a public key file or base64 text), checked now rather than at run time."""
-    from common.signing import load_public_key, public_key_text
+    from common.trust.signing import load_public_key, public_key_text
 
     entries = []
     for item in items:
@@ -68,8 +67,8 @@ def owner_entries(items: Sequence[str]) -> tuple[OwnerEntry, ...]:
 def job_from_args(args: argparse.Namespace) -> ValuationJob:
     """The deployed job: validated like ``fairpool value`` does, but without owners' data paths."""
     from common.data import load_preferences
-    from server.cli import base_model_arg, check_data_needs, checked_overrides, job_options, resolve_data_ref
-    from server.defaults import new_run_id, spec_for, with_trust_material
+    from server.cli.main import base_model_arg, check_data_needs, checked_overrides, job_options, resolve_data_ref
+    from common.embedded.default_job import new_run_id, spec_for, with_trust_material
 
     owners = owner_entries(args.owner)
     options = job_options(args)
@@ -93,7 +92,7 @@ def job_from_args(args: argparse.Namespace) -> ValuationJob:
 
 def write_run(job: ValuationJob) -> tuple[Path, Path]:
     """``job.json`` and ``app/`` in the job's output directory; returns both paths."""
-    from server.federation import write_flower_app
+    from server.federation.simulation import write_flower_app
 
     out = Path(job.out_dir)
     job_path = job.save(out / JOB_FILE)

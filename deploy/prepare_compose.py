@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.errors import FairPoolError
-from common.market import default_profiles, make_market
+from common.embedded.market import default_profiles, make_market
 from deploy.make_credentials import Layout, Request, make_credentials
 
 DEPLOY_DIR = Path(__file__).resolve().parent

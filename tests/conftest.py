@@ -22,7 +22,7 @@ for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORM
 @pytest.fixture(scope="session")
 def base_model_dir() -> Path:
     """The embedded base model, built once (cached under FAIRPOOL_HOME)."""
-    from common.basemodel import build_base_model
+    from common.embedded.base_model import build_base_model
 
     return build_base_model()
 
@@ -30,7 +30,7 @@ def base_model_dir() -> Path:
 @pytest.fixture(scope="session")
 def default_market(tmp_path_factory):
     """The default embedded market (seed 0), written once per session."""
-    from common.market import make_market
+    from common.embedded.market import make_market
 
     return make_market(tmp_path_factory.mktemp("market"), seed=0)
 
@@ -38,7 +38,7 @@ def default_market(tmp_path_factory):
 @pytest.fixture(scope="session")
 def fast_spec(base_model_dir):
     """A spec that trains in about a second: for tests of plumbing, not of value quality."""
-    from server.defaults import spec_for
+    from common.embedded.default_job import spec_for
 
     return spec_for(str(base_model_dir), epochs=1.0)
 

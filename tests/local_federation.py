@@ -23,9 +23,9 @@ from pathlib import Path
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from common.job import OwnerEntry, ValuationJob
-from common.signing import generate_private_key, load_private_key, public_key_text, save_keypair
-from common.spec import TrainingSpec
+from common.config.job import OwnerEntry, ValuationJob
+from common.trust.signing import generate_private_key, load_private_key, public_key_text, save_keypair
+from common.config.spec import TrainingSpec
 
 Intercept = Callable[[int, Message], Message | None]
 
@@ -81,8 +81,8 @@ def make_federation(tmp: Path, spec: TrainingSpec, owners: Mapping[str, Path], e
                     run_id: str = "run-1", out: Path | None = None, utilities: Sequence[str] = ("preference",),
                     intruders: Mapping[str, Path] = (), **job_options) -> Federation:
     """Keys for coordinator and every owner under ``tmp/keys`` (reused if present) and the job."""
-    from common.games_config import ValuationSettings
-    from common.sealing import generate_storage_key
+    from common.config.games import ValuationSettings
+    from common.trust.sealing import generate_storage_key
 
     keys = tmp / "keys"
 
@@ -111,8 +111,8 @@ def make_federation(tmp: Path, spec: TrainingSpec, owners: Mapping[str, Path], e
 
 def run(federation: Federation, intercept: Intercept | None = None) -> tuple[dict | None, LocalGrid]:
     """Run the job over a fresh :class:`LocalGrid`; returns the report (None on failure) and the grid."""
-    from server.collect import collect_adapters
-    from server.run import run_job
+    from server.federation.collect import collect_adapters
+    from server.federation.run import run_job
 
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0  # what a ServerApp process has
     grid = LocalGrid(federation.node_configs, intercept)

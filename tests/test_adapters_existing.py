@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.adapter_files import (
+from common.model.adapter_files import (
     AdapterFile,
     check_adapter_compatible,
     check_adapter_dirs,
@@ -23,8 +23,8 @@ from common.adapter_files import (
     read_adapter_dir,
 )
 from common.errors import ConfigError
-from common.lora import adapter_tensors, expected_adapter_shapes, lora_config
-from server.cli import main
+from common.model.lora import adapter_tensors, expected_adapter_shapes, lora_config
+from server.cli.main import main
 
 
 def build_adapter(directory: Path, base_dir, spec, *, seed: int = 0, adapter_name: str = "default",
@@ -32,7 +32,7 @@ def build_adapter(directory: Path, base_dir, spec, *, seed: int = 0, adapter_nam
     """A PEFT adapter directory for ``spec`` on ``base_dir`` with seeded random LoRA weights; its tensors."""
     from peft import get_peft_model
 
-    from common.basemodel import load_base_model
+    from common.model.base import load_base_model
 
     model, _ = load_base_model(base_dir)
     peft_model = get_peft_model(model, lora_config(spec, model), adapter_name=adapter_name)
@@ -53,7 +53,7 @@ def good(tmp_path_factory, base_model_dir, fast_spec):
 
 @pytest.fixture(scope="module")
 def expected(base_model_dir, fast_spec):
-    from common.basemodel import load_base_model
+    from common.model.base import load_base_model
 
     return expected_adapter_shapes(fast_spec, load_base_model(base_model_dir)[0])
 
@@ -61,7 +61,7 @@ def expected(base_model_dir, fast_spec):
 @pytest.fixture(scope="module")
 def other_base(tmp_path_factory):
     """A second tiny GPT-2 of another width (32, the embedded one is 128)."""
-    from common.model_zoo import ZooModelConfig, build_zoo_model
+    from common.embedded.model_zoo import ZooModelConfig, build_zoo_model
 
     return build_zoo_model(tmp_path_factory.mktemp("zoo") / "gpt2-32", ZooModelConfig(architecture="gpt2",
                                                                                        hidden_size=32))
@@ -192,7 +192,7 @@ def _random_tensors(expected, seed=0):
 
 
 def test_rejection_reason_accepts_an_adapter_without_examples(expected, fast_spec):
-    from server.coordinator import Submission, rejection_reason, submission_from_meta
+    from server.valuation.pipeline import Submission, rejection_reason, submission_from_meta
 
     tensors = _random_tensors(expected)
     adapter = Submission("a", tensors=tensors, num_examples=0, source="adapter")
@@ -210,11 +210,11 @@ def test_rejection_reason_accepts_an_adapter_without_examples(expected, fast_spe
 
 
 def test_admission_keeps_the_source_through_a_resume(tmp_path, expected, fast_spec):
-    from common.job import OwnerEntry, ValuationJob
-    from common.sealing import generate_storage_key
-    from server.admission import Admission
-    from server.coordinator import Submission
-    from server.ledger import Ledger
+    from common.config.job import OwnerEntry, ValuationJob
+    from common.trust.sealing import generate_storage_key
+    from server.federation.admission import Admission
+    from server.valuation.pipeline import Submission
+    from server.federation.ledger import Ledger
 
     generate_storage_key(tmp_path / "storage.key")
     job = ValuationJob(run_id="r", owners=(OwnerEntry("a", adapter="/x"),), eval_path="-", out_dir=str(tmp_path),
@@ -227,7 +227,7 @@ def test_admission_keeps_the_source_through_a_resume(tmp_path, expected, fast_sp
 
 
 def test_job_rules_for_adapter_owners(fast_spec):
-    from common.job import OwnerEntry, ValuationJob
+    from common.config.job import OwnerEntry, ValuationJob
 
     def job(*owners, composition="sum"):
         return ValuationJob(run_id="r", owners=owners, eval_path="-", out_dir="-", spec=fast_spec,
@@ -247,14 +247,14 @@ def test_job_rules_for_adapter_owners(fast_spec):
 
 
 def _job(tmp_path, spec, owners, simulated=False):
-    from common.job import ValuationJob
+    from common.config.job import ValuationJob
 
     return ValuationJob(run_id="run-a", owners=tuple(owners), eval_path="-", out_dir=str(tmp_path / "out"),
                         spec=spec, simulated=simulated)
 
 
 def _ask(job, node_configs, node_id=1):
-    from server.collect import decode_reply, training_message
+    from server.federation.collect import decode_reply, training_message
     from tests.local_federation import LocalGrid
 
     grid = LocalGrid(node_configs)
@@ -267,8 +267,8 @@ def _ask(job, node_configs, node_id=1):
 
 
 def test_client_app_values_an_existing_adapter_without_training(tmp_path, good, fast_spec):
-    from common.job import OwnerEntry
-    from common.signing import (SubmissionClaim, generate_private_key, load_private_key, public_key_text,
+    from common.config.job import OwnerEntry
+    from common.trust.signing import (SubmissionClaim, generate_private_key, load_private_key, public_key_text,
                                 save_keypair, verify_claim)
 
     directory, tensors = good
@@ -288,7 +288,7 @@ def test_client_app_values_an_existing_adapter_without_training(tmp_path, good, 
 
 
 def test_simulated_roster_carries_adapters_and_checks_them(tmp_path, good, fast_spec):
-    from common.job import OwnerEntry
+    from common.config.job import OwnerEntry
 
     job = _job(tmp_path, fast_spec, [OwnerEntry("acme", adapter=str(good[0]), adapter_examples=5)], simulated=True)
     _reply, sub = _ask(job, [{"partition-id": 0}])
@@ -375,10 +375,10 @@ def test_generate_refuses_an_adapter_for_another_base(base_model_dir, good, wron
 @pytest.mark.slow
 def test_federation_values_trained_owners_and_an_existing_adapter(tmp_path, fast_spec, default_market, good):
     from common.data import load_preferences, save_preferences_jsonl
-    from common.job import OwnerEntry
-    from common.signing import generate_private_key, load_private_key, public_key_text, save_keypair
-    from server.ledger import Ledger
-    from server.run import LEDGER_FILE
+    from common.config.job import OwnerEntry
+    from common.trust.signing import generate_private_key, load_private_key, public_key_text, save_keypair
+    from server.federation.ledger import Ledger
+    from server.federation.run import LEDGER_FILE
     from tests.local_federation import make_federation, run
 
     owners = {}

@@ -1,7 +1,7 @@
 """Any Hugging Face causal LM: train → admit → score → compose → decode on four real architectures.
 
 Tiny random-init GPT-2, Llama (BOS-adding tokenizer), Qwen2 (chat template, conversational
-data) and Mistral models are built locally (:mod:`common.model_zoo`) and go through exactly the
+data) and Mistral models are built locally (:mod:`common.embedded.model_zoo`) and go through exactly the
 code the federation runs: TRL DPO training of a LoRA adapter with PEFT's default targets for the
 architecture, the coordinator's admission checks, n+1 scoring, arithmetic coalition utilities
 and composed decoding.
@@ -35,16 +35,16 @@ def _pairs(conversational: bool, flip: bool, count: int = 12) -> list[Preference
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_architecture_goes_through_the_whole_pipeline(architecture, tmp_path):
     from client.trainer import train_adapter
-    from common.adapter_checks import AdapterLimits
-    from common.basemodel import load_spec_model
-    from common.hardware import Hardware
-    from common.lora import expected_adapter_shapes
-    from common.model_zoo import ZooModelConfig, build_zoo_model
-    from common.utility import all_masks, coalition_utilities
-    from server.coordinator import Submission, rejection_reason
-    from server.decoding import CoalitionDecoder, DecodingConfig
-    from server.defaults import spec_for
-    from server.scoring import load_adapters, score_evaluation
+    from common.trust.adapter_checks import AdapterLimits
+    from common.model.base import load_spec_model
+    from common.config.hardware import Hardware
+    from common.model.lora import expected_adapter_shapes
+    from common.embedded.model_zoo import ZooModelConfig, build_zoo_model
+    from common.valuation.utility import all_masks, coalition_utilities
+    from server.valuation.pipeline import Submission, rejection_reason
+    from server.valuation.decoding import CoalitionDecoder, DecodingConfig
+    from common.embedded.default_job import spec_for
+    from server.valuation.scoring import load_adapters, score_evaluation
 
     chat = architecture == "qwen2"
     model_dir = build_zoo_model(tmp_path / architecture, ZooModelConfig(architecture=architecture,
@@ -97,10 +97,10 @@ def test_architecture_goes_through_the_whole_pipeline(architecture, tmp_path):
 
 
 def test_lora_target_modules_override_peft_defaults(tmp_path):
-    from common.basemodel import load_spec_model
-    from common.lora import expected_adapter_shapes
-    from common.model_zoo import ZooModelConfig, build_zoo_model
-    from server.defaults import spec_for
+    from common.model.base import load_spec_model
+    from common.model.lora import expected_adapter_shapes
+    from common.embedded.model_zoo import ZooModelConfig, build_zoo_model
+    from common.embedded.default_job import spec_for
 
     model_dir = build_zoo_model(tmp_path / "llama", ZooModelConfig(architecture="llama"))
     default = spec_for(str(model_dir))

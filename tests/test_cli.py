@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import main
+from server.cli.main import main
 
 GOOD = '{"prompt": "Describe the park.", "chosen": " It is calm.", "rejected": " It is noisy."}\n'
 
@@ -86,7 +86,7 @@ def test_owner_named_twice(files, capsys):
 def test_unknown_option_and_bad_choice_exit_non_zero(files):
     tmp, good = files
     for extra in (["--frobnicate"], ["--composition", "product"]):
-        proc = subprocess.run([sys.executable, "-m", "server.cli", "value", "--owner", f"a={good}", "--eval",
+        proc = subprocess.run([sys.executable, "-m", "server.cli.main", "value", "--owner", f"a={good}", "--eval",
                                str(good), "--out", str(tmp / "o"), *extra], capture_output=True, text=True)
         assert proc.returncode == 2
         assert ("unrecognized arguments: --frobnicate" in proc.stderr) or ("invalid choice: 'product'" in proc.stderr)
@@ -105,7 +105,7 @@ def test_market_make_writes_loadable_files(tmp_path, capsys):
 
 
 def test_valuation_options_reach_the_job(files):
-    from server.cli import job_options, build_parser
+    from server.cli.main import job_options, build_parser
 
     tmp, good = files
     args = build_parser().parse_args(["value", "--owner", f"a={good}", "--eval", str(good), "--out", str(tmp / "o"),
@@ -139,7 +139,7 @@ def test_unsafe_owner_names_are_refused_before_anything_is_written(name, files, 
 
 
 def test_safe_owner_names_pass():
-    from common.job import check_owner_name
+    from common.config.job import check_owner_name
 
     for name in ("acme", "clean-small", "org_2", "ünïcode", "a.b+c@d", "x" * 64):
         assert check_owner_name(name) == name

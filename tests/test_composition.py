@@ -1,4 +1,4 @@
-"""Tests for common.composition (and the bit helpers it re-exports)."""
+"""Tests for common.valuation.composition (and the bit helpers it re-exports)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.composition import (
+from common.valuation.composition import (
     COMPOSITION_RULES,
     coalition_weights,
     compose_logprobs,

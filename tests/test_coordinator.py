@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from common.errors import FairPoolError
-from common.job import OwnerEntry, ValuationJob
-from server.coordinator import Submission, check_efficiency, value_submissions
-from server.report import REPORT_JSON, REPORT_MD, VALUES_PNG, write_report
+from common.config.job import OwnerEntry, ValuationJob
+from server.valuation.pipeline import Submission, check_efficiency, value_submissions
+from server.report.write import REPORT_JSON, REPORT_MD, VALUES_PNG, write_report
 
 
 def _job(fast_spec, default_market, tmp_path, names, **kw):
@@ -77,7 +77,7 @@ def _singletons(game):
 
 
 def _valuation(**kw):
-    from common.games_config import ValuationSettings
+    from common.config.games import ValuationSettings
 
     return ValuationSettings(**kw)
 

@@ -1,4 +1,4 @@
-"""The composed decoder (server/decoding.py): exactness at ∅ and |S|=1, the composition formula,
+"""The composed decoder (server/valuation/decoding.py): exactness at ∅ and |S|=1, the composition formula,
 cache vs no cache, seeds, common random numbers, batching, and adapter directories."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from common.composition import DEFAULT_FLOOR
-from server.decoding import (
+from common.valuation.composition import DEFAULT_FLOOR
+from server.valuation.decoding import (
     BASE,
     CoalitionDecoder,
     DecodingConfig,
@@ -31,8 +31,8 @@ def _tensors(quick_adapters, name):
 
 
 def _peft(base_model_dir, spec, adapters):
-    from common.basemodel import load_base_model
-    from server.scoring import load_adapters
+    from common.model.base import load_base_model
+    from server.valuation.scoring import load_adapters
 
     base, tokenizer = load_base_model(base_model_dir)
     return load_adapters(base, spec, adapters), tokenizer
@@ -93,7 +93,7 @@ def test_decoder_rejects_unknown_owners_and_bad_rules(loaded):
 
 
 def test_empty_coalition_decodes_exactly_like_the_base(base_model_dir, decoder):
-    from common.basemodel import load_base_model
+    from common.model.base import load_base_model
 
     base, tokenizer = load_base_model(base_model_dir)
     result = decoder.decode(PROMPTS, [], GREEDY)

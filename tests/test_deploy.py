@@ -34,7 +34,7 @@ from deploy.local import (
     write_connection,
 )
 from deploy.make_credentials import Layout, Request, make_credentials
-from server.federation import _processes_mentioning, flower_env, flwr_executable, free_port
+from server.federation.simulation import _processes_mentioning, flower_env, flwr_executable, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -111,7 +111,7 @@ def test_ca_signs_a_server_certificate_with_the_requested_names(credentials):
 def test_private_keys_are_0600_and_in_the_formats_flower_and_fairpool_load(credentials):
     from flwr.cli.supernode.register import try_load_public_key
 
-    from common.signing import load_private_key, load_public_key
+    from common.trust.signing import load_private_key, load_public_key
 
     keys = sorted(credentials.root.rglob("*.key"))
     assert {k.name for k in keys} == {"ca.key", "server.key", "coordinator.key", "supernode.key", "acme.key",
@@ -387,7 +387,7 @@ def test_superlink_refuses_node_authentication_without_tls(tmp_path):
 
 def _assert_report_verifies(report: Path, coordinator_pub: Path) -> None:
     """``fairpool verify-report``: the coordinator's key signed exactly this report."""
-    proc = subprocess.run([sys.executable, "-m", "server.cli", "verify-report", str(report), "--coordinator-key",
+    proc = subprocess.run([sys.executable, "-m", "server.cli.main", "verify-report", str(report), "--coordinator-key",
                            str(coordinator_pub)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stdout + proc.stderr
 
@@ -399,10 +399,10 @@ def _values(report: dict) -> dict[str, float]:
 @pytest.mark.slow
 def test_loopback_deployment_matches_the_simulation(tmp_path, base_model_dir):
     """deploy/local.sh: TLS + node auth, 3 owners; same values as the Simulation Engine, same seed."""
-    from common.job import ValuationJob
-    from common.market import Market
+    from common.config.job import ValuationJob
+    from common.embedded.market import Market
     from deploy.local import simulated_twin
-    from server.federation import run_simulation
+    from server.federation.simulation import run_simulation
 
     out = tmp_path / "deployed"
     started = time.monotonic()

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from server.coordinator import check_efficiency
-from server.federation import _processes_mentioning
+from server.valuation.pipeline import check_efficiency
+from server.federation.simulation import _processes_mentioning
 
 pytestmark = pytest.mark.slow
-FAIRPOOL = [sys.executable, "-m", "server.cli"]
+FAIRPOOL = [sys.executable, "-m", "server.cli.main"]
 
 
 def _run(args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
@@ -53,13 +53,13 @@ def test_demo_recovers_the_market_ground_truth(tmp_path, base_model_dir):
     assert "Flagged: clean and duplicate" in proc.stdout
     # simulated owners signed their submissions; the coordinator signed the report
     assert report["settings"]["signatures_required"] is True
-    from common.signing import load_public_key, verify_report
+    from common.trust.signing import load_public_key, verify_report
 
     verify_report(report, load_public_key(tmp_path / "demo" / "keys" / "coordinator.pub"))
     logsig = {n: v["shapley"] for n, v in report["games"][1]["values"].items()}
     assert report["games"][1]["utility"] == "preference-logsigmoid" and check_efficiency(report["games"][1])
     assert logsig["clean"] > 0 > logsig["flipped"]
-    from server.ledger import Ledger
+    from server.federation.ledger import Ledger
 
     with Ledger(tmp_path / "demo" / "ledger.sqlite") as ledger:
         assert ledger.run(report["run_id"])["report"] == report
@@ -68,7 +68,7 @@ def test_demo_recovers_the_market_ground_truth(tmp_path, base_model_dir):
 
 def test_value_with_a_local_base_model_is_deterministic(tmp_path, base_model_dir):
     """``fairpool value`` on user files and a user model directory; same seed, same values."""
-    from common.market import default_profiles, make_market
+    from common.embedded.market import default_profiles, make_market
 
     market = make_market(tmp_path / "market", seed=5, profiles=default_profiles(64)[:4], eval_size=60)
     owners = [arg for name in ("clean", "noisy", "flipped") for arg in ("--owner", f"{name}={market.owners[name]}")]
@@ -90,8 +90,8 @@ def test_coordinator_killed_in_the_simulation_resumes_without_retraining(tmp_pat
     """Kill the ServerApp process (a failpoint's ``os._exit``) after the 2nd accepted adapter,
     then run the same command again: it resumes through Flower, only the third owner trains,
     and the values equal those of an uninterrupted run."""
-    from common.faults import ENV
-    from common.market import default_profiles, make_market
+    from common.trust.faults import ENV
+    from common.embedded.market import default_profiles, make_market
 
     market = make_market(tmp_path / "market", seed=6, profiles=default_profiles(16)[:4], eval_size=30)
     owners = [arg for name in ("clean", "noisy", "flipped") for arg in ("--owner", f"{name}={market.owners[name]}")]
@@ -141,7 +141,7 @@ def test_coordinator_killed_in_the_simulation_resumes_without_retraining(tmp_pat
         time.sleep(10)
         assert not _marked_processes(mark), "a process of the killed run survived"
         assert not (out / "report.json").exists(), "an orphaned coordinator finished the run"
-        from server.ledger import Ledger
+        from server.federation.ledger import Ledger
 
         with Ledger(out / "ledger.sqlite") as ledger:  # issue 12 #11: no reason invented by dying processes
             run_id = ledger.runs()[0]["run_id"]
@@ -177,10 +177,10 @@ def _marked_processes(mark: str) -> list[str]:
 
 def test_repository_is_a_flower_app(tmp_path, base_model_dir):
     """``flwr run <repo>`` with the run config's ``job`` runs the same ServerApp/ClientApp."""
-    from common.job import OwnerEntry, ValuationJob
-    from common.market import default_profiles, make_market
-    from server.defaults import spec_for
-    from server.federation import flower_env, flwr_executable, stop_local_superlink, write_flower_home
+    from common.config.job import OwnerEntry, ValuationJob
+    from common.embedded.market import default_profiles, make_market
+    from common.embedded.default_job import spec_for
+    from server.federation.simulation import flower_env, flwr_executable, stop_local_superlink, write_flower_home
 
     market = make_market(tmp_path / "market", seed=1, profiles=default_profiles(32)[:2], eval_size=30)
     job = ValuationJob(run_id="flwr-run-dot", owners=tuple(OwnerEntry(n, str(p)) for n, p in market.owners.items()),
@@ -231,7 +231,7 @@ def test_the_owner_timeout_stops_the_training_it_gave_up_on(tmp_path, base_model
     still-training ClientApp alive 90 s later."""
     import uuid
 
-    from common.market import default_profiles, make_market
+    from common.embedded.market import default_profiles, make_market
 
     market = make_market(tmp_path / "market", seed=3, profiles=default_profiles(16)[:2], eval_size=20)
     mark = uuid.uuid4().hex

@@ -1,4 +1,4 @@
-"""Tests for common.estimators (and the closed forms of common.known_games)."""
+"""Tests for common.valuation.estimators (and the closed forms of common.valuation.known_games)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.estimators import ESTIMATORS, estimate
-from common.game import Game
-from common.known_games import additive_game, airport_game, glove_game, unanimity_game, weighted_voting_game
-from common.shapley import exact_shapley
-from common.stopping import MaxEvaluations, MaxSamples, MaxSeconds, RankStableFor, StderrBelow
+from common.valuation.estimators import ESTIMATORS, estimate
+from common.valuation.game import Game
+from common.valuation.known_games import additive_game, airport_game, glove_game, unanimity_game, weighted_voting_game
+from common.valuation.shapley import exact_shapley
+from common.valuation.stopping import MaxEvaluations, MaxSamples, MaxSeconds, RankStableFor, StderrBelow
 
 SAMPLING = ("permutation", "truncated", "kernel", "banzhaf")
 
@@ -341,9 +341,9 @@ def test_result_is_json_friendly() -> None:
 
 
 def test_sampling_estimators_record_a_thinned_convergence_trace():
-    from common.estimators import TRACE_MAX_POINTS, estimate, thin_trace
-    from common.game import Game
-    from common.stopping import MaxEvaluations
+    from common.valuation.estimators import TRACE_MAX_POINTS, estimate, thin_trace
+    from common.valuation.game import Game
+    from common.valuation.stopping import MaxEvaluations
 
     game = Game.from_function([f"p{i}" for i in range(6)], lambda s: float(len(s)) ** 1.5)
     result = estimate(game, "permutation", stop=MaxEvaluations(3000), seed=1)

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from common.market import default_profiles, make_market
-from server.cli import main
-from server.fidelity import orders_of, studied_coalitions
+from common.embedded.market import default_profiles, make_market
+from server.cli.main import main
+from server.studies.fidelity import orders_of, studied_coalitions
 
 
 def test_coalition_and_order_choice():

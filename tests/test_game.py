@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.game import Game
-from common.preference_game import all_coalition_utilities, preference_game
-from common.utility import all_masks, coalition_utilities
-from server.ledger import Ledger
+from common.valuation.game import Game
+from common.valuation.preference_game import all_coalition_utilities, preference_game
+from common.valuation.utility import all_masks, coalition_utilities
+from server.federation.ledger import Ledger
 
 
 def _counting_game(n: int, calls: list, **kw) -> Game:
@@ -81,7 +81,7 @@ def test_preference_game_uses_the_same_values_on_any_batch():
 
 def test_a_failed_rerun_never_erases_a_published_report(tmp_path):
     """Issue 12 #5: a failed re-run turned a done run with its report into failed with NULL."""
-    from server.ledger import Ledger
+    from server.federation.ledger import Ledger
 
     with Ledger(tmp_path / "l.sqlite") as ledger:
         ledger.start_run("r1", "{}")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from common.locks import LockHeld, exclusive_lock
-from server.cli import OUT_LOCK, main
+from common.storage.locks import LockHeld, exclusive_lock
+from server.cli.main import OUT_LOCK, main
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = '{"prompt": "Describe the park.", "chosen": " It is calm.", "rejected": " It is noisy."}\n'
@@ -38,7 +38,7 @@ def test_lock_is_released_when_its_holder_dies(tmp_path):
     path = tmp_path / "lock"
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; sys.path.insert(0, %r)\n"
-        "from common.locks import exclusive_lock\n"
+        "from common.storage.locks import exclusive_lock\n"
         "with exclusive_lock(%r, 'x'):\n    print('held', flush=True); time.sleep(60)\n") % (str(ROOT), str(path))],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -56,9 +56,9 @@ def test_lock_is_released_when_its_holder_dies(tmp_path):
 
 
 def test_second_coordinator_on_a_busy_ledger_touches_nothing(tmp_path):
-    from common.job import OwnerEntry, ValuationJob
-    from common.spec import TrainingSpec
-    from server.run import ERROR_FILE, LEDGER_FILE, LEDGER_LOCK, run_job
+    from common.config.job import OwnerEntry, ValuationJob
+    from common.config.spec import TrainingSpec
+    from server.federation.run import ERROR_FILE, LEDGER_FILE, LEDGER_LOCK, run_job
 
     job = ValuationJob(run_id="r1", owners=(OwnerEntry("a", "x.jsonl"),), eval_path="e.jsonl",
                        out_dir=str(tmp_path), spec=TrainingSpec(base_model="-"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from common.data import load_preferences
-from common.lexicon import KIND_WORDS, SUBJECTS
-from common.market import EVAL_SUBJECTS, default_profiles, make_market
+from common.embedded.lexicon import KIND_WORDS, SUBJECTS
+from common.embedded.market import EVAL_SUBJECTS, default_profiles, make_market
 
 
 def _is_correct(example) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import main
+from server.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = '{"prompt": "Describe the park.", "chosen": " It is calm.", "rejected": " It is noisy."}\n'
@@ -24,7 +24,7 @@ CHAT = json.dumps({"prompt": [{"role": "user", "content": "Describe the park."}]
 
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory):
-    from common.model_zoo import ZooModelConfig, build_zoo_model
+    from common.embedded.model_zoo import ZooModelConfig, build_zoo_model
 
     return build_zoo_model(tmp_path_factory.mktemp("zoo") / "llama", ZooModelConfig(architecture="llama"))
 
@@ -63,7 +63,7 @@ def _no_tokenizer_dir(tmp_path, llama_dir):
 def _classifier_dir(tmp_path):
     from transformers import AutoTokenizer, GPT2Config, GPT2ForSequenceClassification
 
-    from common.basemodel import build_base_model
+    from common.embedded.base_model import build_base_model
 
     folder = tmp_path / "classifier"
     model = GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=600, num_labels=2,
@@ -98,7 +98,7 @@ def test_base_model_problems_are_one_line_in_every_command(tmp_path, llama_dir, 
 
 
 def test_relative_base_model_is_resolved_before_the_job_is_written(tmp_path, llama_dir, monkeypatch):
-    from server.defaults import spec_for
+    from common.embedded.default_job import spec_for
 
     monkeypatch.chdir(llama_dir.parent)
     spec = spec_for(llama_dir.name)
@@ -111,7 +111,7 @@ def test_weights_fingerprint_follows_the_files_not_the_dtype(tmp_path, llama_dir
 
     from transformers import AutoModelForCausalLM
 
-    from common.basemodel import load_base_model, weights_fingerprint
+    from common.model.base import load_base_model, weights_fingerprint
 
     copy = tmp_path / "copy"
     shutil.copytree(llama_dir, copy)
@@ -121,7 +121,7 @@ def test_weights_fingerprint_follows_the_files_not_the_dtype(tmp_path, llama_dir
         next(model.parameters()).add_(1.0)
     model.save_pretrained(copy)
     assert weights_fingerprint(copy) != weights_fingerprint(llama_dir)
-    from common.hardware import Hardware
+    from common.config.hardware import Hardware
 
     bf16, _ = load_base_model(llama_dir, hardware=Hardware(device="cpu", dtype="bfloat16"))
     assert str(next(bf16.parameters()).dtype) == "torch.bfloat16"
@@ -138,9 +138,9 @@ def test_conversational_data_without_chat_template_fails_before_any_work(tmp_pat
 
 
 def test_chat_template_file_travels_in_the_spec(tmp_path, llama_dir, data):
-    from common.model_zoo import CHATML_TEMPLATE
-    from server.cli import build_parser, check_data_needs, spec_overrides
-    from server.defaults import spec_for
+    from common.embedded.model_zoo import CHATML_TEMPLATE
+    from server.cli.main import build_parser, check_data_needs, spec_overrides
+    from common.embedded.default_job import spec_for
 
     template = tmp_path / "chatml.jinja"
     template.write_text(CHATML_TEMPLATE)
@@ -157,7 +157,7 @@ def test_chat_template_file_travels_in_the_spec(tmp_path, llama_dir, data):
 
 
 def test_spec_file_and_options_build_one_spec(tmp_path, data):
-    from server.cli import build_parser, spec_overrides
+    from server.cli.main import build_parser, spec_overrides
 
     good, _ = data
     spec_file = tmp_path / "spec.toml"
@@ -208,9 +208,9 @@ def test_non_finite_and_out_of_range_numbers_are_refused_by_the_parser(tmp_path,
 
 
 def test_docs_list_every_training_and_hardware_option_with_its_real_default():
-    from common.hardware import Hardware
-    from common.options import markdown_table
-    from common.spec import TrainingSpec
+    from common.config.hardware import Hardware
+    from common.config.options import markdown_table
+    from common.config.spec import TrainingSpec
 
     doc = (ROOT / "docs" / "cli.md").read_text()
     for cls in (TrainingSpec, Hardware):
@@ -218,7 +218,7 @@ def test_docs_list_every_training_and_hardware_option_with_its_real_default():
 
 
 def test_help_shows_the_spec_defaults():
-    from server.cli import build_parser
+    from server.cli.main import build_parser
 
     parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices["value"]  # noqa: SLF001 - argparse has no public getter
@@ -230,7 +230,7 @@ def test_help_shows_the_spec_defaults():
 def test_hardware_resolves_to_the_cpu_here_and_bf16_where_asked():
     import torch
 
-    from common.hardware import Hardware
+    from common.config.hardware import Hardware
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: auto resolves to it")
@@ -242,8 +242,8 @@ def test_hardware_resolves_to_the_cpu_here_and_bf16_where_asked():
 def test_simulation_gives_owners_no_gpu_without_one(tmp_path):
     import torch
 
-    from common.hardware import Hardware
-    from server.federation import simulation_gpus, write_flower_home
+    from common.config.hardware import Hardware
+    from server.federation.simulation import simulation_gpus, write_flower_home
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
@@ -266,9 +266,9 @@ def test_the_owner_picks_its_own_device_from_its_node_config():
 def test_generate_chat_prompts_need_a_chat_template(tmp_path, llama_dir, capsys):
     from peft import get_peft_model
 
-    from common.basemodel import load_spec_model
-    from common.lora import lora_config
-    from server.defaults import spec_for
+    from common.model.base import load_spec_model
+    from common.model.lora import lora_config
+    from common.embedded.default_job import spec_for
 
     spec = spec_for(str(llama_dir))
     model, _ = load_spec_model(spec)
@@ -299,7 +299,7 @@ def test_unusable_held_out_pairs_are_left_out_and_counted(llama_dir):
     from transformers import AutoTokenizer
 
     from common.data import PreferenceExample
-    from common.tokenization import usable_pairs
+    from common.model.tokenization import usable_pairs
 
     tokenizer = AutoTokenizer.from_pretrained(llama_dir)
     short = PreferenceExample("Describe the park.", " It is calm.", " It is noisy.")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.model_zoo import (
+from common.embedded.model_zoo import (
     ARCHITECTURES,
     MANIFEST,
     ZooModelConfig,
@@ -163,7 +163,7 @@ def test_deterministic(tmp_path):
     # A fresh process has other hash seeds (Python's and Rust's): BPE training must not care.
     c = tmp_path / "c"
     subprocess.run(
-        [sys.executable, "-c", "import sys; from common.model_zoo import ZooModelConfig, build_zoo_model; "
+        [sys.executable, "-c", "import sys; from common.embedded.model_zoo import ZooModelConfig, build_zoo_model; "
          "build_zoo_model(sys.argv[1], ZooModelConfig(architecture='llama', chat_template=True))", str(c)],
         check=True, cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": "12345"},
     )

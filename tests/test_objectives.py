@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from common import objectives as ob
-from common.corpus import corpus_lines
+from common.embedded import objectives as ob
+from common.embedded.corpus import corpus_lines
 from common.data import load_preferences
-from common.lexicon import SUBJECTS
-from common.market import (
+from common.embedded.lexicon import SUBJECTS
+from common.embedded.market import (
     OBJECTIVES_EXPECTED_SIGNS,
     ObjectiveProfile,
     make_objectives_market,

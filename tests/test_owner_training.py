@@ -12,8 +12,8 @@ from flwr.supercore.task_identity import TaskIdentity
 from client.trainer import train_adapter
 from common.data import PreferenceExample, load_preferences
 from common.errors import FairPoolError
-from common.lora import expected_adapter_shapes
-from common.basemodel import load_base_model
+from common.model.lora import expected_adapter_shapes
+from common.model.base import load_base_model
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_client_app_replies_with_adapter_and_never_the_data(fast_spec, default_m
     meta = dict(reply.content["meta"])
     assert meta["owner"] == "acme" and meta["num_examples"] == 80
     tensors = {k: a.numpy() for k, a in reply.content["adapter"].items()}
-    from common.digest import tensors_sha256
+    from common.trust.digest import tensors_sha256
 
     assert tensors_sha256(tensors) == meta["sha256"]
     examples, _ = load_preferences(path)

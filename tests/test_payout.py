@@ -1,4 +1,4 @@
-"""Tests for common.payout."""
+"""Tests for common.valuation.payout."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.payout import PAYOUT_POLICIES, Payout, payout_shares
+from common.valuation.payout import PAYOUT_POLICIES, Payout, payout_shares
 
 
 def test_positive_policy_proportional_shares() -> None:

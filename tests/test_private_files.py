@@ -22,8 +22,8 @@ def _mode(path) -> int:
 
 
 def test_key_directories_are_0700_under_umask_000(tmp_path, open_umask):
-    from common.sealing import generate_storage_key
-    from common.signing import generate_private_key, save_keypair
+    from common.trust.sealing import generate_storage_key
+    from common.trust.signing import generate_private_key, save_keypair
 
     save_keypair(generate_private_key(), tmp_path / "out" / "keys" / "owners", "acme")
     assert _mode(tmp_path / "out" / "keys") == 0o700
@@ -34,7 +34,7 @@ def test_key_directories_are_0700_under_umask_000(tmp_path, open_umask):
 
 
 def test_existing_folders_keep_their_mode(tmp_path, open_umask):
-    from common.private_files import make_private_dir
+    from common.storage.private_files import make_private_dir
 
     shared = tmp_path / "shared"
     shared.mkdir(mode=0o755)
@@ -44,8 +44,8 @@ def test_existing_folders_keep_their_mode(tmp_path, open_umask):
 
 
 def test_ledger_and_progress_are_0600_under_umask_000(tmp_path, open_umask):
-    from common.progress import ProgressLog
-    from server.ledger import Ledger
+    from common.storage.progress import ProgressLog
+    from server.federation.ledger import Ledger
 
     with Ledger(tmp_path / "ledger.sqlite") as ledger:
         ledger.start_run("r1", "{}")

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from server.process_owner import RUN_TAG_VAR, new_tag, stop_tagged, tagged_pids
+from server.federation.process_owner import RUN_TAG_VAR, new_tag, stop_tagged, tagged_pids
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CLI = r"""
 import os, subprocess, sys, time
 sys.path.insert(0, {root!r})
-from server.process_owner import RUN_TAG_VAR, Watchdog
+from server.federation.process_owner import RUN_TAG_VAR, Watchdog
 tag = sys.argv[1]
 watchdog = Watchdog(tag)
 env = {{**os.environ, RUN_TAG_VAR: tag}}

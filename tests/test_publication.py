@@ -22,11 +22,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from client.fetch import FetchError, PublicationClient
-from common import publication_pb2 as pb
-from common import publication_pb2_grpc as pb_grpc
+from common.wire import publication_pb2 as pb
+from common.wire import publication_pb2_grpc as pb_grpc
 from common.errors import ConfigError
-from common.publication import AUTH_METADATA, bearer
-from common.signing import (
+from common.wire.publication import AUTH_METADATA, bearer
+from common.trust.signing import (
     SignatureError,
     generate_private_key,
     load_private_key,
@@ -35,9 +35,9 @@ from common.signing import (
     sign_report,
     sign_token,
 )
-from server.cli import main
-from server.ledger import Ledger
-from server.publish import TlsFiles, load_allowlist, parse_allow, serve
+from server.cli.main import main
+from server.federation.ledger import Ledger
+from server.publication.service import TlsFiles, load_allowlist, parse_allow, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -323,7 +323,7 @@ def test_an_old_token_is_unauthenticated(server, keys, pki):
 
 def test_every_authentication_failure_says_the_same(server, keys, pki):
     """Issue 12 #11: the messages told an outsider which names are on the allowlist."""
-    from server.publish import UNAUTHENTICATED
+    from server.publication.service import UNAUTHENTICATED
 
     details = set()
     for owner, key_of in (("mallory", None), ("acme", "mallory"), ("nobody", "mallory")):
@@ -402,7 +402,7 @@ def test_serve_command_end_to_end(ledger_path, keys, pki, tmp_path, request):
     """`fairpool serve` in its own process, then `fairpool fetch-report` against it."""
     allow = tmp_path / "owners.toml"
     allow.write_text(f'acme = "{keys["acme"]["pub"]}"\n')
-    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--ledger", str(ledger_path),
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli.main", "serve", "--ledger", str(ledger_path),
                              "--address", "127.0.0.1:0", "--tls-cert", str(pki["tls"].cert),
                              "--tls-key", str(pki["tls"].key), "--allowlist", str(allow),
                              "--coordinator-key", str(keys["coordinator"]["pub"])],
@@ -461,7 +461,7 @@ def test_allowlist_files_map_names_to_keys_relative_to_the_file(keys, tmp_path):
 
 def test_committed_generated_code_is_fresh(tmp_path):
     pytest.importorskip("grpc_tools")
-    from common.gen_proto import GENERATED, generate
+    from common.wire.gen_proto import GENERATED, generate
 
     fresh = generate(tmp_path)
     for name, path in zip(GENERATED, fresh):

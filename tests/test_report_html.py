@@ -20,12 +20,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from common.games_config import ValuationSettings
-from common.payout import payout_shares
-from common.preference_game import preference_game
-from server.coordinator import play_game
-from server.report import REPORT_HTML, REPORT_JSON, SIGNATURE_PNG, write_report
-from server.report_html import quantile_grid, render_html, trace_series, utilities_by_size
+from common.config.games import ValuationSettings
+from common.valuation.payout import payout_shares
+from common.valuation.preference_game import preference_game
+from server.valuation.pipeline import play_game
+from server.report.write import REPORT_HTML, REPORT_JSON, SIGNATURE_PNG, write_report
+from server.report.html import quantile_grid, render_html, trace_series, utilities_by_size
 
 XSS = "<script>alert(1)</script>"
 ATTR_XSS = '"><img src=x onerror=alert(2)>'
@@ -378,7 +378,7 @@ def test_flags_and_refused_replies_are_shown_escaped():
     page = render_html(report)
     assert "Flagged: near-identical adapters" in page and "clean and small" in page and "0.9990" in page
     assert "&lt;mallory&gt;" in page and "<mallory>" not in page
-    from server.report import render_markdown
+    from server.report.write import render_markdown
 
     md = render_markdown(report)
     assert "clean and small" in md and "unknown owner" in md

@@ -1,4 +1,4 @@
-"""Tests for common.shapley: exact Shapley values and ValuationResult."""
+"""Tests for common.valuation.shapley: exact Shapley values and ValuationResult."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.shapley import ValuationResult, estimate_exact, exact_shapley
-from common.utility import all_masks, coalition_utilities
+from common.valuation.shapley import ValuationResult, estimate_exact, exact_shapley
+from common.valuation.utility import all_masks, coalition_utilities
 
 
 def naive_shapley(v: np.ndarray, n: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Keys, claims, signed reports and tokens (``common/signing.py``), with real Ed25519, no mocks."""
+"""Keys, claims, signed reports and tokens (``common/trust/signing.py``), with real Ed25519, no mocks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import stat
 import pytest
 
 from common.errors import ConfigError
-from common.signing import (
+from common.trust.signing import (
     CLOCK_SKEW_S,
     SignatureError,
     SubmissionClaim,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from common.stats import kendall_tau, pearson, ranks, spearman
+from common.valuation.stats import kendall_tau, pearson, ranks, spearman
 
 
 def test_ranks_average_ties():

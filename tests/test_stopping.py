@@ -1,11 +1,11 @@
-"""Tests for common.stopping: the rules, their composition and the statuses they imply."""
+"""Tests for common.valuation.stopping: the rules, their composition and the statuses they imply."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from common.stopping import (
+from common.valuation.stopping import (
     BUDGET_EXHAUSTED,
     CONVERGED,
     STATUSES,

@@ -13,8 +13,8 @@ import pytest
 
 from common.data import Message, PreferenceExample
 from common.errors import ConfigError
-from common.spec import TrainingSpec
-from common.tokenization import require_chat_template, tokenize_pair, tokenize_prompt
+from common.config.spec import TrainingSpec
+from common.model.tokenization import require_chat_template, tokenize_pair, tokenize_prompt
 
 MAX_LENGTH = 48
 
@@ -46,14 +46,14 @@ def _examples(rows):
 
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory):
-    from common.model_zoo import ZooModelConfig, build_zoo_model
+    from common.embedded.model_zoo import ZooModelConfig, build_zoo_model
 
     return build_zoo_model(tmp_path_factory.mktemp("llama"), ZooModelConfig(architecture="llama"))
 
 
 @pytest.fixture(scope="module")
 def chat_dir(tmp_path_factory):
-    from common.model_zoo import ZooModelConfig, build_zoo_model
+    from common.embedded.model_zoo import ZooModelConfig, build_zoo_model
 
     return build_zoo_model(tmp_path_factory.mktemp("qwen2"), ZooModelConfig(architecture="qwen2", chat_template=True))
 
@@ -80,7 +80,7 @@ def _stock_trainer(model_dir, examples, tmp_path, trainer_class=None):
 def _assert_matches_trl(model_dir, rows, tmp_path):
     import torch
 
-    from server.scoring import pair_sequences
+    from server.valuation.scoring import pair_sequences
 
     examples = _examples(rows)
     trainer, tokenizer = _stock_trainer(model_dir, examples, tmp_path)
@@ -120,8 +120,8 @@ def test_chat_template_scored_ids_equal_trl(chat_dir, tmp_path):
 
 
 def test_decoding_starts_from_the_trained_prompt_ids(llama_dir, chat_dir, tmp_path):
-    from common.basemodel import load_base_model
-    from server.decoding import CoalitionDecoder
+    from common.model.base import load_base_model
+    from server.valuation.decoding import CoalitionDecoder
 
     for model_dir, rows in ((llama_dir, STANDARD_ROWS[:3]), (chat_dir, CHAT_ROWS)):
         examples = _examples(rows)
@@ -180,8 +180,8 @@ def test_conversational_data_without_chat_template_is_one_clear_error(llama_dir)
 
 
 def test_spec_chat_template_is_installed_on_load(llama_dir):
-    from common.basemodel import load_spec_model
-    from common.model_zoo import CHATML_TEMPLATE
+    from common.model.base import load_spec_model
+    from common.embedded.model_zoo import CHATML_TEMPLATE
 
     spec = TrainingSpec(base_model=str(llama_dir), chat_template=CHATML_TEMPLATE)
     _, tokenizer = load_spec_model(spec)

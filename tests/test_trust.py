@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import faults
+from common.trust import faults
 from common.data import load_preferences, save_preferences_jsonl
-from common.digest import tensors_sha256
-from common.signing import SubmissionClaim, load_private_key, sign_claim, verify_report
-from server.cli import main as cli_main
-from server.ledger import Ledger
-from server.run import ERROR_FILE, LEDGER_FILE
+from common.trust.digest import tensors_sha256
+from common.trust.signing import SubmissionClaim, load_private_key, sign_claim, verify_report
+from server.cli.main import main as cli_main
+from server.federation.ledger import Ledger
+from server.federation.run import ERROR_FILE, LEDGER_FILE
 from tests.local_federation import make_federation, replace_reply, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,8 +99,8 @@ def test_signed_run_values_everyone_and_publishes_a_verifiable_report(tmp_path, 
 
 
 def _decrypted(fed, owner):
-    from common.sealing import load_storage_key, tensors_from_bytes, unseal
-    from server.admission import sealing_context
+    from common.trust.sealing import load_storage_key, tensors_from_bytes, unseal
+    from server.federation.admission import sealing_context
 
     with Ledger(Path(fed.job.out_dir) / LEDGER_FILE) as ledger:
         digest, blob, _ = ledger.stored_adapters(fed.job.run_id)[owner]
@@ -317,7 +317,7 @@ def test_coordinator_killed_and_restarted_gives_the_same_report_without_retraini
 
 
 def test_a_wrong_storage_key_stops_the_run_and_loses_nothing(tmp_path, fast_spec, small_market):
-    from common.sealing import generate_storage_key
+    from common.trust.sealing import generate_storage_key
 
     fed = _federation(tmp_path, fast_spec, small_market)
     run(fed)
@@ -343,9 +343,9 @@ def test_rerunning_a_command_resumes_and_a_different_job_is_refused_only_while_u
     import dataclasses
 
     from common.errors import ConfigError
-    from common.job import OwnerEntry, ValuationJob
-    from server.defaults import resume_or_start
-    from server.federation import JOB_FILE
+    from common.config.job import OwnerEntry, ValuationJob
+    from common.embedded.default_job import resume_or_start
+    from common.config.job import JOB_FILE
 
     job = ValuationJob("first", (OwnerEntry("a", "a.jsonl"),), "eval.jsonl", str(tmp_path), fast_spec)
     assert resume_or_start(job) == (job, False)

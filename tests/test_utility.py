@@ -1,4 +1,4 @@
-"""Tests for common.utility (the preference utility of method.md §3)."""
+"""Tests for common.valuation.utility (the preference utility of method.md §3)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.bits import members_of
-from common.composition import COMPOSITION_RULES, coalition_weights, compose_logprobs
-from common.utility import (
+from common.valuation.bits import members_of
+from common.valuation.composition import COMPOSITION_RULES, coalition_weights, compose_logprobs
+from common.valuation.utility import (
     UTILITY_METRICS,
     accuracy,
     all_masks,

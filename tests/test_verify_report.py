@@ -1,5 +1,5 @@
-"""``server/verify.py`` and ``fairpool verify-report`` / ``fairpool keys generate``: real keys, a real
-signed report file and a real PEFT adapter directory written by ``server.decoding``."""
+"""``server/report/verify.py`` and ``fairpool verify-report`` / ``fairpool keys generate``: real keys, a real
+signed report file and a real PEFT adapter directory written by ``server.valuation.decoding``."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import stat
 import numpy as np
 import pytest
 
-from common.digest import tensors_sha256
+from common.trust.digest import tensors_sha256
 from common.errors import ConfigError
-from common.signing import (
+from common.trust.signing import (
     SignatureError,
     fingerprint,
     generate_private_key,
@@ -23,8 +23,8 @@ from common.signing import (
     save_keypair,
     sign_report,
 )
-from server.cli import main
-from server.verify import VerificationError, adapter_dir_sha256, verify_report_file
+from server.cli.main import main
+from server.report.verify import VerificationError, adapter_dir_sha256, verify_report_file
 from tests.test_signing import sample_report
 
 
@@ -42,9 +42,9 @@ def owner_adapter(base_model_dir, fast_spec, tmp_path_factory):
 
     Random tensors rather than training: the check is about bytes on disk, and this takes a second.
     """
-    from common.basemodel import load_base_model
-    from common.lora import expected_adapter_shapes
-    from server.decoding import save_adapter_dir
+    from common.model.base import load_base_model
+    from common.model.lora import expected_adapter_shapes
+    from server.valuation.decoding import save_adapter_dir
 
     base, _ = load_base_model(str(base_model_dir))
     rng = np.random.default_rng(7)
@@ -56,7 +56,7 @@ def owner_adapter(base_model_dir, fast_spec, tmp_path_factory):
 
 
 def _write_signed(path, key, report=None):
-    """Write the report as ``server/report.write_report`` and ``fetch-report`` do."""
+    """Write the report as ``server.report.write.write_report`` and ``fetch-report`` do."""
     path.write_bytes(report_file_bytes(sign_report(report or sample_report(), key)))
     return path
 
@@ -285,7 +285,7 @@ def test_nan_is_refused_when_reading_and_writing(coordinator, tmp_path, capsys):
 
 
 def test_written_and_fetched_reports_are_the_same_bytes(coordinator, tmp_path):
-    """``server/report.write_report`` and the owner's ``fetch-report`` write one encoding."""
+    """``server.report.write.write_report`` and the owner's ``fetch-report`` write one encoding."""
     from client.fetch import write_report as write_fetched
 
     key, _ = coordinator

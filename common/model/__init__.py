@@ -1,0 +1,1 @@
+"""The base model and its adapters: loading, hardware, LoRA, tokenisation, adapter directories."""

@@ -1,0 +1,1 @@
+"""Trust: content digests, signatures, encryption at rest, adapter checks, failpoints for crash tests."""

@@ -1,0 +1,1 @@
+"""The valuation maths: coalitions, games, utilities, estimators, stopping, payout (numpy only, no torch)."""

@@ -1,0 +1,144 @@
+"""Shapley values of a game given as a table of coalition utilities (method.md §4).
+
+``φ_i = Σ_{S⊆N∖{i}} |S|!(n−|S|−1)!/n! · [v(S∪{i}) − v(S)]``
+
+The game is a vector ``utilities`` indexed by coalition bitmask (see
+:mod:`common.valuation.bits`), which is exactly what the preference utility produces for
+``all_masks(n)``.  Exact enumeration is the default wherever ``2**n`` utilities
+are affordable; sampling estimators return the same :class:`ValuationResult`
+so that reports and payouts need not care how the values were obtained.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from common.valuation.bits import MAX_PLAYERS, popcount
+
+__all__ = ["ValuationResult", "exact_shapley", "estimate_exact"]
+
+
+@dataclass(frozen=True, eq=False)
+class ValuationResult:
+    """Values of the players of one game, with their uncertainty.
+
+    Modelled on pyDVL's ``ValuationResult``: ``stderr`` and ``counts`` travel
+    with the values so that an exact result and a Monte Carlo estimate are
+    reported the same way, and a reader can tell a converged value from a
+    noisy one.
+
+    Attributes:
+        players: player (owner) names, in the order of ``values``.
+        values: Shapley value of each player.
+        stderr: standard error of each value (0 when exact).
+        counts: number of utility evaluations that fed each value.
+        estimator: name of the method, e.g. ``"exact"``.
+        status: ``"converged"`` when the estimator met its stopping criterion
+            (always, for exact enumeration), ``"budget_exhausted"`` when a budget
+            (evaluations, samples, seconds) ended the run first; see
+            :mod:`common.valuation.stopping`.
+        params: estimator settings, recorded for reproducibility.
+        trace: for sampling estimators, snapshots ``{"evaluations", "values", "stderr"}`` of
+            the running estimate (at most :data:`TRACE_MAX_POINTS`, thinned evenly), so a
+            reader can see whether the values had settled; empty for exact methods.
+
+    Arrays are copied and made read-only so the frozen result cannot be
+    changed behind a report's back.  Equality is identity (``eq=False``)
+    because elementwise array comparison has no single truth value.
+    """
+
+    players: tuple[str, ...]
+    values: np.ndarray
+    stderr: np.ndarray
+    counts: np.ndarray
+    estimator: str
+    status: str
+    params: dict[str, Any] = field(default_factory=dict)
+    trace: tuple[dict, ...] = ()
+
+    def __post_init__(self) -> None:
+        players = tuple(str(p) for p in self.players)
+        if len(set(players)) != len(players):
+            raise ValueError(f"player names must be unique, got {players}")
+        k = len(players)
+        arrays = {}
+        for name, dtype in (("values", np.float64), ("stderr", np.float64), ("counts", np.int64)):
+            arr = np.array(getattr(self, name), dtype=dtype, copy=True)
+            if arr.shape != (k,):
+                raise ValueError(f"{name} must have shape ({k},) (one per player), got {arr.shape}")
+            arr.setflags(write=False)
+            arrays[name] = arr
+        object.__setattr__(self, "players", players)
+        for name, arr in arrays.items():
+            object.__setattr__(self, name, arr)
+        object.__setattr__(self, "params", dict(self.params))
+
+    def as_dict(self) -> dict[str, dict[str, float | int]]:
+        """Plain-Python view ``{player: {"shapley", "stderr", "count"}}`` for JSON reports."""
+        return {
+            p: {"shapley": float(v), "stderr": float(s), "count": int(c)}
+            for p, v, s, c in zip(self.players, self.values, self.stderr, self.counts)
+        }
+
+
+def exact_shapley(utilities: np.ndarray, n: int) -> np.ndarray:
+    """Exact Shapley values from the full utility table ``utilities[mask] = v(S)``.
+
+    For each player ``i`` the table is viewed as shape ``(2**(n−i−1), 2, 2**i)``:
+    index ``[:, 0, :]`` runs over the coalitions without ``i`` and ``[:, 1, :]``
+    over the same coalitions with ``i`` added.  The weighted sum of their
+    differences is then one vectorised expression, ``O(n·2**n)`` in total and
+    without materialising any mask arrays beyond the coalition sizes.
+
+    The weight ``|S|!(n−|S|−1)!/n!`` is computed as ``1 / (n·C(n−1, |S|))``,
+    which stays accurate for every ``n`` (the factorials alone overflow float
+    long before ``n = 62``).
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= MAX_PLAYERS:
+        raise ValueError(f"number of players must be an int in 0..{MAX_PLAYERS}, got {n!r}")
+    n = int(n)
+    v = np.asarray(utilities, dtype=np.float64)
+    if v.ndim != 1 or v.shape[0] != 1 << n:
+        raise ValueError(
+            f"utilities must have one entry per coalition, length 2**{n} = {1 << n}, got shape {v.shape}"
+        )
+    if not np.all(np.isfinite(v)):
+        raise ValueError("utilities contain nan or inf")
+    if n == 0:
+        return np.zeros(0, dtype=np.float64)
+    weight_by_size = np.array([1.0 / (n * math.comb(n - 1, k)) for k in range(n)], dtype=np.float64)
+    # The grand coalition (size n) never appears on the "without i" side, so its
+    # out-of-range size is clipped only to keep the lookup in bounds.
+    weights = weight_by_size[np.minimum(popcount(np.arange(1 << n, dtype=np.int64)), n - 1)]
+    phi = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        shape = (1 << (n - i - 1), 2, 1 << i)
+        table = v.reshape(shape)
+        w_without_i = weights.reshape(shape)[:, 0, :]
+        phi[i] = np.sum(w_without_i * (table[:, 1, :] - table[:, 0, :]))
+    return phi
+
+
+def estimate_exact(players: Sequence[str], utilities: np.ndarray) -> ValuationResult:
+    """Exact Shapley values packaged as a :class:`ValuationResult`.
+
+    Every value uses all ``2**n`` utilities, hence ``counts = 2**n`` and
+    ``stderr = 0``; the status is ``"converged"`` by definition.
+    """
+    players = tuple(players)
+    n = len(players)
+    values = exact_shapley(utilities, n)
+    return ValuationResult(
+        players=players,
+        values=values,
+        stderr=np.zeros(n),
+        counts=np.full(n, 1 << n, dtype=np.int64),
+        estimator="exact",
+        status="converged",
+        params={"n_players": n, "n_coalitions": 1 << n},
+    )

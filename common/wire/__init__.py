@@ -1,0 +1,1 @@
+"""What crosses the network: the publication protocol (protobuf + generated gRPC code) and its rules."""

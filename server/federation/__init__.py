@@ -1,0 +1,1 @@
+"""Running a job through Flower: the ServerApp, collecting adapters, admission, the ledger, processes."""

@@ -1,0 +1,116 @@
+"""Gathering every owner's adapter individually through a Flower ``Grid`` (no averaging).
+
+Kept apart from ``app.py`` so the waiting, timeout, nonce and admission rules read as plain
+logic; the ``Grid`` is the only Flower object it touches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from common.config.job import ValuationJob
+from common.trust.signing import new_nonce
+from server.federation.admission import Admission
+from server.valuation.pipeline import Submission, submission_from_meta
+
+
+def wait_for_nodes(grid: Grid, count: int, timeout_s: float, poll_s: float = 0.5) -> list[int]:
+    """Node ids once ``count`` SuperNodes have joined (the list is empty right after start)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ids = sorted(grid.get_node_ids())
+        if len(ids) >= count or time.monotonic() > deadline:
+            return ids
+        time.sleep(poll_s)
+
+
+def training_message(job: ValuationJob, node_id: int, nonce: str, held: Sequence[str]) -> Message:
+    """One node's training request: the spec, this run's id, a fresh nonce, the owners whose
+    adapters the coordinator already holds (they need not train again), and the roster when
+    owners are simulated."""
+    content = RecordDict({
+        "spec": ConfigRecord({**job.spec.to_record(), "run_id": job.run_id}),
+        "request": ConfigRecord({"run_id": job.run_id, "nonce": nonce, "held": list(held)}),
+        "hardware": ConfigRecord(job.hardware.to_record()),
+    })
+    if job.simulated:
+        content["roster"] = ConfigRecord({"names": [o.name for o in job.owners],
+                                          "paths": [o.data for o in job.owners],
+                                          "keys": [o.signing_key for o in job.owners],
+                                          "adapters": [o.adapter for o in job.owners],
+                                          "adapter_examples": [int(o.adapter_examples) for o in job.owners]})
+    return Message(content=content, dst_node_id=node_id, message_type=MessageType.TRAIN)
+
+
+def decode_reply(reply: Message) -> Submission | None:
+    """A reply as a :class:`Submission`; ``None`` when it names no owner at all."""
+    if reply.has_error():
+        return None
+    content = reply.content
+    meta = dict(content["meta"]) if "meta" in content else {}
+    owner = str(meta.get("owner", ""))
+    if not owner:
+        return None
+    tensors = None
+    if "adapter" in content:
+        tensors = {name: array.numpy() for name, array in content["adapter"].items()}
+    metrics = dict(content["metrics"]) if "metrics" in content else {}
+    return submission_from_meta(owner, meta, tensors, metrics)
+
+
+def collect_adapters(grid: Grid, job: ValuationJob, admission: Admission, wanted: Sequence[str],
+                     progress: Callable[..., None]) -> dict[str, str]:
+    """Ask every node for the ``wanted`` owners' adapters and admit replies as they arrive.
+
+    Each request carries a fresh nonce (recorded in the ledger before it is sent); a reply is
+    checked against the nonce of the request it answers. Returns ``{owner: reason}`` for the
+    wanted owners that were not accepted (timeouts included); accepted ones are in the ledger.
+    """
+    expected = set(wanted)
+    progress("wait", f"waiting for {len(expected)} owner node(s) to join")
+    node_ids = wait_for_nodes(grid, len(expected), job.owner_timeout_s)
+    messages, nonces = [], []
+    for node_id in node_ids:
+        nonce = new_nonce()
+        admission.ledger.issue_nonce(job.run_id, nonce)
+        messages.append(training_message(job, node_id, nonce, sorted(set(job.owner_names) - expected)))
+        nonces.append(nonce)
+    progress("train", f"sent training spec to {len(node_ids)} node(s)", done=0, total=len(expected))
+    issued = dict(zip(grid.push_messages(messages), nonces))
+    pending = set(issued)
+    accepted: set[str] = set()
+    reasons: dict[str, str] = {}
+    deadline = time.monotonic() + job.owner_timeout_s
+    while pending and time.monotonic() < deadline:
+        for reply in grid.pull_messages(list(pending)):
+            message_id = reply.metadata.reply_to_message_id
+            pending.discard(message_id)
+            sub = decode_reply(reply)
+            if sub is None:
+                progress("train", f"a node replied with an error: {reply.error if reply.has_error() else 'no owner'}")
+                continue
+            if sub.skipped:
+                continue
+            if sub.owner in accepted:
+                progress("train", f"ignored a second reply claiming owner {sub.owner!r}")
+                continue
+            reason = admission.admit(sub, issued.get(message_id))
+            if reason is None:
+                accepted.add(sub.owner)
+                reasons.pop(sub.owner, None)
+                progress("train", f"{sub.owner}: adapter accepted ({sub.num_examples} examples)", owner=sub.owner,
+                         done=len(accepted), total=len(expected))
+            else:
+                if sub.owner in expected:
+                    reasons[sub.owner] = reason
+                progress("train", f"{sub.owner}: refused: {reason}", owner=sub.owner)
+        if pending:
+            time.sleep(0.5)
+    for name in sorted(expected - accepted - set(reasons)):
+        reasons[name] = f"no reply within {job.owner_timeout_s:.0f}s"
+        admission.ledger.record_submission(job.run_id, name, status="missing", reason=reasons[name], meta={})
+    return reasons

@@ -1,0 +1,141 @@
+"""Running one job inside the coordinator: resume, collect, admit, value, sign, write — or say why not.
+
+Everything the run learns goes into the ledger as soon as it is known (accepted adapters,
+sealed; rejections with reasons; coalition utilities; finished games), so re-running the same
+job after a crash resumes: owners whose adapters are stored are not asked to train again, no
+stored utility or game is recomputed, and the report equals an uninterrupted run's.
+
+A failed run writes ``error.json`` (never a partial report) so the CLI, which waits on the
+Flower process from outside, can tell the user the actual reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from common.trust import faults
+from common.errors import FairPoolError
+from common.config.job import ValuationJob
+from common.storage.locks import LockHeld, exclusive_lock
+from common.storage.progress import ProgressLog
+from server.federation.admission import Admission
+from server.valuation.pipeline import Submission, value_submissions
+from server.federation.ledger import Ledger
+from server.report.write import write_report
+
+ERROR_FILE = "error.json"
+LEDGER_FILE = "ledger.sqlite"
+LEDGER_LOCK = ".ledger.lock"
+"""Held by the coordinator for its whole run: one coordinator per ledger, even an orphaned one."""
+
+Collector = Callable[[Admission, Sequence[str], Callable[..., None]], dict[str, str]]
+"""``collect(admission, wanted_owners, progress) -> {owner: reason not accepted}``; accepted
+submissions go through ``admission.admit`` into the ledger."""
+
+
+def run_job(job: ValuationJob, collect: Collector) -> dict | None:
+    """Collect the adapters still missing with ``collect``, then value; return the report (None on error)."""
+    out = Path(job.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with exclusive_lock(out / LEDGER_LOCK, f"the ledger in {out}"):
+            return _run_locked(job, collect, out)
+    except LockHeld as exc:
+        # Another coordinator (one orphaned by a killed CLI) is live on this ledger: its run is left
+        # untouched; only this CLI hears why (the CLI's own lock means no other CLI follows OUT).
+        _fail(out, ProgressLog(out), str(exc))
+        return None
+
+
+def _run_locked(job: ValuationJob, collect: Collector, out: Path) -> dict | None:
+    (out / ERROR_FILE).unlink(missing_ok=True)
+    try:
+        mac_key = _ledger_key(job)
+    except FairPoolError as exc:
+        _fail(out, ProgressLog(out), str(exc))
+        return None
+    with Ledger(out / LEDGER_FILE, mac_key) as ledger:
+        log = ProgressLog(out, sink=lambda event: ledger.add_event(job.run_id, event))
+        try:
+            previous = ledger.run_job(job.run_id)
+            if previous is not None and not job.same_work_as(ValuationJob.from_json(previous)):
+                raise FairPoolError(f"run {job.run_id} in {out} was started with different settings; "
+                                    "use another output directory")
+            ledger.start_run(job.run_id, job.to_json())
+            log.emit("start", f"run {job.run_id}: {len(job.owners)} owner(s)"
+                     + (" (resumed)" if previous else ""), total=len(job.owners))
+            report = _run(job, ledger, log, collect)
+        except FairPoolError as exc:
+            _fail(out, log, str(exc))
+            ledger.finish_run(job.run_id, "failed", failure=str(exc))
+            return None
+        except Exception as exc:  # an unexpected failure still reaches the user, with its trace on disk
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            _fail(out, log, message, traceback.format_exc())
+            ledger.finish_run(job.run_id, "failed", failure=message)
+            return None
+        ledger.finish_run(job.run_id, "done", report)
+        log.emit("done", f"report written to {out / 'report.json'}")
+    return report
+
+
+def _run(job: ValuationJob, ledger: Ledger, log: ProgressLog, collect: Collector) -> dict:
+    from common.model.base import load_spec_model
+    from common.model.lora import expected_adapter_shapes
+
+    base = load_spec_model(job.spec, job.hardware)
+    ledger.expect_owners(job.run_id, {o.name: o.public_key for o in job.owners})
+    expected = expected_adapter_shapes(job.spec, base[0])
+    admission = Admission(job, ledger, expected, log.emit)
+    held = admission.stored()
+    if held:
+        log.emit("resume", f"{len(held)} accepted adapter(s) already in the ledger: "
+                           f"{', '.join(sorted(held))} will not retrain")
+    wanted = [name for name in job.owner_names if name not in held]
+    reasons: dict[str, str] = {}
+    if wanted:
+        reasons = collect(admission, wanted, log.emit)
+    accepted = {**held, **admission.accepted}
+    faults.hit("before_valuation")
+    submissions = [accepted.get(name) or Submission(name, error=reasons.get(name) or "no adapter accepted")
+                   for name in job.owner_names]
+    try:
+        report = value_submissions(job, submissions, log.emit, store=ledger, base=base, expected=expected,
+                                   refused=admission.refused)
+    finally:  # also when the quorum is not met: the ledger says who was missing and why
+        for sub in submissions:
+            ledger.settle_owner(job.run_id, sub.owner, "rejected" if sub.error else "accepted", sub.error)
+    for owner in report["owners"]:
+        ledger.settle_owner(job.run_id, owner["name"], owner["status"], owner["reason"])
+    report = _sign(job, report)
+    write_report(report, job.out_dir, public=job.public_report)
+    return report
+
+
+def _ledger_key(job: ValuationJob) -> bytes | None:
+    """The key authenticating the ledger's rows, derived from the job's storage key (none without one)."""
+    if not job.storage_key:
+        return None
+    from common.trust.sealing import ledger_mac_key, load_storage_key
+
+    return ledger_mac_key(load_storage_key(job.storage_key))
+
+
+def _sign(job: ValuationJob, report: dict) -> dict:
+    """The report signed with the coordinator's key, when the job names one."""
+    if not job.coordinator_key:
+        return report
+    from common.trust.signing import load_private_key, sign_report
+
+    passphrase = os.environ.get(job.coordinator_key_passphrase_env) if job.coordinator_key_passphrase_env else None
+    key = load_private_key(job.coordinator_key, passphrase.encode() if passphrase else None)
+    return sign_report(report, key)
+
+
+def _fail(out: Path, log: ProgressLog, message: str, trace: str | None = None) -> None:
+    (out / ERROR_FILE).write_text(json.dumps({"error": message, "traceback": trace}, indent=2))
+    log.emit("error", message)

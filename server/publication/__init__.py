@@ -1,0 +1,1 @@
+"""The publication service: owners fetch signed reports and follow live runs over gRPC."""

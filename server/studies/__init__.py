@@ -1,0 +1,1 @@
+"""Studies of the method: arithmetic against really retrained coalitions, and training sweeps."""

@@ -1,0 +1,1 @@
+"""From admitted adapters to values: scoring, decoding, reward games, the valuation pipeline."""

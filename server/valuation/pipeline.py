@@ -1,0 +1,360 @@
+"""The coordinator's work after the owners reply, free of Flower so it can be tested alone.
+
+Check every submission against the spec, score the held-out set n+1 times, compute every
+coalition's utility by arithmetic, exact Shapley values, and the payout; return the report
+as a plain dict (schema in docs/report.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from common.trust.adapter_checks import AdapterLimits, adapter_problem, near_duplicates
+from common.model.base import load_spec_model
+from common.valuation.bits import members_of
+from common.trust import faults
+from common.data import load_preferences
+from common.trust.digest import json_sha256, tensors_sha256
+from common.errors import FairPoolError
+from common.config.job import ValuationJob
+from common.model.lora import expected_adapter_shapes
+from common.valuation.estimators import estimate
+from common.valuation.game import Game, UtilityStore
+from common.config.games import PREFERENCE_UTILITIES, reward_scorer
+from server.valuation.scorers import resolve_scorers
+from common.model.tokenization import usable_pairs
+from common.valuation.payout import payout_shares
+from common.valuation.preference_game import preference_game
+from server.valuation.generation_game import CoalitionGenerations, reward_game, reward_game_key
+from server.valuation.scoring import load_adapters, score_evaluation
+
+ADAPTERS_DIR = "adapters"
+
+
+def save_adapters(job: ValuationJob, peft_model, names: Sequence[str]) -> None:
+    """Keep each valued adapter as a PEFT directory (``fairpool generate --adapter`` reads it).
+
+    Written from the model that already holds every adapter: no base model is loaded again.
+    """
+    from common.storage.private_files import make_private_dir
+    from server.valuation.decoding import export_adapter_dir
+
+    make_private_dir(Path(job.out_dir) / ADAPTERS_DIR)  # decrypted adapters: the coordinator's eyes only
+    for name in names:
+        export_adapter_dir(peft_model, name, Path(job.out_dir) / ADAPTERS_DIR / name)
+
+
+@dataclass
+class Submission:
+    """One owner's reply as the coordinator received it."""
+
+    owner: str
+    tensors: dict[str, np.ndarray] | None = None
+    num_examples: int = 0
+    claimed_sha256: str = ""
+    dropped: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    nonce: str = ""
+    run_id: str = ""
+    spec_sha256: str = ""
+    signature: str = ""
+    skipped: bool = False
+    """The owner did not train because the coordinator already holds its adapter (a resumed run)."""
+    source: str = "trained"
+    """``"trained"`` (the owner trained it on its data for this run) or ``"adapter"`` (an existing one)."""
+
+    @cached_property
+    def digest(self) -> str:
+        """SHA-256 of the tensors received (``""`` without any), computed once per submission:
+        admission, validation, the report and the game keys all need it."""
+        return tensors_sha256(self.tensors) if self.tensors else ""
+
+
+def examples_problem(submission: Submission, composition: str = "sum") -> str | None:
+    """Why the submission's number of examples cannot be used, or None.
+
+    A trained adapter must have trained on something. An existing adapter may come without a
+    declared count (0), except under the ``size`` rule, which weighs owners by it.
+    """
+    if submission.source == "adapter":
+        if submission.num_examples < 0 or (composition == "size" and submission.num_examples <= 0):
+            return ("existing adapter without a declared number of examples (adapter-examples), "
+                    "which the size composition rule needs")
+        return None
+    if submission.num_examples <= 0:
+        return "owner reported no training examples"
+    return None
+
+
+def rejection_reason(submission: Submission, expected: Mapping[str, tuple[int, ...]], rank: int,
+                     limits: AdapterLimits = AdapterLimits(), composition: str = "sum") -> str | None:
+    """Why a submission cannot be valued, or ``None`` when it is sound (signatures: server/federation/admission.py)."""
+    if submission.error:
+        return submission.error
+    problem = adapter_problem(submission.tensors, expected, rank, limits)
+    if problem:
+        return problem
+    if submission.claimed_sha256 and submission.digest != submission.claimed_sha256:
+        return "adapter digest does not match the tensors received"
+    return examples_problem(submission, composition)
+
+
+COALITIONS_IN_REPORT = 4096
+"""Above this many evaluated coalitions a game lists only the empty, singleton, leave-one-out
+and grand coalitions (with ``coalitions_omitted``); 2²⁰ rows would swamp the report."""
+
+
+def _coalition_rows(game: Game) -> tuple[list[dict], int]:
+    masks, values = game.known()
+    n = game.n
+    omitted = 0
+    if masks.size > COALITIONS_IN_REPORT:
+        full = (1 << n) - 1
+        keep = {0, full} | {1 << i for i in range(n)} | {full ^ (1 << i) for i in range(n)}
+        chosen = np.isin(masks, np.array(sorted(keep), dtype=np.int64))
+        omitted = int(masks.size - chosen.sum())
+        masks, values = masks[chosen], values[chosen]
+    rows = [{"members": [game.players[i] for i in members_of(int(m), n)], "value": float(v)}
+            for m, v in zip(masks, values)]
+    return rows, omitted
+
+
+def _plain(value):
+    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
+
+
+@dataclass
+class Scored:
+    """What every game of a run is built from: the valued owners and their scored evaluation."""
+
+    names: list[str]
+    sizes: list[int]
+    digests: list[str]
+    margins: np.ndarray
+    peft_model: object
+    tokenizer: object
+
+
+def preference_game_for(job: ValuationJob, utility: str, scored: Scored,
+                        store: UtilityStore | None = None) -> tuple[Game, dict]:
+    """The arithmetic preference game; its utilities are memoised in ``store`` (a resumed run reads them)."""
+    key = "preference/" + json_sha256([job.run_id, utility, scored.names, scored.digests, job.composition,
+                                       scored.sizes, job.spec.beta, job.eval_path])
+    game = preference_game(scored.names, scored.margins, PREFERENCE_UTILITIES[utility], job.composition,
+                           scored.sizes, job.spec.beta, key=key, store=store)
+    return game, {"metric": PREFERENCE_UTILITIES[utility], "num_eval_pairs": int(scored.margins.shape[1])}
+
+
+class RewardGames:
+    """Builds the run's ``reward:NAME`` games; all share one decoder and one generation cache."""
+
+    def __init__(self, job: ValuationJob, scored: Scored, progress: Callable[..., None],
+                 store: UtilityStore | None) -> None:
+        from common.data import load_prompts
+        from server.valuation.decoding import CoalitionDecoder, DecodingConfig
+
+        settings = job.valuation
+        self.scorers = resolve_scorers(settings.reward_scorers, settings.reward_models, settings.scorers)
+        prompts = load_prompts(settings.eval_prompts or job.eval_path)
+        self.decoding = DecodingConfig(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                                       top_p=settings.top_p, seed=job.spec.seed)
+        decoder = CoalitionDecoder(scored.peft_model, scored.tokenizer, scored.names, job.composition, scored.sizes,
+                                   max_prompt_length=job.spec.max_prompt_length)
+        self.generations = CoalitionGenerations(decoder, prompts, self.decoding, len(scored.names),
+                                                progress=lambda m: progress("decode", m))
+        self.job, self.scored, self.store = job, scored, store
+
+    def game_for(self, utility: str) -> tuple[Game, dict]:
+        name = reward_scorer(utility)
+        settings = self.job.valuation
+        identity = settings.scorers.get(name) or settings.reward_models.get(name) or f"builtin:{name}"
+        key = reward_game_key(name, self.scored.digests, self.job.spec.base_fingerprint, self.job.composition,
+                              self.scored.sizes, self.generations.texts, asdict(self.decoding), identity)
+        game = reward_game(self.scored.names, self.generations, name, self.scorers[name], key=key, store=self.store)
+        return game, {"metric": f"mean {name} reward", "num_eval_prompts": len(self.generations.prompts),
+                      "decoding": asdict(self.decoding)}
+
+
+REWARD_EXACT_MAX_PLAYERS = 10
+"""Under ``auto``, reward games are enumerated exactly up to this many owners only: each
+coalition costs a decode of every evaluation prompt, so 2ⁿ soon stops being affordable."""
+
+
+def play_game(job: ValuationJob, utility: str, game: Game, described: dict,
+              progress: Callable[..., None]) -> dict:
+    """Estimate one game's values and describe it for the report."""
+    settings = job.valuation
+    stop = None if settings.estimator in ("exact", "loo") else settings.stopping_rule(game.n)
+    exact_bound = settings.exact_max_players
+    if reward_scorer(utility):
+        exact_bound = min(exact_bound, REWARD_EXACT_MAX_PLAYERS)
+    progress("valuation", f"{utility}: estimating values ({settings.estimator})")
+    result = estimate(game, settings.estimator, stop=stop, seed=job.spec.seed, exact_max_players=exact_bound)
+    empty, grand = game.utilities(np.array([0, (1 << game.n) - 1]))
+    rows, omitted = _coalition_rows(game)
+    evaluated = int(game.known()[0].size)  # the same whether utilities were computed now or read back
+    progress("coalitions", f"{utility}: {evaluated} coalition utilities ({game.computed} computed, "
+             f"{evaluated - game.computed} read from the ledger)", done=evaluated, total=evaluated)
+    return {
+        "utility": utility,
+        **described,
+        "composition": job.composition,
+        "estimator": result.estimator,
+        "status": result.status,
+        "params": {k: _plain(v) for k, v in result.params.items()},
+        "evaluations": evaluated,
+        "empty": float(empty),
+        "grand": float(grand),
+        "values": result.as_dict(),
+        "coalitions": rows,
+        "coalitions_omitted": omitted,
+        **({"trace": list(result.trace)} if result.trace else {}),
+    }
+
+
+def value_submissions(
+    job: ValuationJob,
+    submissions: Sequence[Submission],
+    progress: Callable[..., None] = lambda *_a, **_k: None,
+    store: UtilityStore | None = None,
+    *,
+    base=None,
+    expected: Mapping[str, tuple[int, ...]] | None = None,
+    refused: Sequence[Mapping[str, object]] = (),
+) -> dict:
+    """Validate, score, value and pay: the full report for ``job``.
+
+    ``store`` memoises coalition utilities; when it also keeps results (the ledger), each
+    finished game is stored too, so a resumed run re-plays nothing. ``base`` is an already
+    loaded ``(model, tokenizer)`` and ``expected`` the adapter shapes of its spec (both are
+    computed here when not given); ``refused`` lists replies refused before valuation that
+    named no owner of the job (or were replays), for the audit section of the report.
+    """
+    base_model, tokenizer = base or load_spec_model(job.spec, job.hardware)
+    expected = expected or expected_adapter_shapes(job.spec, base_model)
+    by_owner = {s.owner: s for s in submissions}
+    owners_report, accepted = [], []
+    for entry in job.owners:
+        name = entry.name
+        sub = by_owner.get(name) or Submission(name, error="no reply from this owner")
+        reason = rejection_reason(sub, expected, job.spec.lora_r, job.adapter_limits, job.composition)
+        owners_report.append({
+            "name": name,
+            "source": sub.source if sub.tensors is not None else entry.source,
+            "num_examples": int(sub.num_examples),
+            "adapter_sha256": sub.digest,
+            "status": "rejected" if reason else "valued",
+            "reason": reason,
+            "dropped": dict(sub.dropped),
+            "metrics": {k: float(v) for k, v in sub.metrics.items()},
+        })
+        if reason is None:
+            accepted.append(sub)
+        progress("validate", f"{name}: {'rejected: ' + reason if reason else 'accepted'}", owner=name)
+    if len(accepted) < max(1, job.min_owners):
+        raise FairPoolError(
+            f"only {len(accepted)} owner(s) accepted, fewer than the required {max(1, job.min_owners)}: "
+            + "; ".join(f"{o['name']}: {o['reason']}" for o in owners_report if o["reason"])
+        )
+    names = [s.owner for s in accepted]
+    sizes = [s.num_examples for s in accepted]
+    flags = [{"kind": "near_duplicate", **pair,
+              "note": "adapters nearly identical: possible copying or free-riding (not rejected)"}
+             for pair in near_duplicates({s.owner: s.tensors for s in accepted}, job.adapter_limits.duplicate_cosine)]
+    for flag in flags:
+        progress("validate", f"flagged: {flag['owners'][0]} and {flag['owners'][1]} have near-identical adapters "
+                             f"(cosine {flag['cosine']:.4f})")
+    eval_examples, unusable = usable_pairs(tokenizer, load_preferences(job.eval_path)[0], job.spec.max_length,
+                                           job.spec.max_prompt_length, where=f"evaluation set {job.eval_path}")
+    if unusable:
+        progress("score", f"{unusable} held-out pair(s) left out: the prompt alone fills max_length")
+    peft_model = load_adapters(base_model, job.spec, {s.owner: s.tensors for s in accepted})
+    evaluation = score_evaluation(peft_model, tokenizer, names, eval_examples, job.spec.max_length,
+                                  progress=lambda m: progress("score", m), max_prompt_length=job.spec.max_prompt_length)
+    scored = Scored(names, sizes, [s.digest for s in accepted], evaluation.margins,
+                    peft_model, tokenizer)
+    if job.export_adapters:
+        save_adapters(job, peft_model, names)
+    rewards = RewardGames(job, scored, progress, store) if job.valuation.reward_scorers else None
+    keeps_results = hasattr(store, "save_result")
+    games = []
+    for utility in job.valuation.utilities:
+        result_name = "game/" + json_sha256([utility, scored.names, scored.digests, asdict(job.valuation)])
+        kept = store.result(job.run_id, result_name) if keeps_results else None
+        if kept is not None:
+            progress("valuation", f"{utility}: values read from the ledger")
+            games.append(json.loads(kept))
+            continue
+        game, described = rewards.game_for(utility) if reward_scorer(utility) else \
+            preference_game_for(job, utility, scored, store)
+        games.append(play_game(job, utility, game, described, progress))
+        if keeps_results:
+            store.save_result(job.run_id, result_name, json.dumps(games[-1]).encode())
+        faults.hit("after_game_stored")
+    paying = next(g for g in games if g["utility"] == job.valuation.payout_utility)
+    payout = payout_shares({n: v["shapley"] for n, v in paying["values"].items()}, job.budget, job.payout_policy)
+    progress("valuation", "values computed")
+    report = {
+        "run_id": job.run_id,
+        "owners": owners_report,
+        "games": games,
+        "payout": {
+            "game": paying["utility"],
+            "budget": payout.budget,
+            "policy": payout.policy,
+            "policy_description": payout.description,
+            "shares": {k: float(v) for k, v in payout.shares.items()},
+            "amounts": {k: float(v) for k, v in payout.amounts.items()},
+            "flagged": list(payout.flagged),
+        },
+        "flags": flags,
+        "settings": {
+            "base_model": job.spec.base_model,
+            "base_fingerprint": job.spec.base_fingerprint,
+            "spec": job.spec.to_record(),
+            "spec_sha256": job.spec.digest(),
+            "composition": job.composition,
+            "eval_path": job.eval_path,
+            "signatures_required": job.requires_signatures,
+            "adapter_limits": asdict(job.adapter_limits),
+            "eval_pairs_unusable": unusable,
+        },
+    }
+    if refused:
+        report["refused"] = [dict(r) for r in refused]
+    return report
+
+
+def check_efficiency(game: dict, tol: float = 1e-9) -> bool:
+    """Σφ = v(N) − v(∅): a cheap integrity check reports and tests can share."""
+    total = sum(v["shapley"] for v in game["values"].values())
+    return math.isclose(total, game["grand"] - game["empty"], abs_tol=tol)
+
+
+def submission_from_meta(owner: str, meta: Mapping[str, object], tensors, metrics) -> Submission:
+    """Build a :class:`Submission` from a reply's decoded records (used by the ServerApp)."""
+    if meta.get("error"):
+        return Submission(owner, error=str(meta["error"]))
+    if meta.get("skipped"):
+        return Submission(owner, skipped=True)
+    return Submission(
+        owner=owner,
+        tensors=tensors,
+        num_examples=int(meta.get("num_examples", 0)),
+        claimed_sha256=str(meta.get("sha256", "")),
+        dropped={k: int(v) for k, v in json.loads(str(meta.get("dropped", "{}"))).items()},
+        metrics=dict(metrics or {}),
+        nonce=str(meta.get("nonce", "")),
+        run_id=str(meta.get("run_id", "")),
+        spec_sha256=str(meta.get("spec_sha256", "")),
+        signature=str(meta.get("signature", "")),
+        source="adapter" if meta.get("source") == "adapter" else "trained",
+    )
