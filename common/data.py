@@ -46,7 +46,10 @@ Two kinds of bad input are told apart:
 
 Text formats are decoded with ``surrogateescape`` so that a byte that is not UTF-8 stays
 inside the value it belongs to: in a field it drops that row (``invalid_utf8``), anywhere
-else (JSON syntax, a CSV header) it is a structural error naming the byte.
+else (JSON syntax, a CSV header) it is a structural error naming the byte. They are read as a
+stream (JSONL and CSV a row at a time, a JSON document one array element at a time), so the
+memory a reader needs follows the largest record, not the file: a 10 GB export loads in the
+memory its kept examples take.
 
 TRL (``trl.data_utils``) is imported only when a file holds lists or implicit prompts: it
 pulls in ``transformers``, seconds of start-up that a plain string file does not need.
@@ -54,15 +57,17 @@ pulls in ``transformers``, seconds of start-up that a plain string file does not
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
 import json
 import os
+import re
 import stat
 import uuid
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
@@ -110,6 +115,9 @@ _LINES_SHOWN = 3
 """How many line numbers per drop reason a summary names (enough to find the pattern)."""
 _CSV_FIELD_LIMIT = 2**31 - 1
 """The csv module refuses cells over 128 KiB; a long cell is a length problem, handled later."""
+_CHUNK_BYTES = 64 * 2**10
+"""How much of a JSON document is read at a time: large enough that per-read costs vanish,
+small beside any record worth reading."""
 _MESSAGES_TYPE = "list<struct<role: string, content: string>>"
 """The Arrow type of a conversation column, as messages name it."""
 
@@ -841,27 +849,70 @@ def _decode(raw: bytes) -> tuple[str, int | None]:
         return raw.decode("utf-8", "surrogateescape"), exc.start
 
 
-def _bad_byte(raw: bytes, offset: int | None) -> str:
-    """``"byte 0xe9 at line 3, column 16"`` for the first undecodable byte of ``raw``."""
-    if offset is None:
-        return ""
-    line_start = raw.rfind(b"\n", 0, offset) + 1
-    line = raw.count(b"\n", 0, line_start) + 1
-    return f"byte 0x{raw[offset]:02x} at line {line}, column {offset - line_start + 1}"
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+"""What ``surrogateescape`` turns an undecodable byte into (the UTF-8 codec makes no other
+surrogates: encoded ones are undecodable bytes too)."""
 
 
-def _decode_document(data: bytes) -> tuple[str, str]:
-    """A whole file's bytes as UTF-8 (BOM tolerated); return the text and a note on the first
-    undecodable byte (``""`` if none), for messages about a file that then fails to parse."""
-    if data.startswith(_UTF8_BOM):
-        data = data[len(_UTF8_BOM):]
-    text, bad = _decode(data)
-    return text, _bad_byte(data, bad)
+class _Utf8Chunks:
+    """A binary stream decoded as UTF-8 a chunk at a time (BOM tolerated), undecodable bytes
+    kept as surrogates (module docstring).
+
+    ``bad_byte`` notes the first undecodable byte, ``"byte 0xe9 at line 3, column 16"``
+    (the column in bytes), for messages about a document that then fails to parse. It is
+    worked out while the text before the byte is still at hand, so it names the place in the
+    whole file although earlier chunks are gone; decoding is incremental, so a character cut
+    by a chunk boundary is still one character.
+    """
+
+    def __init__(self, handle: io.BufferedIOBase) -> None:
+        self._handle = handle
+        # Not "utf-8-sig": at the end of a file that is only part of a BOM it returns nothing.
+        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        self._started = False  # whether text was decoded yet (a BOM can only come first)
+        self._lines = 0  # newlines decoded so far (kept up only until a bad byte is found)
+        self._column = 0  # bytes since the last of them
+        self.bad_byte = ""
+        self.done = False
+
+    def read(self) -> str:
+        """The next chunk's text; ``done`` once the stream is exhausted. Mid-stream the text
+        can be empty (a tiny read holding only part of a character)."""
+        raw = self._handle.read(_CHUNK_BYTES)
+        self.done = not raw
+        text = self._decoder.decode(raw, final=self.done)
+        if text and not self._started:
+            self._started = True
+            text = text.removeprefix("\ufeff")
+        if not self.bad_byte:
+            self._look_for_bad_byte(text)
+        return text
+
+    def _look_for_bad_byte(self, text: str) -> None:
+        """Note the first undecodable byte of ``text``, else count its lines and columns on."""
+        found = None if text.isascii() else _ESCAPED_BYTE.search(text)
+        end = len(text) if found is None else found.start()
+        line_start = text.rfind("\n", 0, end) + 1
+        column = len(text[line_start:end].encode()) + (0 if line_start else self._column)
+        if found is None:
+            self._lines += text.count("\n")
+            self._column = column
+            return
+        line = self._lines + text.count("\n", 0, end) + 1
+        self.bad_byte = f"byte 0x{ord(text[end]) - 0xDC00:02x} at line {line}, column {column + 1}"
+
+    def first_bad_byte(self) -> str:
+        """``bad_byte`` of the whole stream, reading on until one is found; for an error
+        message, once the text is no longer needed."""
+        while not (self.bad_byte or self.done):
+            self.read()
+        return self.bad_byte
 
 
-def _read_text(path: Path) -> tuple[str, str]:
-    """Read a whole file as UTF-8, see :func:`_decode_document`."""
-    return _decode_document(path.read_bytes())
+def _first_bad_byte(path: Path) -> str:
+    """The note on a file's first undecodable byte, read only as far as that byte."""
+    with open(path, "rb") as handle:
+        return _Utf8Chunks(handle).first_bad_byte()
 
 
 class _RecordObject(dict):
@@ -936,39 +987,289 @@ def _read_jsonl_gz(shown: str, path: Path, purpose: str) -> Iterator[Record]:
         raise _gzip_failure(shown, exc) from None
 
 
-def _json_records(shown: str, text: str, bad_byte: str) -> Iterator[Record]:
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+"""JSON's whitespace (the stdlib's ``json.decoder.WHITESPACE``)."""
+def _past_space(text: str, pos: int) -> int:
+    """Where the JSON whitespace at ``text[pos:]`` ends."""
+    space = _JSON_SPACE.match(text, pos)
+    return space.end() if space else pos  # it always matches, if only the empty string
+
+
+_JSON_NEXT_ELEMENT = re.compile(r"[ \t\n\r]*,[ \t\n\r]*(?=[^ \t\n\r\]])")
+"""Between two array elements, the next one begun in the text read so far: the common case,
+one match instead of the general steps."""
+_JSON_LOOKAHEAD = 32
+"""A value parsed, or a decoding error met, this close to the end of the text read so far may
+be cut by it (``2.`` of ``2.5``, ``tru``, ``"\\u12``): more is read before either is believed.
+The longest such token is a ``\\uXXXX\\uXXXX`` pair, 12 characters."""
+_SYNTAX_DECODER = json.JSONDecoder()
+"""For the syntax pass over a JSON document: the same errors, without building records."""
+
+
+def _trailing_comma(close: str) -> tuple[str, bool]:
+    """The stdlib's verdict on a comma before ``close`` (``]`` or ``}``): its message, and
+    whether it points at the comma (Python 3.13+) rather than where the next value or key
+    should be, the error :class:`_JsonText` meets by itself."""
+    document = "[0,]" if close == "]" else '{"k": 0,}'
+    try:
+        _SYNTAX_DECODER.decode(document)
+    except json.JSONDecodeError as exc:
+        return exc.msg, document[exc.pos] == ","
+    return "", False  # not reached: no Python accepts a trailing comma
+
+
+_TRAILING_COMMA = {close: _trailing_comma(close) for close in "]}"}
+
+
+def _maybe_cut(exc: json.JSONDecodeError, length: int) -> bool:
+    """Whether a decoding error may be the end of the text read so far cutting a value."""
+    return exc.msg.startswith("Unterminated string") or exc.pos > length - _JSON_LOOKAHEAD
+
+
+class _JsonText:
+    """A JSON document read a chunk at a time, for :func:`_json_records`.
+
+    Arrays and the top-level object are walked here; each element (each member's value) is
+    parsed by ``decoder`` (``raw_decode``), the buffer growing only while one is incomplete,
+    so memory follows the largest element, not the file. ``text[pos:]`` is what is still
+    unread; consumed text is dropped whenever more is read, its newlines counted, so errors
+    keep naming the line and column of the whole file. Messages and positions are the
+    stdlib's, as when the document was parsed whole.
+    """
+
+    def __init__(self, shown: str, handle: io.BufferedIOBase, decoder: json.JSONDecoder) -> None:
+        self.shown = shown
+        self._chunks = _Utf8Chunks(handle)
+        self._decoder = decoder
+        self.text = ""
+        self.pos = 0
+        self._lines = 0  # newlines in the dropped text
+        self._column = 0  # characters after the last of them
+
+    def where(self, pos: int) -> tuple[int, int]:
+        """The file's line and column (1-based, in characters, as the stdlib counts) of ``pos``."""
+        newline = self.text.rfind("\n", 0, pos)
+        line = self._lines + self.text.count("\n", 0, pos) + 1
+        return line, pos - newline if newline >= 0 else self._column + pos + 1
+
+    def more(self, least: int = 1) -> bool:
+        """Drop the consumed text and read at least ``least`` characters more (fewer at the
+        end of the file); False when nothing was left. Positions into ``text`` shift."""
+        line, column = self.where(self.pos)
+        self._lines, self._column = line - 1, column - 1
+        pieces, added = [self.text[self.pos:]], 0
+        while added < least and not self._chunks.done:
+            pieces.append(self._chunks.read())
+            added += len(pieces[-1])
+        self.text, self.pos = "".join(pieces), 0
+        return added > 0
+
+    def error(self, message: str, place: int | tuple[int, int]) -> DataError:
+        """A syntax error at ``place`` (a position in ``text``, or a line and column found
+        before), worded as for a document parsed whole."""
+        line, column = self.where(place) if isinstance(place, int) else place
+        return DataError(self.shown, f"invalid JSON: {message} (column {column}){self._note()}", line=line)
+
+    def _note(self) -> str:
+        """The first undecodable byte of the file, as parsing it whole named it; reads on."""
+        bad_byte = self._chunks.first_bad_byte()
+        return f"; not valid UTF-8: {bad_byte}" if bad_byte else ""
+
+    def skip_space(self) -> str:
+        """Move past whitespace; return the next character, ``""`` at the end of the file."""
+        while True:
+            self.pos = _past_space(self.text, self.pos)
+            if self.pos < len(self.text):
+                return self.text[self.pos]
+            if not self.more():
+                return ""
+
+    def only_space_left(self) -> bool:
+        """Whether the rest is whitespace to ``str.strip`` (``\\f``, ``\\v``, ...), which left
+        a document empty when it was parsed whole."""
+        while not self.text[self.pos:].strip():
+            self.pos = len(self.text)
+            if not self.more():
+                return True
+        return False
+
+    def value(self) -> Any:
+        """The value at ``pos``, read on while it may be cut off; ``pos`` ends past it."""
+        failure = ""
+        while True:
+            try:
+                value, end = self._decoder.raw_decode(self.text, self.pos)
+            except json.JSONDecodeError as exc:
+                if _maybe_cut(exc, len(self.text)) and not self._chunks.done:
+                    self.more(len(self.text) - self.pos)  # doubling: a long value is parsed O(1) times
+                    continue
+                raise self.error(exc.msg, exc.pos) from None
+            except (ValueError, RecursionError) as exc:  # e.g. huge integers, absurd nesting
+                if one_line(str(exc)) != failure and not self._chunks.done:
+                    failure = one_line(str(exc))  # a cut integer's digit count is not yet its own
+                    self.more(len(self.text) - self.pos)
+                    continue
+                raise DataError(self.shown, f"invalid JSON: {one_line(str(exc))}{self._note()}") from None
+            if end <= len(self.text) - _JSON_LOOKAHEAD or self._chunks.done:
+                self.pos = end
+                return value
+            self.more()  # a number may go on past the text read so far (``2.`` of ``2.5``)
+
+    def array(self) -> Iterator[Any]:
+        """The elements of the array at ``pos``, each parsed when asked for; ``pos`` ends past
+        its ``]``."""
+        self.pos += 1
+        if self.skip_space() == "]":
+            self.pos += 1
+            return
+        while True:
+            yield self.value()
+            between = _JSON_NEXT_ELEMENT.match(self.text, self.pos)
+            if between is not None:
+                self.pos = between.end()
+                continue
+            char = self.skip_space()
+            self.pos += 1
+            if char == "]":
+                return
+            if char != ",":
+                raise self.error("Expecting ',' delimiter", self.pos - 1)
+            self._after_comma("]")
+
+    def members(self) -> Iterator[str]:
+        """The keys of the object at ``pos``; after each, ``pos`` is at its value, which the
+        caller consumes (:meth:`array`, :meth:`skip`) before asking for the next key."""
+        self.pos += 1
+        char = self.skip_space()
+        if char == "}":
+            self.pos += 1
+            return
+        while True:
+            if char != '"':
+                raise self.error("Expecting property name enclosed in double quotes", self.pos)
+            key = self.value()
+            if self.skip_space() != ":":
+                raise self.error("Expecting ':' delimiter", self.pos)
+            self.pos += 1
+            self.skip_space()
+            yield key
+            char = self.skip_space()
+            self.pos += 1
+            if char == "}":
+                return
+            if char != ",":
+                raise self.error("Expecting ',' delimiter", self.pos - 1)
+            char = self._after_comma("}")
+
+    def _after_comma(self, close: str) -> str:
+        """Move past the whitespace after a comma; return the next character. ``close`` next
+        is refused where this Python's stdlib refuses it (:func:`_trailing_comma`)."""
+        message, at_comma = _TRAILING_COMMA[close]
+        comma: int | tuple[int, int] = self.pos - 1
+        if at_comma and _past_space(self.text, self.pos) == len(self.text):
+            comma = self.where(self.pos - 1)  # reading on drops the comma: place it first
+        char = self.skip_space()
+        if char == close and at_comma:
+            raise self.error(message, comma)
+        return char
+
+    def skip(self) -> None:
+        """Consume the value at ``pos`` without keeping it (an array element by element)."""
+        if self.skip_space() == "[":
+            for _ in self.array():
+                pass
+        else:
+            self.value()
+
+    def end(self) -> None:
+        """Only whitespace may follow the document."""
+        if self.skip_space():
+            raise self.error("Extra data", self.pos)
+
+
+_TOP_LEVEL_ARRAY = -1
+"""Where :func:`_find_records` finds the records of a document that is an array."""
+
+
+def _json_records(shown: str, open_document: Callable[[], io.BufferedIOBase]) -> Iterator[Record]:
     """A JSON array of records, or an object wrapping it under ``"data"`` or ``"rows"``.
 
     Line numbers are record numbers (1-based), since the stdlib parser gives no positions
-    for array elements.
+    for array elements; a syntax error names its line and column in the file.
+
+    The document is read twice, a chunk at a time (:class:`_JsonText`), so that memory
+    follows the largest record while the behaviour stays that of a document parsed whole:
+    the first pass checks the syntax of all of it and finds the records, dropping every
+    value, so a syntax error anywhere is reported before any record is looked at, and the
+    wrapper key is chosen seeing the whole object; the second pass yields the records.
     """
-    if not text.strip():
+    with open_document() as handle:
+        member = _find_records(_JsonText(shown, handle, _SYNTAX_DECODER))
+    if member is None:
         return
-    document = _parse_json(shown, text, None, bad_byte)
-    if isinstance(document, dict):
-        key = next((k for k in ("data", "rows") if k in document), None)
-        document = document[key] if key is not None else None
-    if not isinstance(document, list):
+    with open_document() as handle:
+        text = _JsonText(shown, handle, _JSON_DECODER)
+        text.skip_space()
+        if member != _TOP_LEVEL_ARRAY:
+            for index, _key in enumerate(text.members()):
+                if index == member:
+                    break
+                text.skip()
+            text.skip_space()
+        yield from enumerate(text.array(), start=1)
+
+
+def _find_records(text: _JsonText) -> int | None:
+    """The syntax pass of :func:`_json_records`: None for a blank document, else where the
+    records are (:data:`_TOP_LEVEL_ARRAY`, or the index of the top-level object's member)."""
+    first = text.skip_space()
+    if not first:
+        return None
+    if first.isspace():  # whitespace to str.strip but not to JSON: blank, or invalid as before
+        place = text.where(text.pos)
+        if text.only_space_left():
+            return None
+        raise text.error("Expecting value", place)
+    found: int | None = None
+    if first == "[":
+        text.skip()
+        found = _TOP_LEVEL_ARRAY
+    elif first == "{":
+        wrappers: dict[str, tuple[int, bool]] = {}
+        for index, key in enumerate(text.members()):
+            if key in ("data", "rows"):  # a repeated key: the last one, as in a dict
+                wrappers[key] = (index, text.skip_space() == "[")
+            text.skip()
+        chosen = wrappers.get("data") or wrappers.get("rows")
+        found = chosen[0] if chosen and chosen[1] else None
+    else:
+        text.value()
+    text.end()
+    if found is None:
         raise DataError(
-            shown, "expected a JSON array of records, or an object with a 'data' or 'rows' "
+            text.shown, "expected a JSON array of records, or an object with a 'data' or 'rows' "
             "array",
         )
-    yield from enumerate(document, start=1)
+    return found
 
 
 def _read_json(shown: str, path: Path, purpose: str) -> Iterator[Record]:
-    """A JSON file (:func:`_json_records`)."""
-    yield from _json_records(shown, *_read_text(path))
+    """A JSON file (:func:`_json_records`), read a chunk at a time. One that fits in a chunk
+    is read in one call, with ``Path.read_bytes`` as before (tests/test_data.py simulates a
+    read failure by patching it)."""
+    if path.stat().st_size > _CHUNK_BYTES:
+        yield from _json_records(shown, lambda: open(path, "rb"))
+        return
+    data = path.read_bytes()
+    yield from _json_records(shown, lambda: io.BytesIO(data))
 
 
 def _read_json_gz(shown: str, path: Path, purpose: str) -> Iterator[Record]:
-    """A gzip-compressed JSON file (:func:`_json_records`); a JSON document is parsed whole."""
+    """A gzip-compressed JSON file (:func:`_json_records`), decompressed as it is read."""
     try:
-        with gzip.open(path, "rb") as handle:
-            data = handle.read()
+        yield from _json_records(shown, lambda: gzip.open(path, "rb"))
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise _gzip_failure(shown, exc) from None
-    yield from _json_records(shown, *_decode_document(data))
 
 
 def _json_cell(cell: str) -> Any:
@@ -1014,17 +1315,28 @@ def _read_csv(shown: str, path: Path, purpose: str) -> Iterator[Record]:
     on as such, so a file that changes layout half-way is refused instead of trained on as
     JSON text.
     """
-    text, bad_byte = _read_text(path)
     if csv.field_size_limit() < _CSV_FIELD_LIMIT:
         csv.field_size_limit(_CSV_FIELD_LIMIT)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # A text stream (newline="", as the csv module wants) rather than the whole text: memory
+    # follows the longest row. Undecodable bytes stay in their cells (module docstring). The
+    # BOM is skipped by hand: "utf-8-sig" drops a file that is only part of one.
+    with open(path, "rb") as raw:
+        if raw.peek(len(_UTF8_BOM)).startswith(_UTF8_BOM):
+            raw.read(len(_UTF8_BOM))
+        stream = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+        yield from _csv_records(shown, path, csv.reader(stream), purpose)
+
+
+def _csv_records(shown: str, path: Path, reader: Any, purpose: str) -> Iterator[Record]:
+    """The rows of :func:`_read_csv`'s ``reader`` as records; ``path`` is read again only
+    to name an undecodable byte in the header."""
     try:
         header = next(reader, None)
         if header is None:
             return
         header = [name.strip() for name in header]
         if not all(map(_is_utf8_text, header)):
-            raise DataError(shown, f"header is not valid UTF-8: {bad_byte}", line=1)
+            raise DataError(shown, f"header is not valid UTF-8: {_first_bad_byte(path)}", line=1)
         fields = _pick_columns(shown, header, 1, purpose)
         for name in fields:
             if header.count(name) > 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -698,3 +699,131 @@ def test_an_absurdly_long_field_drops_that_row_only(tmp_path):
     examples, report = load_preferences(path)
     assert len(examples) == 1 and report.dropped["field_too_long"] == 1
     assert "field_too_long: 1 (line 2)" in report.describe_drops()
+
+
+# ------------------------------------------------------------------------------------------
+# Streaming: JSON, JSON.gz and CSV are read in bounded memory, errors still name their place
+
+
+BIG_ROW = {"prompt": "Rank these two answers to the question. " * 50, "chosen": "a careful answer " * 20,
+           "rejected": "a careless answer " * 20}
+"""One ~3 KB row; big files repeat it, so all but one row are dropped as duplicates and what
+a load keeps in memory is the reader's own working set, not the dataset."""
+
+
+def _big_text(fmt: str, rows: int) -> str:
+    """``rows`` copies of :data:`BIG_ROW` as the text of a ``fmt`` file."""
+    if fmt == "csv":
+        line = io.StringIO()
+        csv.writer(line, lineterminator="\n").writerow(BIG_ROW.values())
+        return ",".join(BIG_ROW) + "\n" + line.getvalue() * rows
+    array = "[\n" + ",\n".join([json.dumps(BIG_ROW, indent=1)] * rows) + "\n]"
+    return '{"source": "export", "data": ' + array + "}" if fmt == "json-wrapped" else array
+
+
+@pytest.mark.parametrize("fmt", ["json", "json-wrapped", "json.gz", "csv"])
+def test_big_files_are_read_in_memory_far_below_their_size(tmp_path: Path, fmt: str) -> None:
+    """Read whole, a 20 MB JSON file took ~3x its size in memory (text, bytes, parsed
+    document) and a CSV ~5x; streamed, the reader needs a few of its 64 KiB chunks."""
+    import tracemalloc
+
+    rows = 8_000
+    text = _big_text(fmt, rows).encode()
+    path = tmp_path / ("d.json" if fmt == "json-wrapped" else f"d.{fmt}")
+    path.write_bytes(gzip.compress(text, compresslevel=1) if fmt == "json.gz" else text)
+    assert len(text) > 20_000_000
+    tracemalloc.start()
+    try:
+        examples, report = load_preferences(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (report.rows_read, report.kept, report.dropped["duplicate"]) == (rows, 1, rows - 1)
+    assert examples[0] == PreferenceExample(**BIG_ROW)
+    assert peak < len(text) / 4, f"peak {peak / 1e6:.1f} MB for {len(text) / 1e6:.1f} MB of text"
+
+
+def _big_json_with(tmp_path: Path, rows: int, element: int, bad: str) -> tuple[Path, str]:
+    """A pretty-printed array of ``rows`` rows whose ``element``-th (1-based) is ``bad``."""
+    elements = [json.dumps(BIG_ROW, indent=2)] * rows
+    elements[element - 1] = bad
+    text = "[\n" + ",\n".join(elements) + "\n]"
+    path = tmp_path / "d.json"
+    path.write_text(text, encoding="utf-8")
+    return path, text
+
+
+def _stdlib_place(text: str) -> tuple[int, int, str]:
+    """Where and why the stdlib refuses ``text`` parsed whole: what the messages must say."""
+    with pytest.raises(json.JSONDecodeError) as info:
+        json.loads(text)
+    return info.value.lineno, info.value.colno, info.value.msg
+
+
+def test_errors_in_the_3rd_element_of_a_big_json_array_name_its_place(tmp_path: Path) -> None:
+    """A record error names the record number, as before; a syntax error names the file's line
+    and column, counted across the chunks the reader has already dropped."""
+    path, _ = _big_json_with(tmp_path, 5_000, 3, json.dumps({**BIG_ROW, "rejected": 5}))
+    assert str(load_error(path)) == f"{path}:3: field 'rejected': must be a string, got number"
+
+    path, text = _big_json_with(tmp_path, 5_000, 3, '{\n  "prompt": "p",\n  "chosen": c\n}')
+    line, column, problem = _stdlib_place(text)
+    assert (line, column, problem) == (14, 13, "Expecting value")  # "[", then 5 lines per element
+    assert str(load_error(path)) == f"{path}:{line}: invalid JSON: {problem} (column {column})"
+
+
+def test_a_syntax_error_deep_in_a_big_json_array_is_found_before_any_record(tmp_path: Path) -> None:
+    """The first pass checks the whole document, so the 1st row's missing field does not hide
+    the broken 4 000th element (and its line, far past the first chunks, is the file's)."""
+    path, text = _big_json_with(tmp_path, 5_000, 4_000, '{"prompt": "p", "chosen": "c" "rejected": "r"}')
+    text = text.replace(json.dumps(BIG_ROW, indent=2), json.dumps({"prompt": "p"}), 1)
+    path.write_text(text, encoding="utf-8")
+    line, column, problem = _stdlib_place(text)
+    assert line > 15_000
+    assert str(load_error(path)) == f"{path}:{line}: invalid JSON: {problem} (column {column})"
+
+
+@pytest.mark.parametrize("cut", ["before the bracket", "inside an element"])
+def test_a_truncated_json_array_is_an_error_naming_the_file(tmp_path: Path, cut: str) -> None:
+    _, text = _big_json_with(tmp_path, 5_000, 1, json.dumps(BIG_ROW))
+    text = text[: text.rindex("]")] if cut == "before the bracket" else text[: len(text) // 2]
+    for name, data in (("cut.json", text.encode()), ("cut.json.gz", gzip.compress(text.encode(), 1))):
+        path = tmp_path / name
+        path.write_bytes(data)
+        line, column, problem = _stdlib_place(text)
+        err = load_error(path)
+        assert str(err) == f"{path}:{line}: invalid JSON: {problem} (column {column})"
+    if cut == "before the bracket":
+        assert (line, problem) == (text.count("\n") + 1, "Expecting ',' delimiter")  # at the end
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5])
+def test_json_read_in_tiny_chunks_reads_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 chunk: int) -> None:
+    """Chunk boundaries fall inside numbers (``2.`` of ``2.5``), escapes (a ``\\ud83d\\ude00``
+    pair), multi-byte characters and keys: none may change what is read or reported."""
+    import common.data
+
+    rows = [{"prompt": "caf\u00e9 \U0001F600 \\ \"q\"", "chosen": "a\u2028b", "rejected": "c", "score": -1.25e-3},
+            {"prompt": "p", "chosen": "c", "rejected": "r", "n": [1, 22, 333.5, True, None]}]
+    documents = {
+        "rows.json": json.dumps({"rows": [rows[1]], "data": rows}, ensure_ascii=True).encode(),
+        "plain.json": json.dumps(rows, ensure_ascii=False, indent=1).encode(),
+        "number.json": (json.dumps(rows) + "  ")[:-3].encode() + b", 2.5]",  # an element that is a number
+        "byte.json": b'[\n' + json.dumps(rows[0]).encode() + b',\n{"prompt": "p"}\xe9\n]',
+        "bom.json": b"\xef\xbb\xbf" + json.dumps(rows).encode() + b"\n",
+    }
+    expected = {}
+    for name, data in documents.items():
+        (tmp_path / name).write_bytes(data)
+        expected[name] = _outcome(tmp_path / name)
+    assert "got number" in expected["number.json"] and "byte 0xe9 at line 3, column 16" in expected["byte.json"]
+    monkeypatch.setattr(common.data, "_CHUNK_BYTES", chunk)
+    assert {name: _outcome(tmp_path / name) for name in documents} == expected
+
+
+def _outcome(path: Path) -> str:
+    try:
+        return repr(load_preferences(path)[0])
+    except DataError as exc:
+        return str(exc)
