@@ -10,7 +10,7 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test bench venv clean proto
+.PHONY: demo test lint bench venv clean proto
 
 venv: $(STAMP)
 
@@ -24,8 +24,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/fairpool demo
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(VENV)/bin/python -m pytest -q
+
+# ruff (pyflakes, pycodestyle, isort) and mypy (strict on common/valuation); config in pyproject.toml.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/run.py --with-fidelity --with-midsize

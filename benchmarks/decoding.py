@@ -57,9 +57,9 @@ def bench_prompts(n: int) -> list[str]:
 
 def measure() -> dict[str, dict]:
     """Figures as ``{name: {"value", "unit", ...}}`` ready for results.json."""
-    from common.model.base import load_base_model
-    from common.embedded.base_model import build_base_model
     from common.config.spec import TrainingSpec
+    from common.embedded.base_model import build_base_model
+    from common.model.base import load_base_model
     from server.valuation.decoding import CoalitionDecoder, DecodingConfig
     from server.valuation.scoring import load_adapters
 
@@ -114,9 +114,16 @@ REWARD_PROMPTS = 64
 
 def _reward_games(decoder) -> tuple[float, dict]:
     """Wall time of valuing the decoder's owners exactly on the helpful and harmless games."""
+    from common.embedded.objectives import (
+        BUILTIN_SCORERS,
+        QUESTION_TEMPLATES,
+        REQUEST_TEMPLATES,
+        eval_facts,
+        eval_harms,
+        question_prompt,
+        request_prompt,
+    )
     from common.valuation.estimators import estimate
-    from common.embedded.objectives import BUILTIN_SCORERS, eval_facts, eval_harms, question_prompt, request_prompt
-    from common.embedded.objectives import QUESTION_TEMPLATES, REQUEST_TEMPLATES
     from server.valuation.decoding import DecodingConfig
     from server.valuation.generation_game import CoalitionGenerations, reward_game
 

@@ -107,11 +107,11 @@ def measure(work_dir: Path | None = None, *, smoke: bool = False) -> dict[str, d
     import torch
 
     from client.trainer import train_adapter
-    from common.model.base import load_spec_model
     from common.config.hardware import Hardware
-    from common.embedded.model_zoo import build_zoo_model, smollm_135m_shaped
-    from server.valuation.decoding import CoalitionDecoder, DecodingConfig
     from common.embedded.default_job import spec_for
+    from common.embedded.model_zoo import build_zoo_model, smollm_135m_shaped
+    from common.model.base import load_spec_model
+    from server.valuation.decoding import CoalitionDecoder, DecodingConfig
     from server.valuation.scoring import load_adapters, score_evaluation
 
     scratch = Path(work_dir or tempfile.mkdtemp(prefix="fairpool-gpu-bench-"))
@@ -195,9 +195,9 @@ def main() -> int:
     print(json.dumps(figures, indent=2))
     if not args.no_write:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from run import machine_info, merge_results
-
         from datetime import datetime, timezone
+
+        from run import machine_info, merge_results
 
         merge_results(figures, {"machine": machine_info(), "measured_at": datetime.now(timezone.utc).isoformat(
             timespec="seconds"), "mode": "gpu"})

@@ -29,8 +29,9 @@ SETTINGS = ["--max-length", str(MAX_LENGTH), "--epochs", "1", "--batch-size", "8
 
 def write_data(directory: Path, tokenizer) -> tuple[dict[str, Path], Path]:
     """Four owners' and the evaluation set's JSONL files, pairs of about ``MAX_LENGTH`` tokens."""
-    from common.data import save_preferences_jsonl
     from gpu import long_pairs  # benchmarks/gpu.py: the same synthetic long pairs
+
+    from common.data import save_preferences_jsonl
 
     directory.mkdir(parents=True, exist_ok=True)
     owners = {}
@@ -43,9 +44,9 @@ def write_data(directory: Path, tokenizer) -> tuple[dict[str, Path], Path]:
 
 
 def measure(env: dict, scratch: Path, timeout_s: float) -> dict[str, dict]:
+    import run  # benchmarks/run.py: process-tree sampling and the progress-event readers
     from transformers import AutoTokenizer
 
-    import run  # benchmarks/run.py: process-tree sampling and the progress-event readers
     from common.embedded.model_zoo import build_zoo_model, llama_25m_shaped, parameter_count
 
     config = llama_25m_shaped()

@@ -25,12 +25,11 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-import psutil
-
 import decoding  # benchmarks/decoding.py, beside this file
 import fidelity  # benchmarks/fidelity.py, beside this file
 import gpu  # benchmarks/gpu.py, beside this file
 import midsize  # benchmarks/midsize.py, beside this file
+import psutil
 import publication  # benchmarks/publication.py, beside this file
 import valuation  # benchmarks/valuation.py, beside this file
 
@@ -216,7 +215,7 @@ def measure_cold_build(home: Path, scratch: Path, timeout_s: float) -> dict:
     if result["returncode"] != 0 or result["timed_out"]:
         why = "timed out" if result["timed_out"] else f"exited with status {result['returncode']}"
         raise StepFailed(f"cold base-model build {why}; stderr tail:\n{_tail(stderr)}")
-    line = next((l for l in stdout.read_text().splitlines() if l.startswith("BENCH-RESULT ")), None)
+    line = next((text for text in stdout.read_text().splitlines() if text.startswith("BENCH-RESULT ")), None)
     if line is None:
         raise StepFailed(f"cold base-model build printed no result; stdout tail:\n{_tail(stdout)}")
     child = json.loads(line.split(" ", 1)[1])

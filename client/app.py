@@ -15,8 +15,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from client.owner import node_hardware, resolve_identity, sign_submission, train_with_retries
-from common.errors import FairPoolError
 from common.config.spec import TrainingSpec
+from common.errors import FairPoolError
 
 app = ClientApp()
 

@@ -23,11 +23,11 @@ from pathlib import Path
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from common.errors import ConfigError, FairPoolError
+from common.trust.signing import SignatureError, report_file_bytes, sign_token, strict_json, verify_report
 from common.wire import publication_pb2 as pb
 from common.wire import publication_pb2_grpc as pb_grpc
-from common.errors import ConfigError, FairPoolError
 from common.wire.publication import AUTH_METADATA, PURPOSE, bearer
-from common.trust.signing import SignatureError, report_file_bytes, sign_token, strict_json, verify_report
 
 DEFAULT_TIMEOUT_S = 10.0
 

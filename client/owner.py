@@ -17,11 +17,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from client.trainer import AdapterResult, train_adapter
-from common.trust import faults
-from common.data import load_preferences
-from common.errors import FairPoolError
 from common.config.hardware import Hardware
 from common.config.spec import TrainingSpec
+from common.data import load_preferences
+from common.errors import FairPoolError
+from common.trust import faults
 
 NODE_OWNER_KEY = "owner-name"
 NODE_DATA_KEY = "data-path"
@@ -78,7 +78,7 @@ def resolve_identity(node_config: Mapping[str, object], roster: Mapping[str, Seq
                              str(node_config.get(NODE_ADAPTER_KEY, "")),
                              _examples(node_config.get(NODE_ADAPTER_EXAMPLES_KEY, 0), "node config"))
     if roster is not None and "partition-id" in node_config:
-        index = int(node_config["partition-id"])  # type: ignore[arg-type]
+        index = int(node_config["partition-id"])  # type: ignore[call-overload]
         names, paths = list(roster["names"]), list(roster["paths"])
         if not 0 <= index < len(names):
             raise FairPoolError(f"simulated node {index} has no owner in a roster of {len(names)}")

@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from common.model.base import load_spec_model, weights_fingerprint
-from common.data import PreferenceExample
-from common.trust.digest import tensors_sha256
-from common.errors import FairPoolError
 from common.config.hardware import Hardware, ResolvedHardware
-from common.model.lora import adapter_tensors, lora_config
 from common.config.spec import TrainingSpec
+from common.data import PreferenceExample
+from common.errors import FairPoolError
+from common.model.base import load_spec_model, weights_fingerprint
+from common.model.lora import adapter_tensors, lora_config
 from common.model.tokenization import require_chat_template, tokenize_pair
+from common.trust.digest import tensors_sha256
 
 
 @dataclass

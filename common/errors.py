@@ -7,6 +7,8 @@ Anything else escaping the CLI is a bug in FairPool, and a traceback is then the
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def one_line(message: object, limit: int = 240) -> str:
     """A library's error (or message) squeezed into one bounded line: some span several, and a
@@ -59,7 +61,7 @@ class DataError(FairPoolError):
     def __str__(self) -> str:
         return self._render()
 
-    def __reduce__(self):  # type: ignore[override]
+    def __reduce__(self) -> tuple[Any, ...]:
         # Exceptions pickle by their positional args; keyword-only attributes would be lost
         # when an error crosses a process boundary (e.g. a simulated client under Ray).
         return (_rebuild_data_error, (self.path, self.problem, self.line, self.field))

@@ -39,15 +39,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import ConfigError, FairPoolError
 from common.config.job import OwnerEntry, ValuationJob
 from common.embedded.market import Market, default_profiles, make_market
+from common.errors import ConfigError, FairPoolError
 from common.storage.progress import PROGRESS_FILE, follow
 from deploy.make_credentials import Layout, Request, make_credentials
 from deploy.make_job import write_run
+from server.federation.run import ERROR_FILE
 from server.federation.simulation import flower_env, flwr_executable, free_port, stop_local_superlink
 from server.report.write import REPORT_JSON
-from server.federation.run import ERROR_FILE
 
 DEFAULT_OWNERS = ("clean", "noisy", "flipped")
 CONNECTION = "fairpool-tls"
@@ -131,8 +131,8 @@ def deployed_job(market: Market, layout: Layout, owners: Sequence[str], out_dir:
     report; adapters stored in the ledger are sealed with a storage key under ``OUT/keys``.
     """
     from common.embedded.base_model import build_base_model
-    from common.trust.signing import load_public_key, public_key_text
     from common.embedded.default_job import new_run_id, spec_for, with_trust_material
+    from common.trust.signing import load_public_key, public_key_text
 
     unknown = [o for o in owners if o not in market.owners]
     if unknown:

@@ -25,8 +25,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from common.errors import ConfigError, FairPoolError
 from common.config.job import JOB_FILE, OwnerEntry, ValuationJob
+from common.errors import ConfigError, FairPoolError
 
 APP_DIR = "app"
 EXIT_USER_ERROR = 2
@@ -67,8 +67,8 @@ def owner_entries(items: Sequence[str]) -> tuple[OwnerEntry, ...]:
 def job_from_args(args: argparse.Namespace) -> ValuationJob:
     """The deployed job: validated like ``fairpool value`` does, but without owners' data paths."""
     from common.data import load_preferences
-    from server.cli.main import base_model_arg, check_data_needs, checked_overrides, job_options, resolve_data_ref
     from common.embedded.default_job import new_run_id, spec_for, with_trust_material
+    from server.cli.main import base_model_arg, check_data_needs, checked_overrides, job_options, resolve_data_ref
 
     owners = owner_entries(args.owner)
     options = job_options(args)

@@ -23,8 +23,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from common.errors import FairPoolError
 from common.embedded.market import default_profiles, make_market
+from common.errors import FairPoolError
 from deploy.make_credentials import Layout, Request, make_credentials
 
 DEPLOY_DIR = Path(__file__).resolve().parent

@@ -24,8 +24,8 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from common.config.job import OwnerEntry, ValuationJob
-from common.trust.signing import generate_private_key, load_private_key, public_key_text, save_keypair
 from common.config.spec import TrainingSpec
+from common.trust.signing import generate_private_key, load_private_key, public_key_text, save_keypair
 
 Intercept = Callable[[int, Message], Message | None]
 

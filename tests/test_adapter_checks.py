@@ -9,10 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.trust.adapter_checks import AdapterLimits, adapter_norm, adapter_problem, near_duplicates
 from common.errors import ConfigError
-from common.trust.sealing import (SealError, generate_storage_key, load_storage_key, seal, tensors_from_bytes,
-                            tensors_to_bytes, unseal)
+from common.trust.adapter_checks import AdapterLimits, adapter_norm, adapter_problem, near_duplicates
+from common.trust.sealing import (
+    SealError,
+    generate_storage_key,
+    load_storage_key,
+    seal,
+    tensors_from_bytes,
+    tensors_to_bytes,
+    unseal,
+)
 
 EXPECTED = {"m.0.lora_A.weight": (4, 6), "m.0.lora_B.weight": (10, 4)}
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import ConfigError
 from common.model.adapter_files import (
     AdapterFile,
     check_adapter_compatible,
@@ -22,7 +23,6 @@ from common.model.adapter_files import (
     expected_shapes_for,
     read_adapter_dir,
 )
-from common.errors import ConfigError
 from common.model.lora import adapter_tensors, expected_adapter_shapes, lora_config
 from server.cli.main import main
 
@@ -213,8 +213,8 @@ def test_admission_keeps_the_source_through_a_resume(tmp_path, expected, fast_sp
     from common.config.job import OwnerEntry, ValuationJob
     from common.trust.sealing import generate_storage_key
     from server.federation.admission import Admission
-    from server.valuation.pipeline import Submission
     from server.federation.ledger import Ledger
+    from server.valuation.pipeline import Submission
 
     generate_storage_key(tmp_path / "storage.key")
     job = ValuationJob(run_id="r", owners=(OwnerEntry("a", adapter="/x"),), eval_path="-", out_dir=str(tmp_path),
@@ -268,8 +268,14 @@ def _ask(job, node_configs, node_id=1):
 
 def test_client_app_values_an_existing_adapter_without_training(tmp_path, good, fast_spec):
     from common.config.job import OwnerEntry
-    from common.trust.signing import (SubmissionClaim, generate_private_key, load_private_key, public_key_text,
-                                save_keypair, verify_claim)
+    from common.trust.signing import (
+        SubmissionClaim,
+        generate_private_key,
+        load_private_key,
+        public_key_text,
+        save_keypair,
+        verify_claim,
+    )
 
     directory, tensors = good
     key, _pub = save_keypair(generate_private_key(), tmp_path / "keys", "acme")
@@ -374,8 +380,8 @@ def test_generate_refuses_an_adapter_for_another_base(base_model_dir, good, wron
 
 @pytest.mark.slow
 def test_federation_values_trained_owners_and_an_existing_adapter(tmp_path, fast_spec, default_market, good):
-    from common.data import load_preferences, save_preferences_jsonl
     from common.config.job import OwnerEntry
+    from common.data import load_preferences, save_preferences_jsonl
     from common.trust.signing import generate_private_key, load_private_key, public_key_text, save_keypair
     from server.federation.ledger import Ledger
     from server.federation.run import LEDGER_FILE

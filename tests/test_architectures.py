@@ -35,15 +35,15 @@ def _pairs(conversational: bool, flip: bool, count: int = 12) -> list[Preference
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_architecture_goes_through_the_whole_pipeline(architecture, tmp_path):
     from client.trainer import train_adapter
-    from common.trust.adapter_checks import AdapterLimits
-    from common.model.base import load_spec_model
     from common.config.hardware import Hardware
-    from common.model.lora import expected_adapter_shapes
-    from common.embedded.model_zoo import ZooModelConfig, build_zoo_model
-    from common.valuation.utility import all_masks, coalition_utilities
-    from server.valuation.pipeline import Submission, rejection_reason
-    from server.valuation.decoding import CoalitionDecoder, DecodingConfig
     from common.embedded.default_job import spec_for
+    from common.embedded.model_zoo import ZooModelConfig, build_zoo_model
+    from common.model.base import load_spec_model
+    from common.model.lora import expected_adapter_shapes
+    from common.trust.adapter_checks import AdapterLimits
+    from common.valuation.utility import all_masks, coalition_utilities
+    from server.valuation.decoding import CoalitionDecoder, DecodingConfig
+    from server.valuation.pipeline import Submission, rejection_reason
     from server.valuation.scoring import load_adapters, score_evaluation
 
     chat = architecture == "qwen2"
@@ -97,10 +97,10 @@ def test_architecture_goes_through_the_whole_pipeline(architecture, tmp_path):
 
 
 def test_lora_target_modules_override_peft_defaults(tmp_path):
+    from common.embedded.default_job import spec_for
+    from common.embedded.model_zoo import ZooModelConfig, build_zoo_model
     from common.model.base import load_spec_model
     from common.model.lora import expected_adapter_shapes
-    from common.embedded.model_zoo import ZooModelConfig, build_zoo_model
-    from common.embedded.default_job import spec_for
 
     model_dir = build_zoo_model(tmp_path / "llama", ZooModelConfig(architecture="llama"))
     default = spec_for(str(model_dir))

@@ -7,7 +7,13 @@ import shutil
 
 import pytest
 
-from common.embedded.base_model import MANIFEST, TinyModelConfig, build_base_model, cached_model_is_valid, model_fingerprint
+from common.embedded.base_model import (
+    MANIFEST,
+    TinyModelConfig,
+    build_base_model,
+    cached_model_is_valid,
+    model_fingerprint,
+)
 from common.model.base import load_base_model
 
 SMALL = TinyModelConfig(corpus_lines=300, epochs=1, vocab_size=400)

@@ -83,14 +83,20 @@ def test_owner_named_twice(files, capsys):
     assert code == 2 and "named twice" in err
 
 
-def test_unknown_option_and_bad_choice_exit_non_zero(files):
+@pytest.mark.parametrize("extra, message", [
+    # an unknown option is left over after parsing: argparse's top-level parser reports it
+    (["--frobnicate"], "fairpool: error: unrecognized arguments: --frobnicate"),
+    # a value outside an option's choices is refused by the `value` subparser that owns the option
+    (["--composition", "product"],
+     "fairpool value: error: argument --composition: invalid choice: 'product' (choose from 'sum', 'mean', 'size')"),
+])
+def test_unknown_option_and_bad_choice_exit_non_zero(extra, message, files):
     tmp, good = files
-    for extra in (["--frobnicate"], ["--composition", "product"]):
-        proc = subprocess.run([sys.executable, "-m", "server.cli.main", "value", "--owner", f"a={good}", "--eval",
-                               str(good), "--out", str(tmp / "o"), *extra], capture_output=True, text=True)
-        assert proc.returncode == 2
-        assert ("unrecognized arguments: --frobnicate" in proc.stderr) or ("invalid choice: 'product'" in proc.stderr)
-        assert not (tmp / "o").exists()
+    proc = subprocess.run([sys.executable, "-m", "server.cli.main", "value", "--owner", f"a={good}", "--eval",
+                           str(good), "--out", str(tmp / "o"), *extra], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == message
+    assert not (tmp / "o").exists()
 
 
 def test_market_make_writes_loadable_files(tmp_path, capsys):
@@ -105,7 +111,7 @@ def test_market_make_writes_loadable_files(tmp_path, capsys):
 
 
 def test_valuation_options_reach_the_job(files):
-    from server.cli.main import job_options, build_parser
+    from server.cli.main import build_parser, job_options
 
     tmp, good = files
     args = build_parser().parse_args(["value", "--owner", f"a={good}", "--eval", str(good), "--out", str(tmp / "o"),
@@ -127,14 +133,27 @@ def test_payout_game_must_be_a_played_game(files, capsys):
     assert code == 2 and "not one of the utilities" in err and not (tmp / "out").exists()
 
 
-@pytest.mark.parametrize("name", ["../../x", "x" * 300, "new\nline", "zero\u200bwidth", "a b", ".hidden", ""])
-def test_unsafe_owner_names_are_refused_before_anything_is_written(name, files, capsys):
+NAME_RULE = ("an owner name has 1–64 letters, digits or _ . + @ - (starting with a letter, digit or _), "
+             "no spaces, separators or control characters")
+
+
+@pytest.mark.parametrize("name, shown", [("../../x", "'../../x'"), ("x" * 300, repr("x" * 77) + "…"),
+                                         ("new\nline", "'new\\nline'"), ("zero\u200bwidth", "'zero\\u200bwidth'"),
+                                         ("a b", "'a b'"), (".hidden", "'.hidden'")])
+def test_unsafe_owner_names_are_refused_before_anything_is_written(name, shown, files, capsys):
     """Issue 12 #10: such names failed after ~19 s with keys already written, or broke the table."""
     tmp, good = files
     code, err = _value(["--owner", f"{name}={good}", "--eval", str(good)], tmp / "out", capsys)
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ")
-    assert "owner name" in lines[0] or "expected NAME=PATH" in lines[0]
+    # check_owner_name shows the name as repr (cut to 77 characters and … past 80), then the rule
+    assert code == 2 and err == f"error: --owner {shown}: {NAME_RULE}\n"
+    assert not (tmp / "out").exists()
+
+
+def test_an_empty_owner_name_is_a_malformed_argument(files, capsys):
+    """``=PATH`` fails the NAME=PATH split (an empty name) before any name rule is applied."""
+    tmp, good = files
+    code, err = _value(["--owner", f"={good}", "--eval", str(good)], tmp / "out", capsys)
+    assert code == 2 and err == f"error: --owner '={good}': expected NAME=PATH\n"
     assert not (tmp / "out").exists()
 
 

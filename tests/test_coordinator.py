@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from common.errors import FairPoolError
 from common.config.job import OwnerEntry, ValuationJob
+from common.errors import FairPoolError
+from server.report.write import REPORT_MD, VALUES_PNG, write_report
 from server.valuation.pipeline import Submission, check_efficiency, value_submissions
-from server.report.write import REPORT_JSON, REPORT_MD, VALUES_PNG, write_report
 
 
 def _job(fast_spec, default_market, tmp_path, names, **kw):
@@ -104,12 +104,63 @@ def test_sampling_estimator_and_payout_game(fast_spec, default_market, quick_ada
     report = value_submissions(_job(fast_spec, default_market, tmp_path, names, valuation=settings),
                                _subs(quick_adapters, names))
     accuracy, logsig = report["games"]
-    assert accuracy["estimator"] == "permutation" and accuracy["status"] in ("converged", "budget_exhausted")
-    assert 0 < accuracy["evaluations"] <= 8 and accuracy["params"]["evaluations"] <= 400 + 4
-    assert all(v["stderr"] >= 0 and v["count"] > 0 for v in accuracy["values"].values())
+    # The rule is MaxEvaluations(400) | StderrBelow(1e-3, min_samples=30). An antithetic sample of 3
+    # players costs 2·4 prefixes, so the budget holds exactly 50 samples. The accuracy game is far
+    # from additive: its 3 antithetic pair averages differ by more than 0.01 for every owner
+    # (computed below from the coalition table), so 50 samples leave a stderr near 0.01, far above
+    # 1e-3: only the budget can stop it. The log-sigmoid game of these small margins is nearly
+    # additive (pair averages agree to < 1e-6), so it converges as soon as 30 samples are in.
+    spread = {g["utility"]: _pair_average_spread(g) for g in (accuracy, logsig)}
+    assert min(spread["preference"].values()) > 0.01 and max(spread["preference-logsigmoid"].values()) < 1e-6
+    assert accuracy["estimator"] == "permutation" and accuracy["status"] == "budget_exhausted"
+    assert "MaxEvaluations(400)" in str(accuracy["params"]["stopped_by"])
+    assert "StderrBelow" not in str(accuracy["params"]["stopped_by"])
+    assert accuracy["params"]["evaluations"] == 400 and accuracy["params"]["samples"] == 50
+    assert accuracy["evaluations"] == 8, "all 2³ coalitions are computed once (memo hits are not)"
+    assert all(1e-3 < v["stderr"] < 0.05 and v["count"] == 200 for v in accuracy["values"].values())
+    assert logsig["status"] == "converged" and "StderrBelow" in str(logsig["params"]["stopped_by"])
+    assert 30 <= logsig["params"]["samples"] < 50 and all(v["stderr"] < 1e-3 for v in logsig["values"].values())
+    for game, tolerance in ((accuracy, None), (logsig, 1e-6)):  # the estimates cover the exact values
+        exact = _exact_shapley_from_table(game)
+        for name, v in game["values"].items():
+            assert abs(v["shapley"] - exact[name]) <= (tolerance or 4 * v["stderr"]), (game["utility"], name)
     assert report["payout"]["game"] == "preference-logsigmoid"
     positive = {n for n, v in logsig["values"].items() if v["shapley"] > 0}
     assert {n for n, s in report["payout"]["shares"].items() if s > 0} == positive
+
+
+def _coalition_table(game):
+    return {frozenset(c["members"]): c["value"] for c in game["coalitions"]}
+
+
+def _exact_shapley_from_table(game):
+    """Shapley values by averaging marginal contributions over all n! orders (n = 3 here)."""
+    import itertools
+
+    table, players = _coalition_table(game), sorted(game["values"])
+    totals = dict.fromkeys(players, 0.0)
+    orders = list(itertools.permutations(players))
+    for order in orders:
+        for k, name in enumerate(order):
+            totals[name] += table[frozenset(order[: k + 1])] - table[frozenset(order[:k])]
+    return {name: total / len(orders) for name, total in totals.items()}
+
+
+def _pair_average_spread(game):
+    """Per owner, max − min over antithetic pairs (π, reversed π) of the pair's mean marginal."""
+    import itertools
+
+    table, players = _coalition_table(game), sorted(game["values"])
+
+    def marginal(order, name):
+        k = order.index(name)
+        return table[frozenset(order[: k + 1])] - table[frozenset(order[:k])]
+
+    spread = {}
+    for name in players:
+        averages = [(marginal(o, name) + marginal(o[::-1], name)) / 2 for o in itertools.permutations(players)]
+        spread[name] = max(averages) - min(averages)
+    return spread
 
 
 def test_too_few_accepted_owners_is_an_error(fast_spec, default_market, quick_adapters, tmp_path):

@@ -446,10 +446,10 @@ def test_every_row_dropped_is_one_clear_error(tmp_path: Path, fmt: str) -> None:
     path = write_rows(fmt, tmp_path / _name(fmt), QUALITY_ROWS[:-1] + [QUALITY_ROWS[3]] * 2)
     err = load_error(path)
     first = 2 if fmt == "csv" else 1
-    l = [first + i for i in range(7)]
+    lines = [first + i for i in range(7)]
     assert str(err) == (
-        f"{path}: no usable examples: all 7 rows dropped (invalid_utf8: 1 (line {l[0]}), "
-        f"empty_field: 2 (lines {l[1]}, {l[2]}), chosen_equals_rejected: 4 (lines {l[3]}, {l[4]}, {l[5]}, ...))"
+        f"{path}: no usable examples: all 7 rows dropped (invalid_utf8: 1 (line {lines[0]}), "
+        f"empty_field: 2 (lines {lines[1]}, {lines[2]}), chosen_equals_rejected: 4 (lines {lines[3]}, {lines[4]}, {lines[5]}, ...))"
     )
     assert (err.line, err.field) == (None, None)
     assert list(tmp_path.iterdir()) == [path]  # nothing written beside it

@@ -347,7 +347,7 @@ def test_an_unregistered_supernode_is_refused(superlink):
 
 
 def test_clients_without_the_ca_certificate_cannot_connect(superlink, tmp_path):
-    layout, port = superlink["layout"], superlink["port"]
+    port = superlink["port"]
     # A SuperNode with a valid registered key but no --root-certificates (system trust store).
     node = _supernode(superlink, "sn-no-ca", "registered", root_certificates=None)
     assert _wait_exit(node) != 0

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from server.valuation.pipeline import check_efficiency
 from server.federation.simulation import _processes_mentioning
+from server.valuation.pipeline import check_efficiency
 
 pytestmark = pytest.mark.slow
 FAIRPOOL = [sys.executable, "-m", "server.cli.main"]
@@ -90,8 +90,8 @@ def test_coordinator_killed_in_the_simulation_resumes_without_retraining(tmp_pat
     """Kill the ServerApp process (a failpoint's ``os._exit``) after the 2nd accepted adapter,
     then run the same command again: it resumes through Flower, only the third owner trains,
     and the values equal those of an uninterrupted run."""
-    from common.trust.faults import ENV
     from common.embedded.market import default_profiles, make_market
+    from common.trust.faults import ENV
 
     market = make_market(tmp_path / "market", seed=6, profiles=default_profiles(16)[:4], eval_size=30)
     owners = [arg for name in ("clean", "noisy", "flipped") for arg in ("--owner", f"{name}={market.owners[name]}")]
@@ -178,8 +178,8 @@ def _marked_processes(mark: str) -> list[str]:
 def test_repository_is_a_flower_app(tmp_path, base_model_dir):
     """``flwr run <repo>`` with the run config's ``job`` runs the same ServerApp/ClientApp."""
     from common.config.job import OwnerEntry, ValuationJob
-    from common.embedded.market import default_profiles, make_market
     from common.embedded.default_job import spec_for
+    from common.embedded.market import default_profiles, make_market
     from server.federation.simulation import flower_env, flwr_executable, stop_local_superlink, write_flower_home
 
     market = make_market(tmp_path / "market", seed=1, profiles=default_profiles(32)[:2], eval_size=30)

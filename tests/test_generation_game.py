@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from common.errors import ConfigError
-from server.valuation.scorers import RewardModelScorer, import_scorer, resolve_scorers
 from common.valuation.utility import all_masks
-from server.valuation.generation_game import CoalitionGenerations, reward_game, reward_game_key
 from server.federation.ledger import Ledger
+from server.valuation.generation_game import CoalitionGenerations, reward_game, reward_game_key
+from server.valuation.scorers import RewardModelScorer, import_scorer, resolve_scorers
 
 
 class FakeDecoder:

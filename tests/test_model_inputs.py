@@ -138,9 +138,9 @@ def test_conversational_data_without_chat_template_fails_before_any_work(tmp_pat
 
 
 def test_chat_template_file_travels_in_the_spec(tmp_path, llama_dir, data):
+    from common.embedded.default_job import spec_for
     from common.embedded.model_zoo import CHATML_TEMPLATE
     from server.cli.main import build_parser, check_data_needs, spec_overrides
-    from common.embedded.default_job import spec_for
 
     template = tmp_path / "chatml.jinja"
     template.write_text(CHATML_TEMPLATE)
@@ -266,9 +266,9 @@ def test_the_owner_picks_its_own_device_from_its_node_config():
 def test_generate_chat_prompts_need_a_chat_template(tmp_path, llama_dir, capsys):
     from peft import get_peft_model
 
+    from common.embedded.default_job import spec_for
     from common.model.base import load_spec_model
     from common.model.lora import lora_config
-    from common.embedded.default_job import spec_for
 
     spec = spec_for(str(llama_dir))
     model, _ = load_spec_model(spec)

@@ -7,9 +7,9 @@ import math
 
 import pytest
 
+from common.data import load_preferences
 from common.embedded import objectives as ob
 from common.embedded.corpus import corpus_lines
-from common.data import load_preferences
 from common.embedded.lexicon import SUBJECTS
 from common.embedded.market import (
     OBJECTIVES_EXPECTED_SIGNS,

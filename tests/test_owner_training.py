@@ -12,8 +12,8 @@ from flwr.supercore.task_identity import TaskIdentity
 from client.trainer import train_adapter
 from common.data import PreferenceExample, load_preferences
 from common.errors import FairPoolError
-from common.model.lora import expected_adapter_shapes
 from common.model.base import load_base_model
+from common.model.lora import expected_adapter_shapes
 
 
 @pytest.fixture(scope="module")

@@ -22,10 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from client.fetch import FetchError, PublicationClient
-from common.wire import publication_pb2 as pb
-from common.wire import publication_pb2_grpc as pb_grpc
 from common.errors import ConfigError
-from common.wire.publication import AUTH_METADATA, bearer
 from common.trust.signing import (
     SignatureError,
     generate_private_key,
@@ -35,6 +32,9 @@ from common.trust.signing import (
     sign_report,
     sign_token,
 )
+from common.wire import publication_pb2 as pb
+from common.wire import publication_pb2_grpc as pb_grpc
+from common.wire.publication import AUTH_METADATA, bearer
 from server.cli.main import main
 from server.federation.ledger import Ledger
 from server.publication.service import TlsFiles, load_allowlist, parse_allow, serve

@@ -23,9 +23,9 @@ import pytest
 from common.config.games import ValuationSettings
 from common.valuation.payout import payout_shares
 from common.valuation.preference_game import preference_game
-from server.valuation.pipeline import play_game
-from server.report.write import REPORT_HTML, REPORT_JSON, SIGNATURE_PNG, write_report
 from server.report.html import quantile_grid, render_html, trace_series, utilities_by_size
+from server.report.write import REPORT_HTML, REPORT_JSON, SIGNATURE_PNG, write_report
+from server.valuation.pipeline import play_game
 
 XSS = "<script>alert(1)</script>"
 ATTR_XSS = '"><img src=x onerror=alert(2)>'

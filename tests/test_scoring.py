@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from common.model.base import load_base_model
-from common.valuation.composition import compose_logprobs
 from common.data import load_preferences
+from common.model.base import load_base_model
 from common.model.lora import expected_adapter_shapes
+from common.valuation.composition import compose_logprobs
 from common.valuation.utility import all_masks, coalition_margins
 from server.valuation.pipeline import Submission, rejection_reason
 from server.valuation.scoring import load_adapters, pair_logprobs, score_evaluation

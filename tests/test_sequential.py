@@ -7,11 +7,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from server.studies.sequential import train_sequential, train_union
 from client.trainer import train_adapter
-from common.model.base import load_base_model
-from common.embedded.base_model import model_fingerprint
 from common.data import load_preferences
+from common.embedded.base_model import model_fingerprint
+from common.model.base import load_base_model
+from server.studies.sequential import train_sequential, train_union
 from server.valuation.scoring import load_adapters, pair_logprobs
 
 

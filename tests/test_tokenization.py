@@ -11,9 +11,9 @@ import warnings
 
 import pytest
 
+from common.config.spec import TrainingSpec
 from common.data import Message, PreferenceExample
 from common.errors import ConfigError
-from common.config.spec import TrainingSpec
 from common.model.tokenization import require_chat_template, tokenize_pair, tokenize_prompt
 
 MAX_LENGTH = 48
@@ -155,8 +155,9 @@ def test_fairpool_trainer_trains_on_tokenize_pair_ids_with_prompt_limit(llama_di
 
 
 def test_prompt_filling_max_length_is_dropped_and_counted(llama_dir):
-    from client.trainer import check_lengths
     from transformers import AutoTokenizer
+
+    from client.trainer import check_lengths
 
     tokenizer = AutoTokenizer.from_pretrained(llama_dir)
     examples = _examples(STANDARD_ROWS)
@@ -180,8 +181,8 @@ def test_conversational_data_without_chat_template_is_one_clear_error(llama_dir)
 
 
 def test_spec_chat_template_is_installed_on_load(llama_dir):
-    from common.model.base import load_spec_model
     from common.embedded.model_zoo import CHATML_TEMPLATE
+    from common.model.base import load_spec_model
 
     spec = TrainingSpec(base_model=str(llama_dir), chat_template=CHATML_TEMPLATE)
     _, tokenizer = load_spec_model(spec)

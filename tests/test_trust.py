@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.trust import faults
 from common.data import load_preferences, save_preferences_jsonl
+from common.trust import faults
 from common.trust.digest import tensors_sha256
 from common.trust.signing import SubmissionClaim, load_private_key, sign_claim, verify_report
 from server.cli.main import main as cli_main
@@ -198,8 +198,9 @@ def test_a_replayed_submission_is_refused(tmp_path, fast_spec, small_market):
 
 def _as_answer_to(old, new):
     """``old``'s content, routed as the reply to the request ``new`` answers."""
-    from tests.local_federation import _original
     from flwr.app import Message
+
+    from tests.local_federation import _original
 
     return Message(content=old.content, reply_to=_original(new))
 
@@ -342,10 +343,9 @@ def test_a_wrong_storage_key_stops_the_run_and_loses_nothing(tmp_path, fast_spec
 def test_rerunning_a_command_resumes_and_a_different_job_is_refused_only_while_unfinished(tmp_path, fast_spec):
     import dataclasses
 
-    from common.errors import ConfigError
-    from common.config.job import OwnerEntry, ValuationJob
+    from common.config.job import JOB_FILE, OwnerEntry, ValuationJob
     from common.embedded.default_job import resume_or_start
-    from common.config.job import JOB_FILE
+    from common.errors import ConfigError
 
     job = ValuationJob("first", (OwnerEntry("a", "a.jsonl"),), "eval.jsonl", str(tmp_path), fast_spec)
     assert resume_or_start(job) == (job, False)

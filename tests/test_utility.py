@@ -117,7 +117,7 @@ def test_vectorised_equals_scalar_loop(metric: str, rule: str) -> None:
     expected = []
     for mask in range(1 << n):
         w, _ = coalition_weights(members_of(mask, n), n, rule, sizes)
-        m = [sum(w[l] * M[l, p] for l in range(n)) for p in range(P)]
+        m = [sum(w[owner] * M[owner, p] for owner in range(n)) for p in range(P)]
         if metric == "accuracy":
             expected.append(sum(1.0 if x > 0 else 0.5 if x == 0 else 0.0 for x in m) / P)
         else:

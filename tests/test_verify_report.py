@@ -11,8 +11,8 @@ import stat
 import numpy as np
 import pytest
 
-from common.trust.digest import tensors_sha256
 from common.errors import ConfigError
+from common.trust.digest import tensors_sha256
 from common.trust.signing import (
     SignatureError,
     fingerprint,

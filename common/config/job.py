@@ -15,14 +15,13 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from common.trust.adapter_checks import AdapterLimits
-from common.valuation.composition import COMPOSITION_RULES
-from common.errors import ConfigError
 from common.config.games import ValuationSettings
 from common.config.hardware import Hardware
-from common.valuation.payout import PAYOUT_POLICIES
 from common.config.spec import TrainingSpec
-
+from common.errors import ConfigError
+from common.trust.adapter_checks import AdapterLimits
+from common.valuation.composition import COMPOSITION_RULES
+from common.valuation.payout import PAYOUT_POLICIES
 
 JOB_FILE = "job.json"
 """The job's file name in a run directory: where `fairpool value` writes it and a re-run finds it."""

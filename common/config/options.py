@@ -61,7 +61,8 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, *, skip: tuple[s
         if f.name in skip:
             continue
         parser.add_argument(flag_of(f), dest=f.name, type=_ARG_TYPES[_type_name(f)], default=None,
-                            metavar=f.metadata.get("metavar", _METAVARS[_type_name(f)]), help=f"{f.metadata['help']} (default: {default_text(f)})")
+                            metavar=f.metadata.get("metavar", _METAVARS[_type_name(f)]),
+                            help=f"{f.metadata['help']} (default: {default_text(f)})")
 
 
 def chosen_options(args: argparse.Namespace, cls) -> dict[str, Any]:

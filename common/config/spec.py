@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from common.trust.digest import json_sha256
 from common.errors import ConfigError
+from common.trust.digest import json_sha256
 
 
 def _help(text: str, *, cli: bool = True) -> dict[str, Any]:

@@ -19,9 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.embedded.corpus import CORPUS_VERSION, corpus_lines
-from common.trust.digest import tensors_sha256
-from common.errors import ConfigError, FairPoolError, one_line
 from common.storage.home import fairpool_home
+from common.trust.digest import tensors_sha256
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
@@ -74,6 +73,8 @@ def cached_model_is_valid(directory: Path) -> bool:
     manifest = _read_manifest(directory)
     if not manifest:
         return False
+    from common.model.base import load_base_model
+
     try:
         model, _ = load_base_model(directory)
     except Exception:  # any unreadable file means "rebuild", never a crash

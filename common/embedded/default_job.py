@@ -5,13 +5,12 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from common.model.base import check_model_dir, weights_fingerprint
-
-from common.embedded.base_model import build_base_model
-from common.storage.home import fairpool_home
 from common.config.job import OwnerEntry, ValuationJob
-from common.embedded.market import make_market, make_objectives_market
 from common.config.spec import TrainingSpec
+from common.embedded.base_model import build_base_model
+from common.embedded.market import make_market, make_objectives_market
+from common.model.base import check_model_dir, weights_fingerprint
+from common.storage.home import fairpool_home
 
 
 def new_run_id() -> str:
@@ -107,8 +106,8 @@ def resume_or_start(job: ValuationJob) -> tuple[ValuationJob, bool]:
     import dataclasses
     import json
 
-    from common.errors import ConfigError
     from common.config.job import JOB_FILE
+    from common.errors import ConfigError
 
     out = Path(job.out_dir)
     previous_path = out / JOB_FILE

@@ -16,7 +16,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.data import PreferenceExample, save_preferences_jsonl
-from common.embedded.lexicon import KIND_WORDS, PROMPT_TEMPLATES, RESPONSE_TEMPLATES, SUBJECTS, UNKIND_WORDS, render_response
+from common.embedded.lexicon import (
+    KIND_WORDS,
+    PROMPT_TEMPLATES,
+    RESPONSE_TEMPLATES,
+    SUBJECTS,
+    UNKIND_WORDS,
+    render_response,
+)
 
 MARKET_VERSION = 1
 EVAL_SUBJECTS = 8  # the last subjects of the lexicon are reserved for evaluation

@@ -8,18 +8,10 @@ pre-flight check, :func:`weights_fingerprint` its identity.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common.trust.digest import tensors_sha256
 from common.errors import ConfigError, FairPoolError, one_line
-
 
 CAUSAL_LM_HINT = "a Hugging Face causal language model directory (config.json, weights, tokenizer files)"
 

@@ -49,7 +49,7 @@ def coalition_weights(
     members: Sequence[int],
     n: int,
     rule: str = "sum",
-    sizes: Sequence[int] | None = None,
+    sizes: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, float]:
     """Weights of the owners' and the base's log-probs in the model of one coalition.
 
@@ -82,7 +82,7 @@ def weight_matrix(
     masks: np.ndarray,
     n: int,
     rule: str = "sum",
-    sizes: Sequence[int] | None = None,
+    sizes: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Composition weights for many coalitions at once.
 
@@ -100,7 +100,7 @@ def weight_matrix(
     return numerators / denominators[:, None], w0
 
 
-def rule_terms(n: int, rule: str = "sum", sizes: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def rule_terms(n: int, rule: str = "sum", sizes: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Every rule's owner weight is ``a_l / d_S`` with ``d_S = Σ_{j∈S} b_j``: return ``(a, b)``.
 
     ``sum``: ``a = 1``, no denominator (``b`` is None, ``d_S = 1``); ``mean``: ``a = b = 1``;
@@ -117,7 +117,7 @@ def rule_terms(n: int, rule: str = "sum", sizes: Sequence[int] | None = None) ->
 
 
 def weight_fractions(masks: np.ndarray, n: int, rule: str = "sum",
-                     sizes: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     sizes: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Numerators ``(m, n)`` and denominators ``(m,)`` of the owner weights of each coalition.
 
     The empty coalition's denominator is 1 (its numerators are all 0).
@@ -136,7 +136,7 @@ def compose_logprobs(
     owners: np.ndarray,
     members: Sequence[int],
     rule: str = "sum",
-    sizes: Sequence[int] | None = None,
+    sizes: Sequence[float] | None = None,
     floor: float = DEFAULT_FLOOR,
 ) -> np.ndarray:
     """Log-probabilities (or logits) of the coalition model, in float64.
@@ -182,7 +182,7 @@ def _check_rule(rule: str) -> None:
         raise ValueError(f"unknown composition rule {rule!r}; valid rules: {', '.join(COMPOSITION_RULES)}")
 
 
-def _check_sizes(sizes: Sequence[int] | None, n: int) -> np.ndarray:
+def _check_sizes(sizes: Sequence[float] | None, n: int) -> np.ndarray:
     """Data sizes for the ``size`` rule: one positive finite number per owner.
 
     Zero sizes are refused: an owner with no data has no model to compose, and

@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -154,7 +154,7 @@ def _drive(game: Game, lookup: _Lookup, sampler: _Sampler, stop: StoppingRule | 
     rule.reset()
     start = time.perf_counter()
     iteration = 0
-    snapshots: list[dict] = []
+    snapshots: list[dict[str, Any]] = []
     while True:
         k = sampler.batch()
         room = rule.samples_left(lookup.evaluations, sampler.samples, sampler.cost)
@@ -179,14 +179,14 @@ TRACE_MAX_POINTS = 200
 """Snapshots kept of a sampling run (a long run has thousands of iterations)."""
 
 
-def _snapshot(players, evaluations: int, values: np.ndarray, stderr: np.ndarray) -> dict:
+def _snapshot(players: Sequence[str], evaluations: int, values: np.ndarray, stderr: np.ndarray) -> dict[str, Any]:
     """One point of the convergence trace; a non-finite stderr (first iterations) is ``None``."""
     return {"evaluations": int(evaluations),
             "values": {p: float(v) for p, v in zip(players, values)},
             "stderr": {p: (float(e) if np.isfinite(e) else None) for p, e in zip(players, stderr)}}
 
 
-def thin_trace(snapshots: list[dict], limit: int = TRACE_MAX_POINTS) -> tuple[dict, ...]:
+def thin_trace(snapshots: list[dict[str, Any]], limit: int = TRACE_MAX_POINTS) -> tuple[dict[str, Any], ...]:
     """At most ``limit`` snapshots, evenly spaced, always keeping the first and the last."""
     if len(snapshots) <= limit:
         return tuple(snapshots)
@@ -578,7 +578,8 @@ def estimate(game: Game, estimator: str = "auto", *, stop: StoppingRule | None =
     if stop is not None and not isinstance(stop, StoppingRule):
         raise TypeError(f"stop must be a StoppingRule, got {stop!r}")
     if game.n == 0:
-        return ValuationResult((), [], [], [], name, CONVERGED,
+        empty = np.zeros(0)
+        return ValuationResult((), empty, empty, np.zeros(0, dtype=np.int64), name, CONVERGED,
                                {"seed": _rng_and_seed(seed)[1], "evaluations": 0, "samples": 0})
     result = ESTIMATORS[name](game, stop=stop, seed=seed, **params)
     if estimator == "auto":

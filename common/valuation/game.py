@@ -10,7 +10,7 @@ with a persistent store, never pays twice for the same coalition.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -112,7 +112,7 @@ class Game:
         return masks, self._recall(masks)
 
     @classmethod
-    def from_table(cls, players: Sequence[str], table: np.ndarray | Sequence[float], **kw) -> "Game":
+    def from_table(cls, players: Sequence[str], table: np.ndarray | Sequence[float], **kw: Any) -> "Game":
         """A game given by its full utility table ``table[mask]``."""
         values = np.asarray(table, dtype=np.float64)
         if values.shape != (1 << len(players),):
@@ -120,7 +120,7 @@ class Game:
         return cls(players, lambda masks: values[masks], **kw)
 
     @classmethod
-    def from_function(cls, players: Sequence[str], fn: Callable[[frozenset[int]], float], **kw) -> "Game":
+    def from_function(cls, players: Sequence[str], fn: Callable[[frozenset[int]], float], **kw: Any) -> "Game":
         """A game from a scalar set function of member indices (convenient in tests)."""
         n = len(players)
 

@@ -59,7 +59,7 @@ class ValuationResult:
     estimator: str
     status: str
     params: dict[str, Any] = field(default_factory=dict)
-    trace: tuple[dict, ...] = ()
+    trace: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         players = tuple(str(p) for p in self.players)

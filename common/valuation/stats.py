@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
-def ranks(x: np.ndarray) -> np.ndarray:
+def ranks(x: ArrayLike) -> np.ndarray:
     """Ranks 1..n with ties given their average rank."""
     x = np.asarray(x, dtype=np.float64)
     order = np.argsort(x, kind="mergesort")
@@ -20,7 +21,7 @@ def ranks(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def pearson(x, y) -> float:
+def pearson(x: ArrayLike, y: ArrayLike) -> float:
     """Pearson correlation; nan when either side is constant (no linear relation to measure)."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(x) != len(y) or len(x) < 2:
@@ -30,12 +31,12 @@ def pearson(x, y) -> float:
     return float((dx * dy).sum() / denominator) if denominator > 0 else float("nan")
 
 
-def spearman(x, y) -> float:
+def spearman(x: ArrayLike, y: ArrayLike) -> float:
     """Spearman's ρ: Pearson correlation of the (tie-averaged) ranks."""
     return pearson(ranks(x), ranks(y))
 
 
-def kendall_tau(x, y) -> float:
+def kendall_tau(x: ArrayLike, y: ArrayLike) -> float:
     """Kendall's τ-b (tie-corrected); nan when either side is constant."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(x) != len(y) or len(x) < 2:

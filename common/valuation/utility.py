@@ -74,7 +74,7 @@ def coalition_margins(
     M: np.ndarray,
     masks: np.ndarray,
     rule: str = "sum",
-    sizes: Sequence[int] | None = None,
+    sizes: Sequence[float] | None = None,
 ) -> np.ndarray:
     """Margins of every coalition in ``masks`` on every pair, ``(A @ M) / d``, shape ``(m, P)``.
 
@@ -120,7 +120,7 @@ def coalition_utilities(
     masks: np.ndarray,
     metric: str = "accuracy",
     rule: str = "sum",
-    sizes: Sequence[int] | None = None,
+    sizes: Sequence[float] | None = None,
     beta: float = 0.1,
     chunk_size: int = 4096,
 ) -> np.ndarray:

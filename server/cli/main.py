@@ -26,17 +26,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from common.trust.adapter_checks import AdapterLimits
+from common.config.games import ESTIMATOR_NAMES, ValuationSettings
 from common.config.hardware import Hardware
 from common.config.job import check_owner_name
-from server.federation.process_owner import Interrupted, raise_on_termination
 from common.config.options import add_dataclass_options, build, chosen_options
 from common.config.spec import TrainingSpec, read_spec_file
-from common.valuation.composition import COMPOSITION_RULES
 from common.errors import ConfigError, FairPoolError
-from common.config.games import ESTIMATOR_NAMES, ValuationSettings
-from server.valuation.scorers import resolve_scorers
+from common.trust.adapter_checks import AdapterLimits
+from common.valuation.composition import COMPOSITION_RULES
 from common.valuation.payout import PAYOUT_POLICIES
+from server.federation.process_owner import Interrupted, raise_on_termination
+from server.valuation.scorers import resolve_scorers
 
 for _key, _value in {"HF_HUB_OFFLINE": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
                      "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
@@ -337,8 +337,8 @@ def check_data_needs(spec: TrainingSpec, datasets: Sequence[Sequence], evaluatio
 
 def base_model_arg(args: argparse.Namespace) -> str:
     """``--base-model`` checked and resolved (a causal LM with a tokenizer), or the embedded model."""
-    from common.model.base import check_model_dir
     from common.embedded.base_model import build_base_model
+    from common.model.base import check_model_dir
 
     return check_model_dir(args.base_model) if args.base_model else str(build_base_model(progress=_say))
 
@@ -436,8 +436,8 @@ def _record_interruption(job, how: str) -> None:
 
 
 def _run_and_print(job) -> int:
-    from server.federation.simulation import run_simulation
     from server.cli.progress_view import ProgressView
+    from server.federation.simulation import run_simulation
 
     _say(f"FairPool run {job.run_id}: {len(job.owners)} owners in Flower's Simulation Engine")
     with ProgressView(len(job.owners)) as view:
@@ -553,10 +553,10 @@ def adapter_examples_arg(items: Sequence[str], adapters: dict[str, str]) -> dict
 
 
 def cmd_value(args: argparse.Namespace) -> int:
-    from common.model.adapter_files import check_adapter_dirs
-    from common.data import load_preferences
     from common.config.job import OwnerEntry, ValuationJob
+    from common.data import load_preferences
     from common.embedded.default_job import new_run_id, spec_for
+    from common.model.adapter_files import check_adapter_dirs
 
     owners = parse_owner_args(args.owner, args.split)
     adapters = parse_pairs(args.adapter, "--adapter", what="DIR")
@@ -634,8 +634,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_fidelity(args: argparse.Namespace) -> int:
     from common.data import load_preferences
-    from common.embedded.market import make_market
     from common.embedded.default_job import default_market_dir, spec_for
+    from common.embedded.market import make_market
     from server.studies.fidelity import run_fidelity, write_fidelity
     from server.studies.sweep import labels_unique, parse_setting, setting_label, summarise_sweep, write_sweep
 

@@ -24,14 +24,14 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from common.config.job import ValuationJob
+from common.errors import FairPoolError
 from common.trust import faults
 from common.trust.adapter_checks import adapter_problem
-from common.errors import FairPoolError
-from common.config.job import ValuationJob
 from common.trust.sealing import load_storage_key, seal, tensors_from_bytes, tensors_to_bytes, unseal
 from common.trust.signing import SubmissionClaim, load_public_key, verify_claim
-from server.valuation.pipeline import Submission, examples_problem
 from server.federation.ledger import Ledger
+from server.valuation.pipeline import Submission, examples_problem
 
 
 def sealing_context(run_id: str, owner: str, digest: str) -> str:

@@ -17,15 +17,15 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from common.trust import faults
-from common.errors import FairPoolError
 from common.config.job import ValuationJob
+from common.errors import FairPoolError
 from common.storage.locks import LockHeld, exclusive_lock
 from common.storage.progress import ProgressLog
+from common.trust import faults
 from server.federation.admission import Admission
-from server.valuation.pipeline import Submission, value_submissions
 from server.federation.ledger import Ledger
 from server.report.write import write_report
+from server.valuation.pipeline import Submission, value_submissions
 
 ERROR_FILE = "error.json"
 LEDGER_FILE = "ledger.sqlite"

@@ -19,13 +19,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common.errors import FairPoolError
 from common.config.hardware import Hardware
 from common.config.job import JOB_FILE, ValuationJob
+from common.errors import FairPoolError
 from common.storage.progress import PROGRESS_FILE, follow
 from server.federation.process_owner import RUN_TAG_VAR, Watchdog, new_tag, stop_tagged
-from server.report.write import REPORT_JSON
 from server.federation.run import ERROR_FILE
+from server.report.write import REPORT_JSON
 
 FLOWER_LOG = "flower.log"
 

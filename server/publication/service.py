@@ -39,9 +39,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from common.errors import ConfigError
+from common.storage.locks import holder_alive
+from common.trust.signing import SignatureError, load_public_key, token_owner, verify_report, verify_token
 from common.wire import publication_pb2 as pb
 from common.wire import publication_pb2_grpc as pb_grpc
-from common.errors import ConfigError
 from common.wire.publication import (
     PURPOSE,
     TERMINAL_STAGES,
@@ -50,8 +52,6 @@ from common.wire.publication import (
     report_owner_names,
     token_from_metadata,
 )
-from common.storage.locks import holder_alive
-from common.trust.signing import SignatureError, load_public_key, token_owner, verify_report, verify_token
 from server.federation.ledger import Ledger
 
 POLL_S = 0.2

@@ -15,9 +15,16 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from common.trust.digest import tensors_sha256
 from common.errors import ConfigError, DataError, FairPoolError
-from common.trust.signing import SignatureError, fingerprint, load_public_key, report_file_bytes, strict_json, verify_report
+from common.trust.digest import tensors_sha256
+from common.trust.signing import (
+    SignatureError,
+    fingerprint,
+    load_public_key,
+    report_file_bytes,
+    strict_json,
+    verify_report,
+)
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 

@@ -16,16 +16,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from server.studies.sequential import train_sequential, train_union
 from client.trainer import train_adapter
+from common.config.spec import TrainingSpec
+from common.data import PreferenceExample
 from common.model.base import load_spec_model
 from common.valuation.bits import mask_of
-from common.data import PreferenceExample
 from common.valuation.shapley import exact_shapley
-from common.config.spec import TrainingSpec
 from common.valuation.stats import kendall_tau, pearson, spearman
 from common.valuation.utility import accuracy, all_masks, coalition_utilities, mean_logsigmoid, preference_margins
+from server.studies.sequential import train_sequential, train_union
 from server.valuation.scoring import load_adapters, pair_logprobs, score_evaluation
 
 
@@ -76,7 +77,7 @@ class _Evaluator:
                 "logsigmoid": float(mean_logsigmoid(margins, self.spec.beta)[0])}
 
 
-def _agreement(arith: Sequence[float], retrained: Sequence[float]) -> dict:
+def _agreement(arith: ArrayLike, retrained: ArrayLike) -> dict:
     a, r = np.asarray(arith), np.asarray(retrained)
     return {"pearson": pearson(a, r) if len(a) > 1 else float("nan"),
             "spearman": spearman(a, r) if len(a) > 1 else float("nan"),
@@ -119,8 +120,8 @@ def run_fidelity(spec: TrainingSpec, owners: Mapping[str, Sequence[PreferenceExa
     for i, name in enumerate(names):  # β·margin is the owner's implicit reward gap on held-out pairs
         diagnostics[name]["eval_reward_margin"] = float(spec.beta * scored.margins[i].mean())
 
-    sequential = {m: [] for m in METRICS}
-    union = {m: [] for m in METRICS}
+    sequential: dict[str, list[float]] = {m: [] for m in METRICS}
+    union: dict[str, list[float]] = {m: [] for m in METRICS}
     spreads = []
     seq_seconds = union_seconds = 0.0
     seq_trainings = 0

@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from client.trainer import AdapterResult, fit_lora, prepare_training, train_adapter
-from common.model.base import load_spec_model
 from common.config.hardware import Hardware
-from common.data import PreferenceExample
 from common.config.spec import TrainingSpec
+from common.data import PreferenceExample
+from common.model.base import load_spec_model
 
 
 @dataclass

@@ -497,6 +497,7 @@ def load_adapter_dirs(base_model: str, adapters: Mapping[str, str], *, chat_temp
             peft_model = PeftModel.from_pretrained(model, str(path), adapter_name=name, is_trainable=False)
         else:
             peft_model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+    assert peft_model is not None, "no adapter to load"  # callers pass at least one
     peft_model.eval()
     return peft_model, tokenizer
 

@@ -16,23 +16,23 @@ from pathlib import Path
 
 import numpy as np
 
-from common.trust.adapter_checks import AdapterLimits, adapter_problem, near_duplicates
-from common.model.base import load_spec_model
-from common.valuation.bits import members_of
-from common.trust import faults
-from common.data import load_preferences
-from common.trust.digest import json_sha256, tensors_sha256
-from common.errors import FairPoolError
+from common.config.games import PREFERENCE_UTILITIES, reward_scorer
 from common.config.job import ValuationJob
+from common.data import load_preferences
+from common.errors import FairPoolError
+from common.model.base import load_spec_model
 from common.model.lora import expected_adapter_shapes
+from common.model.tokenization import usable_pairs
+from common.trust import faults
+from common.trust.adapter_checks import AdapterLimits, adapter_problem, near_duplicates
+from common.trust.digest import json_sha256, tensors_sha256
+from common.valuation.bits import members_of
 from common.valuation.estimators import estimate
 from common.valuation.game import Game, UtilityStore
-from common.config.games import PREFERENCE_UTILITIES, reward_scorer
-from server.valuation.scorers import resolve_scorers
-from common.model.tokenization import usable_pairs
 from common.valuation.payout import payout_shares
 from common.valuation.preference_game import preference_game
 from server.valuation.generation_game import CoalitionGenerations, reward_game, reward_game_key
+from server.valuation.scorers import resolve_scorers
 from server.valuation.scoring import load_adapters, score_evaluation
 
 ADAPTERS_DIR = "adapters"

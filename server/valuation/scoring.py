@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.config.spec import TrainingSpec
 from common.data import PreferenceExample
 from common.model.lora import lora_config
-from common.config.spec import TrainingSpec
 from common.model.tokenization import tokenize_pair
 from common.valuation.utility import preference_margins
 
