@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from common.errors import FairPoolError
 from common.storage.locks import exclusive_lock
 from common.storage.progress import PROGRESS_FILE, read_all
 from common.trust import faults
+from common.trust.digest import tensors_sha256
 from common.trust.sealing import generate_storage_key
 from server.federation.ledger import Ledger
 from server.federation.run import ERROR_FILE, LEDGER_FILE, LEDGER_LOCK, run_job
@@ -131,8 +134,6 @@ def test_a_run_collects_once_values_and_records_everything(reference, adapters):
     assert report is not None and json.loads((out / "report.json").read_text()) == report
     assert not (out / ERROR_FILE).exists()
     assert [(o["name"], o["status"], o["reason"]) for o in report["owners"]] == [(n, "valued", None) for n in OWNERS]
-    from common.trust.digest import tensors_sha256
-
     assert {o["name"]: o["adapter_sha256"] for o in report["owners"]} == {n: tensors_sha256(adapters[n]) for n in OWNERS}
     (game,) = report["games"]
     assert game["estimator"] == "exact" and len(game["coalitions"]) == 8 and game["empty"] == 0.5
@@ -231,9 +232,10 @@ def test_the_same_run_id_with_other_settings_is_refused(tmp_path, fast_spec, eva
     with Ledger(Path(job.out_dir) / LEDGER_FILE) as ledger:
         assert ValuationJob.from_json(ledger.run_job("run-1")) == job, "the earlier job is kept as it was"
         assert sorted(ledger.stored_adapters("run-1")) == ["ann"]
-    # the coordinator's key paths are not part of the work: a moved coordinator key still resumes
-    moved = dataclasses.replace(job, coordinator_key="")
-    assert run_job(moved, Collector(adapters)) is not None
+    # where the keys are kept is not part of the work: a moved storage key still resumes and opens what is stored
+    moved = dataclasses.replace(job, storage_key=str(shutil.copy(job.storage_key, tmp_path / "moved.key")))
+    collect = Collector(adapters)
+    assert run_job(moved, collect) is not None and collect.calls == [["bob", "cyd"]]
 
 
 def test_a_busy_ledger_is_left_alone(tmp_path, fast_spec, eval_path, adapters):
@@ -243,8 +245,6 @@ def test_a_busy_ledger_is_left_alone(tmp_path, fast_spec, eval_path, adapters):
     with exclusive_lock(out / LEDGER_LOCK, "held by this test"):
         assert run_job(job, collect) is None
     assert collect.calls == [] and not (out / LEDGER_FILE).exists(), "nothing recorded in a busy ledger"
-    import os
-
     assert _error(job)["error"] == (f"the ledger in {out} is in use by another FairPool run (pid {os.getpid()}); "
                                     "wait for it to end, or choose another --out")
 
