@@ -13,8 +13,6 @@ returns a report only after :func:`common.trust.signing.verify_report` accepted 
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from common.errors import ConfigError, FairPoolError
+from common.storage.atomic import atomic_write
 from common.trust.signing import SignatureError, report_file_bytes, sign_token, strict_json, verify_report
 from common.wire import publication_pb2 as pb
 from common.wire import publication_pb2_grpc as pb_grpc
@@ -147,10 +146,4 @@ def write_report(report: dict, out: str | Path) -> Path:
     """Write a verified report as pretty JSON, atomically: a reader never sees half a file."""
     path = Path(out).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        tmp.write_bytes(report_file_bytes(report))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, report_file_bytes(report))

@@ -65,14 +65,14 @@ import json
 import os
 import re
 import stat
-import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO
 
 from common.errors import DataError, one_line
+from common.storage.atomic import atomic_writer
 
 FIELDS: tuple[str, ...] = ("prompt", "chosen", "rejected")
 """The fields of every example, in canonical order (``prompt`` may be implicit in a file)."""
@@ -341,38 +341,12 @@ def save_preferences_jsonl(
     that a later run would load as a smaller dataset. Non-ASCII text is kept readable
     (``ensure_ascii=False``); JSON escapes newlines, so one example is always one line.
     """
-    target = Path(os.fspath(path))
     try:
-        tmp, handle = _create_temp_beside(target)
-    except OSError as exc:
-        raise DataError(os.fspath(path), f"cannot write: {exc.strerror or exc}") from exc
-    try:
-        with handle as out:
+        with atomic_writer(os.fspath(path)) as out:  # the umask-derived mode a plain open gives
             for example in examples:
                 out.write(json.dumps(example.as_dict(), ensure_ascii=False) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise DataError(os.fspath(path), f"cannot write: {exc.strerror or exc}") from exc
-        raise
-
-
-def _create_temp_beside(target: Path) -> tuple[Path, TextIO]:
-    """Open a fresh temp file next to ``target``.
-
-    ``os.open`` with mode 0o666 (rather than ``tempfile``'s 0o600) so the final file gets the
-    same umask-derived permissions a plain ``open`` would have given it.
-    """
-    while True:
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        return tmp, open(fd, "w", encoding="utf-8", newline="\n")
+    except OSError as exc:
+        raise DataError(os.fspath(path), f"cannot write: {exc.strerror or exc}") from exc
 
 
 def validate_record(path: str, line: int | None, record: Any) -> PreferenceExample:

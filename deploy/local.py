@@ -47,7 +47,7 @@ from deploy.make_credentials import Layout, Request, make_credentials
 from deploy.make_job import write_run
 from server.federation.run import ERROR_FILE
 from server.federation.simulation import flower_env, flwr_executable, free_port, stop_local_superlink
-from server.report.write import REPORT_JSON
+from server.report.schema import REPORT_JSON
 
 DEFAULT_OWNERS = ("clean", "noisy", "flipped")
 CONNECTION = "fairpool-tls"

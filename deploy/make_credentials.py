@@ -31,9 +31,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import ipaddress
-import os
 import re
-import secrets
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from common.errors import ConfigError, FairPoolError
+from common.storage.atomic import atomic_write
 from common.trust.signing import generate_private_key, save_keypair
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1")
@@ -248,16 +247,7 @@ def _pem_cert(cert: x509.Certificate) -> bytes:
 def _write(path: Path, data: bytes, mode: int, request: Request) -> None:
     """Write atomically with ``mode`` from creation (a private key is never briefly world-readable)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, mode)  # the umask may have narrowed a public file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, data, mode)
     request.written.append(path)
 
 

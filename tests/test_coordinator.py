@@ -9,7 +9,8 @@ import pytest
 
 from common.config.job import OwnerEntry, ValuationJob
 from common.errors import FairPoolError
-from server.report.write import REPORT_MD, VALUES_PNG, write_report
+from server.report.schema import REPORT_MD, VALUES_PNG
+from server.report.write import write_report
 from server.valuation.pipeline import Submission, check_efficiency, value_submissions
 
 

@@ -24,7 +24,8 @@ from common.config.games import ValuationSettings
 from common.valuation.payout import payout_shares
 from common.valuation.preference_game import preference_game
 from server.report.html import quantile_grid, render_html, trace_series, utilities_by_size
-from server.report.write import REPORT_HTML, REPORT_JSON, SIGNATURE_PNG, write_report
+from server.report.schema import REPORT_HTML, REPORT_JSON, SIGNATURE_PNG
+from server.report.write import write_report
 from server.valuation.pipeline import play_game
 
 XSS = "<script>alert(1)</script>"
@@ -378,7 +379,7 @@ def test_flags_and_refused_replies_are_shown_escaped():
     page = render_html(report)
     assert "Flagged: near-identical adapters" in page and "clean and small" in page and "0.9990" in page
     assert "&lt;mallory&gt;" in page and "<mallory>" not in page
-    from server.report.write import render_markdown
+    from server.report.markdown import render_markdown
 
     md = render_markdown(report)
     assert "clean and small" in md and "unknown owner" in md

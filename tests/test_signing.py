@@ -10,11 +10,11 @@ import stat
 import pytest
 
 from common.errors import ConfigError
+from common.trust.canonical import canonical_json
 from common.trust.signing import (
     CLOCK_SKEW_S,
     SignatureError,
     SubmissionClaim,
-    canonical_json,
     fingerprint,
     generate_private_key,
     load_private_key,

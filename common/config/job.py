@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,6 +17,8 @@ from common.config.games import ValuationSettings
 from common.config.hardware import Hardware
 from common.config.spec import TrainingSpec
 from common.errors import ConfigError
+from common.storage.atomic import atomic_write
+from common.storage.private_files import FILE_MODE
 from common.trust.adapter_checks import AdapterLimits
 from common.valuation.composition import COMPOSITION_RULES
 from common.valuation.payout import PAYOUT_POLICIES
@@ -176,11 +176,7 @@ class ValuationJob:
         """Write atomically, so a reader never sees half a job."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".job-")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(self.to_json())
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, self.to_json().encode("utf-8"), FILE_MODE)
 
     @classmethod
     def load(cls, path: str | Path) -> "ValuationJob":

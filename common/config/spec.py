@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError
-from common.trust.digest import json_sha256
+from common.trust.canonical import json_sha256
 
 
 def _help(text: str, *, cli: bool = True) -> dict[str, Any]:

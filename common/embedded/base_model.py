@@ -20,6 +20,7 @@ from pathlib import Path
 
 from common.embedded.corpus import CORPUS_VERSION, corpus_lines
 from common.storage.home import fairpool_home
+from common.trust.canonical import json_sha256
 from common.trust.digest import tensors_sha256
 
 EOS_TOKEN = "<|endoftext|>"
@@ -43,10 +44,7 @@ class TinyModelConfig:
     seed: int = 0
 
     def cache_key(self) -> str:
-        import hashlib
-
-        payload = json.dumps({**asdict(self), "corpus": CORPUS_VERSION}, sort_keys=True)
-        return "tiny-gpt2-" + hashlib.sha256(payload.encode()).hexdigest()[:12]
+        return "tiny-gpt2-" + json_sha256({**asdict(self), "corpus": CORPUS_VERSION})[:12]
 
 
 def default_base_model_dir(config: TinyModelConfig | None = None) -> Path:

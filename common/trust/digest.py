@@ -7,7 +7,6 @@ the same tensors compute the same hex string whatever order the tensors travelle
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 
 import numpy as np
@@ -24,11 +23,3 @@ def tensors_sha256(tensors: Mapping[str, np.ndarray]) -> str:
         h.update(b"\0" + str(arr.dtype).encode() + b"\0" + repr(tuple(arr.shape)).encode() + b"\0")
         h.update(arr.tobytes())
     return h.hexdigest()
-
-
-def json_sha256(obj: object) -> str:
-    """SHA-256 of ``obj`` as JSON with sorted keys: a content key for specs, games and results.
-
-    Same settings ⇒ same key in any process, so ledgers and signatures can rely on it.
-    """
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()

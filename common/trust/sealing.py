@@ -11,7 +11,6 @@ another row does not open either.
 from __future__ import annotations
 
 import base64
-import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import ConfigError, FairPoolError
-from common.storage.private_files import make_private_dir
+from common.storage.atomic import atomic_write
+from common.storage.private_files import FILE_MODE, make_private_dir
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -36,12 +36,7 @@ def generate_storage_key(path: str | Path, *, force: bool = False) -> Path:
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists; refusing to replace a storage key (stored adapters need it)")
     make_private_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode() + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, base64.b64encode(secrets.token_bytes(KEY_BYTES)) + b"\n", FILE_MODE)
 
 
 def load_storage_key(path: str | Path) -> bytes:

@@ -9,7 +9,7 @@ another run: the claim names the run and a fresh nonce).
 
 Everything signed is *domain-separated* (a fixed prefix per kind of message) so a signature
 made for one purpose can never be presented as valid for another, and is computed over
-:func:`canonical_json`, whose bytes survive a ``json.dumps``/``json.loads`` round trip: a
+:func:`common.trust.canonical.canonical_json`, whose bytes survive a ``json.dumps``/``json.loads`` round trip: a
 report keeps verifying after it has been written to disk, pretty-printed and read back.
 
 Pure: no Flower, no torch. Only :mod:`cryptography` (the audited OpenSSL bindings).
@@ -35,7 +35,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from common.errors import ConfigError, FairPoolError
+from common.storage.atomic import temp_beside
 from common.storage.private_files import make_private_dir
+from common.trust.canonical import canonical_json
 
 SUBMISSION_DOMAIN = b"fairpool-submission-v1\n"
 REPORT_DOMAIN = b"fairpool-report-v1\n"
@@ -63,25 +65,6 @@ def generate_private_key() -> Ed25519PrivateKey:
 def _check_key_name(name: str) -> None:
     if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
         raise ConfigError(f"key name {name!r}: use a plain file name (no path separators)")
-
-
-def _write_new_file(path: Path, data: bytes, mode: int) -> Path:
-    """Write ``data`` to a fresh temporary file beside ``path`` created with ``mode``; return it.
-
-    The mode is given to ``os.open`` so the file is never, even for an instant, readable by
-    others (a chmod after writing would leave a window).
-    """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
 
 
 def save_keypair(
@@ -116,9 +99,9 @@ def save_keypair(
     private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
     public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                                serialization.PublicFormat.SubjectPublicKeyInfo)
-    tmp_key = _write_new_file(key_path, private_pem, 0o600)
+    tmp_key = temp_beside(key_path, private_pem, 0o600)
     try:
-        tmp_pub = _write_new_file(pub_path, public_pem, 0o644)
+        tmp_pub = temp_beside(pub_path, public_pem, 0o644)
     except BaseException:
         tmp_key.unlink(missing_ok=True)
         raise
@@ -233,15 +216,6 @@ def fingerprint(pub: Ed25519PublicKey) -> str:
 
 
 # --------------------------------------------------------------------------- canonical bytes
-
-
-def canonical_json(obj: Any) -> bytes:
-    """Deterministic JSON bytes of ``obj``: sorted keys, no whitespace, UTF-8.
-
-    Python writes floats with the shortest repr that reads back to the same float, so these
-    bytes are identical before and after a ``json.dumps``/``json.loads`` round trip.
-    """
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 MAX_REPORT_DEPTH = 64

@@ -25,6 +25,7 @@ import numpy as np
 
 from common.errors import FairPoolError
 from common.storage.private_files import create_private_file
+from common.trust.canonical import canonical_json
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -127,8 +128,7 @@ class Ledger:
         import hashlib
         import hmac
 
-        payload = json.dumps([table, *[f.hex() if isinstance(f, (bytes, memoryview)) else f for f in fields]],
-                             separators=(",", ":"), ensure_ascii=False).encode()
+        payload = canonical_json([table, *[f.hex() if isinstance(f, (bytes, memoryview)) else f for f in fields]])
         return hmac.new(self._mac_key, payload, hashlib.sha256).hexdigest()
 
     def _check(self, table: str, mac: str | None, *fields, what: str) -> None:

@@ -25,7 +25,7 @@ from common.errors import FairPoolError
 from common.storage.progress import PROGRESS_FILE, follow
 from server.federation.process_owner import RUN_TAG_VAR, Watchdog, new_tag, stop_tagged
 from server.federation.run import ERROR_FILE
-from server.report.write import REPORT_JSON
+from server.report.schema import REPORT_JSON
 
 FLOWER_LOG = "flower.log"
 

@@ -7,7 +7,7 @@ is no script at all, and a Content-Security-Policy forbids loading anything else
 
 Owner names, run ids and paths are user text: every one goes through :func:`html.escape`
 before it reaches the page (an owner called ``<script>…`` stays text), and the figures are
-built with mathtext off (:data:`server.report.write.PLAIN_TEXT`).
+built with mathtext off (:data:`server.report.figures.PLAIN_TEXT`).
 
 The page is derived from the report dict alone (the schema of docs/report.md), so it can be
 regenerated from any ``report.json``: ``render_html(json.loads(path.read_text()))``.
@@ -22,17 +22,9 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from server.report.write import (
-    PLAIN_TEXT,
-    _evaluated,
-    _fmt_value,
-    _png_bytes,
-    _pyplot,
-    draw_values,
-    payout_game,
-    signature_figure,
-    value_kind,
-)
+from server.report.figures import PLAIN_TEXT, draw_values, png_bytes, pyplot, signature_figure
+from server.report.markdown import evaluated, format_value
+from server.report.schema import payout_game, value_kind
 
 OWNERS_IN_HEADER = 20
 """The header names at most this many owners; the payout table always lists all of them."""
@@ -87,7 +79,7 @@ def _figure(png: bytes, alt: str, caption: str) -> str:
 
 def game_values_png(game: dict) -> bytes:
     """One game's values with standard-error bars (the same bars as ``values.png``)."""
-    plt, _ = _pyplot()
+    plt, _ = pyplot()
     n = len(game["values"])
     with plt.rc_context(PLAIN_TEXT):
         fig, ax = plt.subplots(figsize=(min(max(6.0, 2.0 + 0.45 * n), 20.0), 4.0), constrained_layout=True)
@@ -95,13 +87,13 @@ def game_values_png(game: dict) -> bytes:
         ax.set_ylabel(f"{value_kind(game)} ({game['metric']})")
         names = list(game["values"])  # long names end under their bar
         ax.set_xticks(range(n), names, rotation=30, horizontalalignment="right", rotation_mode="anchor")
-    return _png_bytes(fig, plt)
+    return png_bytes(fig, plt)
 
 
 def signature_png(report: dict) -> bytes:
-    """``signature.png``'s figure (:func:`server.report.write.signature_figure`), as bytes."""
-    plt, _ = _pyplot()
-    return _png_bytes(signature_figure(report, plt), plt)
+    """``signature.png``'s figure (:func:`server.report.figures.signature_figure`), as bytes."""
+    plt, _ = pyplot()
+    return png_bytes(signature_figure(report, plt), plt)
 
 
 def utilities_by_size(game: dict) -> list[list[float]]:
@@ -128,7 +120,7 @@ def quantile_grid(rows: list[list[float]]) -> np.ndarray:
 
 def heatmap_png(game: dict) -> bytes:
     """Coalition utilities by coalition size: one row per size, sorted, mean and count on the right."""
-    plt, ticker = _pyplot()
+    plt, ticker = pyplot()
     from matplotlib.transforms import blended_transform_factory
 
     rows = utilities_by_size(game)
@@ -151,7 +143,7 @@ def heatmap_png(game: dict) -> bytes:
         bar = fig.colorbar(image, ax=ax, pad=0.2)
         bar.set_label(f"utility ({game['metric']})")
         ax.set_title(f"Coalition utilities by size: {game['utility']}")
-    return _png_bytes(fig, plt)
+    return png_bytes(fig, plt)
 
 
 def _number(value: object) -> float:
@@ -176,7 +168,7 @@ def trace_series(game: dict) -> tuple[np.ndarray, dict[str, np.ndarray], dict[st
 def convergence_png(game: dict) -> bytes:
     """Each owner's running estimate against the utilities requested, ±1 stderr when traced
     (for up to :data:`BANDS_MAX_OWNERS` owners: beyond that the bands hide the lines)."""
-    plt, _ = _pyplot()
+    plt, _ = pyplot()
     evaluations, values, stderr = trace_series(game)
     n = len(values)
     with plt.rc_context(PLAIN_TEXT):
@@ -196,7 +188,7 @@ def convergence_png(game: dict) -> bytes:
         ax.set_title(f"Convergence of the {game['estimator']} estimate: {game['utility']}")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, ncols=max(1, math.ceil(n / 22)),
                   frameon=False)
-    return _png_bytes(fig, plt)
+    return png_bytes(fig, plt)
 
 
 # --------------------------------------------------------------------------- sections
@@ -255,7 +247,7 @@ def payout_table(report: dict) -> str:
             f"<td>{_e(name)}</td>",
             f"<td>{_e(owner['status'])}</td>",
             f'<td class="num">{_e(owner["num_examples"])}</td>',
-            f'<td class="num">{_e(_fmt_value(game["values"].get(name)))}</td>',
+            f'<td class="num">{_e(format_value(game["values"].get(name)))}</td>',
             f'<td class="num">{"—" if share is None else _e(f"{share:.1%}")}</td>',
             f'<td class="num">{"—" if amount is None else _e(f"{amount:.2f}")}</td>',
             f'<td>{"<span class=flag>⚑ negative value</span>" if flagged else ""}</td>',
@@ -284,7 +276,7 @@ def payout_table(report: dict) -> str:
 def game_section(index: int, game: dict) -> str:
     """How one game was computed, its values, its convergence (if traced) and its coalitions."""
     total = sum(v["shapley"] for v in game["values"].values())
-    summary = (f"{_e(game['metric'])} on {_e(_evaluated(game))}, composition <strong>{_e(game['composition'])}"
+    summary = (f"{_e(game['metric'])} on {_e(evaluated(game))}, composition <strong>{_e(game['composition'])}"
                f"</strong>, estimator <strong>{_e(game['estimator'])}</strong> ({_e(game['status'])}, "
                f"{_e(game['evaluations'])} coalition utilities computed). v(∅) = {game['empty']:.4f}, "
                f"v(N) = {game['grand']:.4f}; values sum to {total:+.4f} "

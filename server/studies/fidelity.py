@@ -236,9 +236,9 @@ def render_fidelity_markdown(report: dict) -> str:
 
 def render_fidelity_plot(report: dict, path) -> None:
     """Arithmetic utility against each retrained utility, one colour per variant."""
-    from server.report.write import _pyplot, _save
+    from server.report.figures import pyplot, save_figure
 
-    plt, _ = _pyplot()
+    plt, _ = pyplot()
     rows = report["coalitions"]
     fig, ax = plt.subplots(figsize=(6, 5), constrained_layout=True)
     rules = [k for k in rows[0] if k.startswith("arithmetic_")]
@@ -251,7 +251,7 @@ def render_fidelity_plot(report: dict, path) -> None:
     ax.set_ylabel("retrained coalition utility")
     ax.set_title("Arithmetic vs retrained coalitions")
     ax.legend()
-    _save(fig, plt, path)
+    save_figure(fig, plt, path)
 
 
 def write_fidelity(report: dict, out_dir) -> None:
@@ -259,10 +259,11 @@ def write_fidelity(report: dict, out_dir) -> None:
     import json
     from pathlib import Path
 
-    from server.report.write import _atomic_write
+    from common.storage.atomic import atomic_write
+    from server.report.schema import PUBLIC_FILE_MODE
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     render_fidelity_plot(report, out / "fidelity.png")
-    _atomic_write(out / "fidelity.md", render_fidelity_markdown(report).encode())
-    _atomic_write(out / "fidelity.json", (json.dumps(report, indent=2) + "\n").encode())
+    atomic_write(out / "fidelity.md", render_fidelity_markdown(report).encode(), PUBLIC_FILE_MODE)
+    atomic_write(out / "fidelity.json", (json.dumps(report, indent=2) + "\n").encode(), PUBLIC_FILE_MODE)

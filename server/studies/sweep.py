@@ -102,9 +102,9 @@ def render_sweep_markdown(summary: dict) -> str:
 
 def render_sweep_plot(summary: dict, path: Path) -> None:
     """Spearman (accuracy) of each rule against each retrained variant, one group per setting."""
-    from server.report.write import _pyplot, _save
+    from server.report.figures import pyplot, save_figure
 
-    plt, _ = _pyplot()
+    plt, _ = pyplot()
     rows = summary["settings"]
     pairs = sorted({k for r in rows for k in r["agreement"].get("accuracy", {})})
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(rows) + 2), 4.5), constrained_layout=True)
@@ -120,18 +120,19 @@ def render_sweep_plot(summary: dict, path: Path) -> None:
     ax.set_ylabel("Spearman (coalition accuracy)")
     ax.set_title("Arithmetic vs retrained coalitions, by training setting (dashed: 0.9)")
     ax.legend(fontsize=7, ncol=3, loc="upper center")
-    _save(fig, plt, path)
+    save_figure(fig, plt, path)
 
 
 def write_sweep(summary: dict, out_dir: str | Path) -> None:
     """``sweep.json`` (last), ``sweep.md`` and ``sweep.png`` in ``out_dir``."""
-    from server.report.write import _atomic_write
+    from common.storage.atomic import atomic_write
+    from server.report.schema import PUBLIC_FILE_MODE
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     render_sweep_plot(summary, out / "sweep.png")
-    _atomic_write(out / "sweep.md", render_sweep_markdown(summary).encode())
-    _atomic_write(out / "sweep.json", (json.dumps(summary, indent=2) + "\n").encode())
+    atomic_write(out / "sweep.md", render_sweep_markdown(summary).encode(), PUBLIC_FILE_MODE)
+    atomic_write(out / "sweep.json", (json.dumps(summary, indent=2) + "\n").encode(), PUBLIC_FILE_MODE)
 
 
 def labels_unique(labels: Sequence[str]) -> None:

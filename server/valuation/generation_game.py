@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from common.errors import ConfigError
-from common.trust.digest import json_sha256
+from common.trust.canonical import json_sha256
 from common.valuation.bits import members_of
 from common.valuation.game import Game, UtilityStore
 from server.valuation.scorers import Scorer, checked_scores

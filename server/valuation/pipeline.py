@@ -25,7 +25,8 @@ from common.model.lora import expected_adapter_shapes
 from common.model.tokenization import usable_pairs
 from common.trust import faults
 from common.trust.adapter_checks import AdapterLimits, adapter_problem, near_duplicates
-from common.trust.digest import json_sha256, tensors_sha256
+from common.trust.canonical import json_sha256
+from common.trust.digest import tensors_sha256
 from common.valuation.bits import members_of
 from common.valuation.estimators import estimate
 from common.valuation.game import Game, UtilityStore

@@ -1,0 +1,88 @@
+"""``report.md``: the report as a human summary (the owner table first, then each game)."""
+
+from __future__ import annotations
+
+
+def format_value(value: dict | None) -> str:
+    if not value:
+        return "—"
+    text = f"{value['shapley']:+.4f}"
+    return text + (f" ± {value['stderr']:.4f}" if value.get("stderr") else "")
+
+
+def render_markdown(report: dict) -> str:
+    """A human summary: the owner table first, then each game and how it was computed."""
+    games = report["games"]
+    payout = report["payout"]
+    header = "| owner | examples | status | " + " | ".join(f"{g['utility']} value" for g in games)
+    lines = [
+        f"# FairPool valuation report — run `{report['run_id']}`",
+        "",
+        f"Payout from the **{payout['game']}** game: {payout['policy_description']} Budget: {payout['budget']:g}.",
+        "",
+        header + " | payout share | amount |",
+        "|---|---:|---|" + "---:|" * len(games) + "---:|---:|",
+    ]
+    for owner in report["owners"]:
+        name = owner["name"]
+        share, amount = payout["shares"].get(name), payout["amounts"].get(name)
+        status = owner["status"] + (" ⚑ negative" if name in payout["flagged"] else "")
+        if owner.get("source") == "adapter":
+            status += " (existing adapter)"
+        values = " | ".join(format_value(g["values"].get(name)) for g in games)
+        lines.append(
+            f"| {name} | {owner['num_examples'] or '—'} | {status} | {values} | "
+            f"{'—' if share is None else f'{share:.1%}'} | {'—' if amount is None else f'{amount:.2f}'} |"
+        )
+    rejected = [o for o in report["owners"] if o["status"] == "rejected"]
+    if rejected:
+        lines += ["", "## Rejected owners", ""]
+        lines += [f"- **{o['name']}**: {o['reason']}" for o in rejected]
+    if report.get("flags"):
+        lines += ["", "## Flagged: near-identical adapters", ""]
+        lines += [f"- **{' and '.join(f['owners'])}**: cosine {f['cosine']:.4f}. {f.get('note', '')}"
+                  for f in report["flags"]]
+    if report.get("refused"):
+        lines += ["", "## Refused replies (not players)", ""]
+        lines += [f"- **{r['owner']}**: {r['reason']}" for r in report["refused"]]
+    for game in games:
+        lines += _game_section(game)
+    settings = report.get("settings", {})
+    lines += ["", "## Settings", "", f"- base model: `{settings.get('base_model', '?')}`",
+              f"- base fingerprint: `{settings.get('base_fingerprint', '')[:16]}…`",
+              f"- training spec digest: `{settings.get('spec_sha256', '')[:16]}…`"]
+    for owner in report["owners"]:
+        if owner["adapter_sha256"]:
+            lines.append(f"- adapter of {owner['name']}: sha256 `{owner['adapter_sha256']}`")
+    return "\n".join(lines) + "\n"
+
+
+MD_COALITION_ROWS = 64
+
+
+def evaluated(game: dict) -> str:
+    if "num_eval_prompts" in game:
+        decoding = game.get("decoding", {})
+        how = "greedy" if not decoding.get("temperature") else f"temperature {decoding['temperature']}"
+        return (f"generations for {game['num_eval_prompts']} prompts ({how}, "
+                f"at most {decoding.get('max_new_tokens', '?')} new tokens)")
+    return f"{game['num_eval_pairs']} held-out pairs"
+
+
+def _game_section(game: dict) -> list[str]:
+    efficiency = sum(v["shapley"] for v in game["values"].values())
+    lines = [
+        "", f"## Game `{game['utility']}`", "",
+        f"{game['metric']} on {evaluated(game)}, composition **{game['composition']}**, "
+        f"estimator **{game['estimator']}** ({game['status']}, {game['evaluations']} coalition utilities computed).",
+        f"v(∅) = {game['empty']:.4f}, v(N) = {game['grand']:.4f}; values sum to {efficiency:+.4f} "
+        f"(v(N) − v(∅) = {game['grand'] - game['empty']:+.4f}).",
+        "", "| coalition | utility |", "|---|---:|",
+    ]
+    rows = sorted(game["coalitions"], key=lambda r: (len(r["members"]), r["members"]))
+    for row in rows[:MD_COALITION_ROWS]:
+        lines.append(f"| {', '.join(row['members']) or '∅ (base model)'} | {row['value']:.4f} |")
+    hidden = len(rows) - MD_COALITION_ROWS + game.get("coalitions_omitted", 0)
+    if hidden > 0:
+        lines.append(f"| … {hidden} more coalitions (see report.json) | |")
+    return lines
