@@ -196,3 +196,19 @@ def test_per_pair_shift_cancels(n: int, P: int, seed: int) -> None:
         preference_margins(bw, bl, ow, ol),
         atol=1e-9,
     )
+
+
+@pytest.mark.parametrize("bad", [-1, 63, 2.0, True, "3", None])
+def test_every_player_count_check_is_the_same_one(bad):
+    """Issue 13: the player-count check lived in bits, utility and shapley with diverging rules."""
+    from common.valuation.bits import check_masks, check_players
+    from common.valuation.shapley import exact_shapley
+    from common.valuation.utility import all_masks
+
+    messages = set()
+    for call in (lambda: check_players(bad), lambda: all_masks(bad), lambda: exact_shapley(np.zeros(1), bad),
+                 lambda: check_masks(np.zeros(1, dtype=np.int64), bad)):
+        with pytest.raises(ValueError) as caught:
+            call()
+        messages.add(str(caught.value))
+    assert messages == {f"number of players must be an int in 0..62, got {bad!r}"}

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["MAX_PLAYERS", "popcount", "mask_of", "members_of", "check_masks"]
+__all__ = ["MAX_PLAYERS", "check_masks", "check_players", "mask_of", "members_of", "popcount"]
 
 #: Masks are held in int64 arrays; one bit is kept free so that ``1 << n`` (the
 #: number of coalitions) still fits.  Exact enumeration stops being affordable
@@ -78,7 +78,7 @@ def members_of(mask: int, n: int) -> tuple[int, ...]:
     ``n`` is required so that a mask naming a non-existent owner is caught
     here instead of turning into an index error further down.
     """
-    _check_n(n)
+    check_players(n)
     mask = _as_index(mask)
     if mask < 0 or mask >> n:
         raise ValueError(f"mask {mask} is not a coalition of {n} players")
@@ -91,7 +91,7 @@ def check_masks(masks: np.ndarray | Iterable[int], n: int) -> np.ndarray:
     Every vectorised entry point calls this once so that out-of-range masks
     fail loudly with the offending value instead of producing wrong weights.
     """
-    _check_n(n)
+    check_players(n)
     arr = np.asarray(masks)
     if arr.ndim == 0:
         arr = arr.reshape(1)
@@ -109,11 +109,17 @@ def check_masks(masks: np.ndarray | Iterable[int], n: int) -> np.ndarray:
     return arr
 
 
-def _check_n(n: int) -> None:
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
-        raise ValueError(f"number of players must be an int, got {n!r}")
-    if n < 0 or n > MAX_PLAYERS:
-        raise ValueError(f"number of players must be in 0..{MAX_PLAYERS}, got {n}")
+def check_players(n: object) -> int:
+    """``n`` as an int if it is a valid number of players (0..``MAX_PLAYERS``); else ``ValueError``.
+
+    The one check of a player count: every function taking ``n`` calls it, so all refuse the
+    same values (a bool, a float, a negative or too large count) with the same message.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= MAX_PLAYERS:
+        raise ValueError(f"number of players must be an int in 0..{MAX_PLAYERS}, got {n!r}")
+    return int(n)
+
+
 
 
 def _as_index(value: int) -> int:

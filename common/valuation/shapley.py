@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from common.valuation.bits import MAX_PLAYERS, popcount
+from common.valuation.bits import check_players, popcount
 
 __all__ = ["ValuationResult", "exact_shapley", "estimate_exact"]
 
@@ -99,9 +99,7 @@ def exact_shapley(utilities: np.ndarray, n: int) -> np.ndarray:
     which stays accurate for every ``n`` (the factorials alone overflow float
     long before ``n = 62``).
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= MAX_PLAYERS:
-        raise ValueError(f"number of players must be an int in 0..{MAX_PLAYERS}, got {n!r}")
-    n = int(n)
+    n = check_players(n)
     v = np.asarray(utilities, dtype=np.float64)
     if v.ndim != 1 or v.shape[0] != 1 << n:
         raise ValueError(

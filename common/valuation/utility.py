@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from common.valuation.bits import MAX_PLAYERS, check_masks
+from common.valuation.bits import check_masks, check_players
 from common.valuation.composition import weight_fractions
 
 __all__ = [
@@ -156,9 +156,7 @@ def all_masks(n: int) -> np.ndarray:
     Index ``k`` of the result is coalition ``k``, so a utility table computed
     from it can be handed to :func:`common.valuation.shapley.exact_shapley` unchanged.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= MAX_PLAYERS:
-        raise ValueError(f"number of players must be an int in 0..{MAX_PLAYERS}, got {n!r}")
-    return np.arange(1 << int(n), dtype=np.int64)
+    return np.arange(1 << check_players(n), dtype=np.int64)
 
 
 def _as_float(x: np.ndarray, name: str) -> np.ndarray:
