@@ -224,3 +224,28 @@ def test_saved_adapter_directories_load_back(base_model_dir, fast_spec, quick_ad
     model, tokenizer = load_adapter_dirs(str(base_model_dir), {n: str(p) for n, p in dirs.items()})
     reloaded = CoalitionDecoder(model, tokenizer, ["clean", "flipped"])
     assert reloaded.decode(PROMPTS, [0, 1], GREEDY).token_ids == decoder.decode(PROMPTS, [0, 2], GREEDY).token_ids
+
+
+@pytest.mark.parametrize("rule", ["sum", "mean", "size"])
+def test_the_decoder_and_the_scorer_compose_with_one_formula(rule):
+    """Issue 13: ``compose_next_token`` (torch) and ``compose_logprobs`` (numpy) computed the same
+    formula separately; both now read ``coalition_terms``. On random logits they agree."""
+    import itertools
+
+    import torch
+
+    from common.valuation.composition import BASE_TERM, coalition_terms, compose_logprobs
+    from server.valuation.decoding import compose_next_token
+
+    rng = np.random.default_rng(5)
+    n, batch, vocab = 3, 4, 11
+    logits = rng.standard_normal((n + 1, batch, vocab)) * 3
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    sizes = [3.0, 1.0, 5.0] if rule == "size" else None
+    for k in range(n + 1):
+        for members in itertools.combinations(range(n), k):
+            terms = coalition_terms(members, n, rule, sizes)
+            blocks = torch.tensor(np.stack([logits[0 if c == BASE_TERM else c + 1] for c, _ in terms]))
+            torch_scores = compose_next_token(blocks, [w for _, w in terms]).double().numpy()
+            numpy_scores = compose_logprobs(logp[0], logp[1:], members, rule, sizes)
+            assert np.allclose(torch_scores, numpy_scores, atol=1e-4), (members, rule)

@@ -78,6 +78,31 @@ def coalition_weights(
     return W[0], float(w0[0])
 
 
+BASE_TERM = -1
+"""Index of the base model π₀ in :func:`coalition_terms`."""
+
+
+def coalition_terms(
+    members: Sequence[int],
+    n: int,
+    rule: str = "sum",
+    sizes: Sequence[float] | None = None,
+) -> tuple[tuple[int, float], ...]:
+    """The coalition model as a weighted sum: ``((component, weight), …)``, the one formula.
+
+    ``log π_S = Σ w_k · max(log π_k, floor)`` over these terms, whatever computes it: the
+    numpy scorer (:func:`compose_logprobs`) and the torch decoder
+    (``server.valuation.decoding.compose_next_token``) both read this list, so they combine the
+    same components with the same weights in the same order. Component :data:`BASE_TERM` is
+    π₀ and comes first when its weight is nonzero; members follow in ascending order; zero
+    weights are left out; the empty coalition is π₀ alone with weight 1.
+    """
+    w, w0 = coalition_weights(members, n, rule, sizes)
+    terms = [(BASE_TERM, float(w0))] if w0 != 0.0 else []
+    terms += [(i, float(w[i])) for i in sorted(int(j) for j in members) if w[i] != 0.0]
+    return tuple(terms) or ((BASE_TERM, 1.0),)
+
+
 def weight_matrix(
     masks: np.ndarray,
     n: int,
@@ -161,13 +186,10 @@ def compose_logprobs(
             f"owners must have shape (n, *base.shape) = (n, {', '.join(map(str, base.shape))}), "
             f"got {owners.shape}"
         )
-    n = owners.shape[0]
-    w, w0 = coalition_weights(members, n, rule, sizes)
     out = np.zeros(base.shape, dtype=np.float64)
-    if w0 != 0.0:
-        out += w0 * _clamp(base, floor, "base")
-    for i in sorted(int(j) for j in members):
-        out += w[i] * _clamp(owners[i], floor, f"owner {i}")
+    for k, weight in coalition_terms(members, owners.shape[0], rule, sizes):
+        component = base if k == BASE_TERM else owners[k]
+        out += weight * _clamp(component, floor, "base" if k == BASE_TERM else f"owner {k}")
     return out
 
 

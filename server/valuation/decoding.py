@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.valuation.composition import DEFAULT_FLOOR, coalition_weights
+from common.valuation.composition import BASE_TERM, DEFAULT_FLOOR, coalition_terms, coalition_weights
 
 BASE = "__base__"  # PEFT's name for "adapters disabled" in a mixed-adapter batch
 _DRAW_DOMAIN = 0xDEC0DE  # separates decoding draws from other uses of the same seed
@@ -139,6 +139,10 @@ def uniform_draws(seed: int, prompt_indices: Sequence[int], steps: int) -> np.nd
 
 def compose_next_token(logits, weights: Sequence[float], floor: float = DEFAULT_FLOOR):
     """Composed next-token scores ``Σ_k w_k · max(log_softmax(z_k), floor)`` in float32.
+
+    The torch kernel of :func:`common.valuation.composition.coalition_terms` (whose terms give
+    ``weights``), on the device where the logits are; the scorer's numpy kernel is
+    :func:`common.valuation.composition.compose_logprobs`.
 
     ``logits`` has shape ``(K, B, V)`` (component ``k`` = row block ``k``), ``weights`` has
     ``K`` entries. The result (``(B, V)``) is not renormalised; since the weights sum to 1 it
@@ -257,10 +261,8 @@ class CoalitionDecoder:
     def components(self, members: Sequence[int]) -> tuple[tuple[str, float], ...]:
         """``(adapter name, weight)`` of every model the coalition reads, base first, zero weights left out."""
         members = [int(m) if _is_int(m) else m for m in members]
-        w, w0 = coalition_weights(members, len(self.owners), self.rule, self.sizes)
-        out = [(BASE, float(w0))] if w0 != 0.0 else []
-        out += [(self.owners[i], float(w[i])) for i in sorted(members) if w[i] != 0.0]
-        return tuple(out) or ((BASE, 1.0),)
+        return tuple((BASE if k == BASE_TERM else self.owners[k], weight)
+                     for k, weight in coalition_terms(members, len(self.owners), self.rule, self.sizes))
 
     def encode(self, prompts: Sequence, max_new_tokens: int = 0) -> list[list[int]]:
         """Token ids of each prompt, tokenised as in training (:func:`common.model.tokenization.tokenize_prompt`:
