@@ -406,7 +406,7 @@ def test_federation_values_trained_owners_and_an_existing_adapter(tmp_path, fast
     assert by_name["holder"]["source"] == "adapter" and by_name["holder"]["status"] == "valued"
     assert by_name["holder"]["num_examples"] == 20 and by_name["holder"]["metrics"]["from_adapter"] == 1.0
     assert by_name["clean"]["source"] == by_name["flipped"]["source"] == "trained"
-    assert isinstance(report["games"][0]["values"]["holder"]["shapley"], float)
+    assert isinstance(report["games"][0]["values"]["holder"]["value"], float)
     with Ledger(Path(fed.job.out_dir) / LEDGER_FILE) as ledger:
         metas = {s["owner"]: s["meta"] for s in ledger.submissions(fed.job.run_id)}
     assert metas["holder"]["source"] == "adapter" and metas["clean"]["source"] == "trained"

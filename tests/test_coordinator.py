@@ -43,7 +43,7 @@ def test_report_schema_and_game_properties(report):
     assert game["empty"] == 0.5 and game["estimator"] == "exact"
     assert len(game["coalitions"]) == 8
     assert check_efficiency(game)
-    values = {n: v["shapley"] for n, v in game["values"].items()}
+    values = {n: v["value"] for n, v in game["values"].items()}
     assert values["flipped"] < 0 < values["clean"]
     assert set(report["payout"]["shares"]) == set(values)
     assert report["payout"]["shares"]["flipped"] == 0.0 and report["payout"]["flagged"] == ["flipped"]
@@ -124,9 +124,9 @@ def test_sampling_estimator_and_payout_game(fast_spec, default_market, quick_ada
     for game, tolerance in ((accuracy, None), (logsig, 1e-6)):  # the estimates cover the exact values
         exact = _exact_shapley_from_table(game)
         for name, v in game["values"].items():
-            assert abs(v["shapley"] - exact[name]) <= (tolerance or 4 * v["stderr"]), (game["utility"], name)
+            assert abs(v["value"] - exact[name]) <= (tolerance or 4 * v["stderr"]), (game["utility"], name)
     assert report["payout"]["game"] == "preference-logsigmoid"
-    positive = {n for n, v in logsig["values"].items() if v["shapley"] > 0}
+    positive = {n for n, v in logsig["values"].items() if v["value"] > 0}
     assert {n for n, s in report["payout"]["shares"].items() if s > 0} == positive
 
 

@@ -393,7 +393,7 @@ def _assert_report_verifies(report: Path, coordinator_pub: Path) -> None:
 
 
 def _values(report: dict) -> dict[str, float]:
-    return {name: v["shapley"] for name, v in report["games"][0]["values"].items()}
+    return {name: v["value"] for name, v in report["games"][0]["values"].items()}
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ def _run(args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
 
 
 def _values(report: dict) -> dict[str, float]:
-    return {name: v["shapley"] for name, v in report["games"][0]["values"].items()}
+    return {name: v["value"] for name, v in report["games"][0]["values"].items()}
 
 
 def test_demo_recovers_the_market_ground_truth(tmp_path, base_model_dir):
@@ -56,7 +56,7 @@ def test_demo_recovers_the_market_ground_truth(tmp_path, base_model_dir):
     from common.trust.signing import load_public_key, verify_report
 
     verify_report(report, load_public_key(tmp_path / "demo" / "keys" / "coordinator.pub"))
-    logsig = {n: v["shapley"] for n, v in report["games"][1]["values"].items()}
+    logsig = {n: v["value"] for n, v in report["games"][1]["values"].items()}
     assert report["games"][1]["utility"] == "preference-logsigmoid" and check_efficiency(report["games"][1])
     assert logsig["clean"] > 0 > logsig["flipped"]
     from server.federation.ledger import Ledger
@@ -209,7 +209,7 @@ def test_objectives_demo_values_owners_on_helpfulness_and_harmlessness(tmp_path,
     report = json.loads((out / "report.json").read_text())
     helpful, harmless = report["games"]
     assert (helpful["utility"], harmless["utility"]) == ("reward:helpful", "reward:harmless")
-    value = {g["utility"]: {n: v["shapley"] for n, v in g["values"].items()} for g in report["games"]}
+    value = {g["utility"]: {n: v["value"] for n, v in g["values"].items()} for g in report["games"]}
     assert value["reward:helpful"]["helpful-only"] > 0
     assert value["reward:harmless"]["harmless-only"] > 0
     assert value["reward:harmless"]["complier"] < 0

@@ -351,7 +351,7 @@ def test_result_is_json_friendly() -> None:
         assert back["params"] == res.params, estimator
         assert list(back["values"]) == list(game.players)
         for i, player in enumerate(game.players):
-            assert back["values"][player] == {"shapley": float(res.values[i]), "stderr": float(res.stderr[i]),
+            assert back["values"][player] == {"value": float(res.values[i]), "stderr": float(res.stderr[i]),
                                               "count": int(res.counts[i])}, (estimator, player)
         assert np.all(np.isfinite(res.stderr)) and np.all(res.stderr >= 0), estimator
         if estimator == "exact":

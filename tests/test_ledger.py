@@ -337,22 +337,33 @@ def test_a_keyless_reader_reads_altered_rows_as_they_are(path, mac_key):
         assert keyless.load_utilities("g", np.array([1])) == {1: 0.5}
 
 
-def test_a_ledger_from_before_row_macs_gains_the_columns(path, mac_key):
+def test_a_ledger_of_another_schema_version_is_refused_untouched(path, mac_key):
+    """Issue 13: the ledger carries a schema version; an unversioned (older) ledger or one of
+    another version is refused with one line and left as it was, never migrated or misread."""
+    from server.federation.ledger import LEDGER_SCHEMA_VERSION, LedgerVersionError
+
     path.parent.mkdir(parents=True)
-    with sqlite3.connect(path) as db:  # the old schema: no mac, no failure columns
+    with sqlite3.connect(path) as db:  # the old schema: no mac, no failure columns, no version
         db.executescript("CREATE TABLE runs (run_id TEXT PRIMARY KEY, created_at REAL NOT NULL, job TEXT NOT NULL, "
                          "status TEXT NOT NULL, report TEXT);"
                          "CREATE TABLE utilities (game_key TEXT NOT NULL, mask INTEGER NOT NULL, value REAL NOT NULL, "
                          "PRIMARY KEY (game_key, mask)) WITHOUT ROWID;"
                          "INSERT INTO utilities VALUES ('g', 1, 0.5);")
     db.close()
-    with Ledger(path, mac_key) as ledger:
-        with sqlite3.connect(path) as db:
-            assert {"mac", "failure"} <= {row[1] for row in db.execute("PRAGMA table_info(runs)")}
-            assert "mac" in {row[1] for row in db.execute("PRAGMA table_info(utilities)")}
-        db.close()
-        with pytest.raises(LedgerTampered):  # an unauthenticated old row is not trusted
-            ledger.load_utilities("g", np.array([1]))
-        ledger.start_run("r1", JOB)
-        ledger.finish_run("r1", "failed", failure="x")
-        assert ledger.run("r1")["failure"] == "x"
+    before = path.read_bytes()
+    with pytest.raises(LedgerVersionError) as caught:
+        Ledger(path, mac_key)
+    assert str(caught.value) == (f"{path}: a ledger of schema version 0 (unversioned); this FairPool reads version "
+                                 f"{LEDGER_SCHEMA_VERSION}: use another --out, or the FairPool that wrote it")
+    assert path.read_bytes() == before
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(LedgerVersionError, match="schema version 99;"):
+        Ledger(path, mac_key)
+    fresh = path.with_name("fresh.sqlite")
+    with Ledger(fresh, mac_key):
+        pass
+    with sqlite3.connect(fresh) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == LEDGER_SCHEMA_VERSION
+    db.close()

@@ -62,7 +62,7 @@ def _trace(game: dict, snapshots: int = 8) -> list[dict]:
     for k in range(1, snapshots + 1):
         noise = rng.normal(0.0, 0.05 / math.sqrt(k), len(game["values"]))
         out.append({"evaluations": 50 * k,
-                    "values": {n: v["shapley"] + e for (n, v), e in zip(game["values"].items(), noise)},
+                    "values": {n: v["value"] + e for (n, v), e in zip(game["values"].items(), noise)},
                     "stderr": {n: 0.05 / math.sqrt(k) for n in game["values"]}})
     return out
 
@@ -74,7 +74,7 @@ def make_report(names=("clean", "small", "noisy", "flipped"), *, games=("prefere
     if trace:
         for game in played:
             game["trace"] = _trace(game)
-    payout = payout_shares({n: v["shapley"] for n, v in played[0]["values"].items()}, 100.0, "positive")
+    payout = payout_shares({n: v["value"] for n, v in played[0]["values"].items()}, 100.0, "positive")
     owners = [{"name": n, "num_examples": 48, "adapter_sha256": f"{i:064x}", "status": "valued", "reason": None,
                "dropped": {}, "metrics": {}} for i, n in enumerate(names)]
     owners += [{"name": n, "num_examples": 0, "adapter_sha256": "", "status": "rejected", "reason": why,
@@ -198,7 +198,7 @@ def test_payout_table_has_one_row_per_owner(two_games, two_games_html):
     for name, value in values.items():
         status, examples, shown, share, amount, flag = rows[name][1:]
         assert status == "valued" and examples == "48"
-        assert float(shown.split("±")[0]) == pytest.approx(value["shapley"], abs=5e-5)
+        assert float(shown.split("±")[0]) == pytest.approx(value["value"], abs=5e-5)
         assert share == f"{payout['shares'][name]:.1%}" and amount == f"{payout['amounts'][name]:.2f}"
         assert ("negative" in flag) == (name in payout["flagged"])
     assert payout["flagged"] == ["flipped"], "the fixture's last owner hurts the model"

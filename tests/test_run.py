@@ -114,7 +114,7 @@ def _exact_shapley(game) -> dict[str, float]:
 
 
 def _values(report) -> list[dict]:
-    return [{n: v["shapley"] for n, v in g["values"].items()} for g in report["games"]]
+    return [{n: v["value"] for n, v in g["values"].items()} for g in report["games"]]
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +139,8 @@ def test_a_run_collects_once_values_and_records_everything(reference, adapters):
     assert game["estimator"] == "exact" and len(game["coalitions"]) == 8 and game["empty"] == 0.5
     exact = _exact_shapley(game)
     for name, value in game["values"].items():
-        assert value["shapley"] == pytest.approx(exact[name], abs=1e-12)
-    assert sum(v["shapley"] for v in game["values"].values()) == pytest.approx(game["grand"] - game["empty"])
+        assert value["value"] == pytest.approx(exact[name], abs=1e-12)
+    assert sum(v["value"] for v in game["values"].values()) == pytest.approx(game["grand"] - game["empty"])
     with Ledger(out / LEDGER_FILE) as ledger:
         run = ledger.run(job.run_id)
         assert run["status"] == "done" and run["report"] == report and run["failure"] is None

@@ -154,8 +154,8 @@ def test_estimate_exact_result() -> None:
     assert res.counts.tolist() == [8, 8, 8]
     assert res.estimator == "exact" and res.status == "converged"
     d = res.as_dict()
-    assert d["B"] == {"shapley": pytest.approx(30.0), "stderr": 0.0, "count": 8}
-    assert type(d["B"]["shapley"]) is float and type(d["B"]["count"]) is int
+    assert d["B"] == {"value": pytest.approx(30.0), "stderr": 0.0, "count": 8}
+    assert type(d["B"]["value"]) is float and type(d["B"]["count"]) is int
     with pytest.raises(ValueError):
         estimate_exact(["A", "B"], v)
 

@@ -51,16 +51,17 @@ def _claim(**changes) -> SubmissionClaim:
 def sample_report() -> dict:
     """A report in the contract's shape, with floats, unicode and nesting that JSON must keep."""
     return {
+        "schema_version": 2,
         "run_id": "run-1",
         "owners": [{"name": "clean", "num_examples": 320, "adapter_sha256": "ab" * 32, "status": "valued",
                     "reason": None, "dropped": {}, "metrics": {"loss": 0.12345678901234}},
                    {"name": "flipped", "num_examples": 320, "adapter_sha256": "cd" * 32, "status": "valued",
                     "reason": None, "dropped": {"identical": 2}, "metrics": {"loss": 0.9}}],
-        "games": [{"utility": "preference", "empty": 0.5, "grand": 1.0, "evaluations": 4,
-                   "values": {"clean": {"shapley": 0.7290123456789012, "stderr": 0.0, "count": 4},
-                              "flipped": {"shapley": -0.2290123456789012, "stderr": 0.0, "count": 4}},
+        "games": [{"utility": "preference", "kind": "shapley", "empty": 0.5, "grand": 1.0, "evaluations": 4,
+                   "values": {"clean": {"value": 0.7290123456789012, "stderr": 0.0, "count": 4},
+                              "flipped": {"value": -0.2290123456789012, "stderr": 0.0, "count": 4}},
                    "coalitions": [{"members": [], "value": 0.5}, {"members": ["clean", "flipped"], "value": 1.0}]}],
-        "payout": {"game": "preference", "budget": 100000.0, "policy": "positive",
+        "payout": {"game": "preference", "budget": 100000.0, "policy": "positive", "kind": "shapley",
                    "policy_description": "owners with φ < 0 get nothing — v(∅) excluded",
                    "shares": {"clean": 1.0, "flipped": 0.0}, "amounts": {"clean": 100000.0, "flipped": 0.0},
                    "flagged": ["flipped"]},
@@ -246,7 +247,7 @@ def test_report_verification_names_the_problem(alice, bob):
     with pytest.raises(SignatureError, match="algorithm"):
         verify_report({**signed, "signature": {**signed["signature"], "algorithm": "rsa"}}, alice.public_key())
     tampered = json.loads(json.dumps(signed))
-    tampered["games"][0]["values"]["flipped"]["shapley"] = -0.2290123456789013
+    tampered["games"][0]["values"]["flipped"]["value"] = -0.2290123456789013
     with pytest.raises(SignatureError, match="altered"):
         verify_report(tampered, alice.public_key())
     forged = sign_report(tampered, bob)  # bob re-signs but claims to be alice

@@ -377,7 +377,7 @@ def test_altered_ledger_rows_are_refused_never_used_or_resigned(tamper, tmp_path
     first, _ = run(fed)
     report_before = (Path(fed.job.out_dir) / "report.json").read_bytes()
     if tamper == "result":
-        _sql(fed, "UPDATE results SET value = replace(value, '\"shapley\": ', '\"shapley\": 0.9') ")
+        _sql(fed, "UPDATE results SET value = replace(value, '\"value\": ', '\"value\": 0.9') ")
     elif tamper == "utility":
         _sql(fed, "UPDATE utilities SET value = value + 0.25 WHERE mask = 1")
         _sql(fed, "DELETE FROM results")

@@ -141,9 +141,9 @@ def test_unsigned_report_file_is_a_signature_error(tmp_path, coordinator):
 def _tamper_one_digit(path) -> None:
     """Change one digit of one value (clean's Shapley value) in the file's text."""
     text = path.read_text()
-    match = re.search(r'"shapley": 0\.7290123456789012', text)
+    match = re.search(r'"value": 0\.7290123456789012', text)
     assert match, "the value to tamper with is in the file"
-    start = match.start() + len('"shapley": 0.72')
+    start = match.start() + len('"value": 0.72')
     path.write_text(text[:start] + ("8" if text[start] != "8" else "7") + text[start + 1:])
 
 

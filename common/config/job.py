@@ -21,7 +21,12 @@ from common.storage.atomic import atomic_write
 from common.storage.private_files import FILE_MODE
 from common.trust.adapter_checks import AdapterLimits
 from common.valuation.composition import COMPOSITION_RULES
-from common.valuation.payout import PAYOUT_POLICIES
+from common.valuation.estimators import ESTIMATOR_KINDS
+from common.valuation.payout import PAYOUT_POLICIES, check_payable
+from common.valuation.shapley import ValueKind
+
+JOB_SCHEMA_VERSION = 1
+"""Version of ``job.json``'s layout; a job file of another version is refused, never misread."""
 
 JOB_FILE = "job.json"
 """The job's file name in a run directory: where `fairpool value` writes it and a re-run finds it."""
@@ -117,6 +122,11 @@ class ValuationJob:
             raise ConfigError(f"unknown composition {self.composition!r}; choose from {', '.join(COMPOSITION_RULES)}")
         if self.payout_policy not in PAYOUT_POLICIES:
             raise ConfigError(f"unknown payout policy {self.payout_policy!r}; choose from {', '.join(PAYOUT_POLICIES)}")
+        try:  # before any training: a Banzhaf or leave-one-out payout needs a policy that says how
+            check_payable(ESTIMATOR_KINDS.get(self.valuation.estimator, ValueKind.SHAPLEY), self.payout_policy)
+        except ValueError as exc:
+            raise ConfigError(f"--estimator {self.valuation.estimator} with --payout-policy {self.payout_policy}: "
+                              f"{exc}") from None
         if not (self.budget >= 0 and self.budget != float("inf")):
             raise ConfigError(f"budget must be a finite non-negative amount, got {self.budget!r}")
         for o in self.owners:
@@ -155,11 +165,18 @@ class ValuationJob:
         return tuple(o.name for o in self.owners)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        return json.dumps({"schema_version": JOB_SCHEMA_VERSION, **asdict(self)}, indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "ValuationJob":
         raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ConfigError("a job file holds a JSON object")
+        version = raw.pop("schema_version", None)
+        if version != JOB_SCHEMA_VERSION:
+            raise ConfigError(f"a job of schema version {version if version is not None else '0 (unversioned)'}; "
+                              f"this FairPool reads version {JOB_SCHEMA_VERSION}: re-create the job (fairpool value, "
+                              "deploy/make_job.py) rather than resuming it")
         raw["owners"] = tuple(OwnerEntry(**o) for o in raw["owners"])
         raw["spec"] = TrainingSpec(**raw["spec"])
         if "hardware" in raw:

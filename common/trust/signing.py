@@ -222,6 +222,19 @@ MAX_REPORT_DEPTH = 64
 """Deepest nesting a signed document may have; reports need about six levels."""
 
 
+REPORT_SCHEMA_VERSION = 2
+"""Version of the report's layout (docs/report.md). 2: values under ``value``, labelled by ``kind``."""
+
+
+def check_report_version(report: dict) -> None:
+    """Refuse, with one line, a report of another layout than this FairPool reads (never misread it)."""
+    version = report.get("schema_version") if isinstance(report, dict) else None
+    if version != REPORT_SCHEMA_VERSION:
+        shown = version if version is not None else "1 (unversioned)"
+        raise SignatureError(f"the report has schema version {shown}; this FairPool reads version "
+                             f"{REPORT_SCHEMA_VERSION} (docs/report.md)")
+
+
 def report_file_bytes(report: dict) -> bytes:
     """The one encoding of a report file (``report.json``, a fetched copy): indented, ASCII, finite.
 
@@ -409,6 +422,7 @@ def verify_report(report: dict, pub: Ed25519PublicKey) -> None:
     if not _verifies(pub, block.get("value"), _report_payload(report)):
         raise SignatureError(f"the signature of key {expected} does not match the report's content: "
                              "the report was altered after it was signed")
+    check_report_version(report)
 
 
 # --------------------------------------------------------------------------- bearer tokens

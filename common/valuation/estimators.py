@@ -38,7 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from common.valuation.game import Game
-from common.valuation.shapley import ValuationResult, estimate_exact
+from common.valuation.shapley import ValuationResult, ValueKind, estimate_exact
 from common.valuation.stopping import (
     CONVERGED,
     StoppingRule,
@@ -143,7 +143,7 @@ class _Sampler(Protocol):
 
 
 def _drive(game: Game, lookup: _Lookup, sampler: _Sampler, stop: StoppingRule | None, *,
-           name: str, params: dict[str, Any]) -> ValuationResult:
+           name: str, params: dict[str, Any], kind: ValueKind = ValueKind.SHAPLEY) -> ValuationResult:
     """Run ``sampler`` batch by batch until ``stop`` fires; package the result.
 
     The rule is deep-copied and reset so the caller's object never carries state from one
@@ -172,7 +172,7 @@ def _drive(game: Game, lookup: _Lookup, sampler: _Sampler, stop: StoppingRule | 
     record = {**params, "evaluations": lookup.evaluations, "samples": sampler.samples,
               "iterations": iteration, "stop": repr(rule), "stopped_by": [repr(r) for r in fired]}
     return ValuationResult(game.players, values, stderr, counts, name, status_of(fired), record,
-                           trace=thin_trace(snapshots))
+                           trace=thin_trace(snapshots), kind=kind)
 
 
 TRACE_MAX_POINTS = 200
@@ -195,12 +195,12 @@ def thin_trace(snapshots: list[dict[str, Any]], limit: int = TRACE_MAX_POINTS) -
 
 
 def _deterministic(game: Game, lookup: _Lookup, values: np.ndarray, counts: np.ndarray, *,
-                   name: str, params: dict[str, Any]) -> ValuationResult:
+                   name: str, params: dict[str, Any], kind: ValueKind = ValueKind.SHAPLEY) -> ValuationResult:
     """Result of a method that computes its values outright (no sampling, stderr 0)."""
     record = {**params, "evaluations": lookup.evaluations, "samples": 0, "iterations": 1,
               "stop": None, "stopped_by": []}
     n = game.n
-    return ValuationResult(game.players, values, np.zeros(n), counts, name, CONVERGED, record)
+    return ValuationResult(game.players, values, np.zeros(n), counts, name, CONVERGED, record, kind=kind)
 
 
 # --------------------------------------------------------------------------- exact and loo
@@ -232,7 +232,7 @@ def loo(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0) -> Valu
     masks = np.array([full] + [full ^ (1 << i) for i in range(n)], dtype=np.int64)
     v = lookup(masks)
     return _deterministic(game, lookup, v[0] - v[1:], np.full(n, 2), name="loo",
-                          params={"seed": _rng_and_seed(seed)[1]})
+                          params={"seed": _rng_and_seed(seed)[1]}, kind=ValueKind.LOO)
 
 
 # --------------------------------------------------------------------------- permutations
@@ -534,7 +534,7 @@ def banzhaf(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0,
     lookup = _Lookup(game)
     sampler = _BanzhafSampler(game, lookup, rng, batch_size=_check_positive_int("batch_size", batch_size))
     params = {"seed": seed_record, "batch_size": batch_size, "semivalue": "banzhaf"}
-    return _drive(game, lookup, sampler, stop, name="banzhaf", params=params)
+    return _drive(game, lookup, sampler, stop, name="banzhaf", params=params, kind=ValueKind.BANZHAF)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -542,6 +542,12 @@ def banzhaf(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0,
 Estimator = Callable[..., ValuationResult]
 
 #: Every estimator by name; each takes ``(game, *, stop, seed, **params)``.
+ESTIMATOR_KINDS: dict[str, ValueKind] = {
+    "exact": ValueKind.SHAPLEY, "permutation": ValueKind.SHAPLEY, "truncated": ValueKind.SHAPLEY,
+    "kernel": ValueKind.SHAPLEY, "banzhaf": ValueKind.BANZHAF, "loo": ValueKind.LOO,
+}
+"""The kind of values each estimator computes (a config check can refuse a payout before any work)."""
+
 ESTIMATORS: dict[str, Estimator] = {
     "exact": exact,
     "permutation": permutation,
@@ -580,7 +586,8 @@ def estimate(game: Game, estimator: str = "auto", *, stop: StoppingRule | None =
     if game.n == 0:
         empty = np.zeros(0)
         return ValuationResult((), empty, empty, np.zeros(0, dtype=np.int64), name, CONVERGED,
-                               {"seed": _rng_and_seed(seed)[1], "evaluations": 0, "samples": 0})
+                               {"seed": _rng_and_seed(seed)[1], "evaluations": 0, "samples": 0},
+                               kind=ESTIMATOR_KINDS[name])
     result = ESTIMATORS[name](game, stop=stop, seed=seed, **params)
     if estimator == "auto":
         result = dataclasses.replace(result, params={**result.params, "auto": True})

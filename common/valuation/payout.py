@@ -5,6 +5,11 @@ way for the utility — so "pay in proportion to value" is not well defined on
 its own.  Two policies are offered and every :class:`Payout` carries a
 one-sentence description of the policy applied, so a report never shows
 amounts without saying how they were derived.
+
+A payout also states which *kind* of values it pays from (:class:`ValueKind`). ``positive``
+and ``signed`` divide the gain ``v(N) − v(∅)`` and so need an efficient kind (Shapley); values
+of another kind (Banzhaf, leave-one-out) are refused unless the ``normalised`` policy says
+how they are paid: in proportion to their positive part, described as such.
 """
 
 from __future__ import annotations
@@ -13,12 +18,18 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["PAYOUT_POLICIES", "Payout", "payout_shares"]
+from common.valuation.shapley import EFFICIENT_KINDS, ValueKind
+
+__all__ = ["PAYOUT_POLICIES", "Payout", "check_payable", "payout_shares"]
 
 #: ``positive``: shares proportional to ``max(φ, 0)``; negative-value owners
 #: get nothing and are flagged.  ``signed``: shares ``φ_i / Σ φ``, which can be
 #: negative (an owner that would owe) when some values are negative.
-PAYOUT_POLICIES: tuple[str, ...] = ("positive", "signed")
+#: ``normalised``: shares proportional to ``max(v, 0)`` for values of any kind,
+#: the one policy that pays from a non-efficient kind (Banzhaf, leave-one-out).
+PAYOUT_POLICIES: tuple[str, ...] = ("positive", "signed", "normalised")
+
+ANY_KIND_POLICIES: frozenset[str] = frozenset({"normalised"})
 
 #: A signed total this small relative to ``Σ|φ|`` is treated as zero: dividing
 #: by floating-point residue would produce meaningless shares of ±10¹⁵.
@@ -46,12 +57,25 @@ class Payout:
     amounts: dict[str, float]
     flagged: tuple[str, ...]
     description: str
+    kind: ValueKind = ValueKind.SHAPLEY
+
+
+def check_payable(kind: str, policy: str) -> None:
+    """``ValueError`` unless values of ``kind`` may be paid out under ``policy``."""
+    if policy not in PAYOUT_POLICIES:
+        raise ValueError(f"unknown payout policy {policy!r}; valid policies: {', '.join(PAYOUT_POLICIES)}")
+    value_kind = ValueKind(kind)
+    if value_kind not in EFFICIENT_KINDS and policy not in ANY_KIND_POLICIES:
+        raise ValueError(f"{value_kind.value} values are not Shapley values (they do not sum to v(N) − v(∅)), "
+                         f"so the {policy!r} policy cannot pay them as shares of the gain; choose the "
+                         f"'normalised' payout policy, or a Shapley estimator")
 
 
 def payout_shares(
     values: Mapping[str, float],
     budget: float = 1.0,
     policy: str = "positive",
+    kind: str = ValueKind.SHAPLEY,
 ) -> Payout:
     """Split ``budget`` among owners according to their values under ``policy``.
 
@@ -59,8 +83,8 @@ def payout_shares(
     no value is positive (there is no gain to share).  ``signed`` pays
     ``φ_i / Σ_j φ_j`` and nothing when that sum is (numerically) zero.
     """
-    if policy not in PAYOUT_POLICIES:
-        raise ValueError(f"unknown payout policy {policy!r}; valid policies: {', '.join(PAYOUT_POLICIES)}")
+    check_payable(kind, policy)
+    value_kind = ValueKind(kind)
     budget = float(budget)
     if not math.isfinite(budget) or budget < 0:
         raise ValueError(f"budget must be finite and >= 0, got {budget}")
@@ -72,10 +96,12 @@ def payout_shares(
 
     if policy == "positive":
         shares, description = _positive(vals, flagged)
-    else:
+    elif policy == "signed":
         shares, description = _signed(vals)
+    else:
+        shares, description = _normalised(vals, flagged, value_kind)
     amounts = {k: s * budget for k, s in shares.items()}
-    return Payout(policy, budget, shares, amounts, flagged, description)
+    return Payout(policy, budget, shares, amounts, flagged, description, value_kind)
 
 
 def _positive(vals: dict[str, float], flagged: tuple[str, ...]) -> tuple[dict[str, float], str]:
@@ -115,3 +141,22 @@ def _signed(vals: dict[str, float]) -> tuple[dict[str, float], str]:
             head + "; WARNING: some shares are negative, meaning those owners would owe rather than receive."
         )
     return shares, head + "."
+
+
+_KIND_NAMES = {ValueKind.SHAPLEY: "Shapley", ValueKind.BANZHAF: "Banzhaf", ValueKind.LOO: "leave-one-out"}
+
+
+def _normalised(vals: dict[str, float], flagged: tuple[str, ...], kind: ValueKind) -> tuple[dict[str, float], str]:
+    name = _KIND_NAMES[kind]
+    total = sum(max(v, 0.0) for v in vals.values())
+    if total <= 0:
+        return {k: 0.0 for k in vals}, f"No owner has a positive {name} value, so nothing is paid out."
+    shares = {k: max(v, 0.0) / total for k, v in vals.items()}
+    description = f"Budget split in proportion to positive {name} values"
+    if flagged:
+        description += f"; owners with negative values ({', '.join(flagged)}) receive nothing and are flagged"
+    description += "."
+    if kind not in EFFICIENT_KINDS:
+        description += (f" {name} values are not efficient: these shares normalise them, they do not divide "
+                        "the gain v(N) − v(∅) by contribution.")
+    return shares, description

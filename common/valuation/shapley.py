@@ -14,13 +14,31 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
 from common.valuation.bits import check_players, popcount
 
-__all__ = ["ValuationResult", "exact_shapley", "estimate_exact"]
+__all__ = ["EFFICIENT_KINDS", "ValuationResult", "ValueKind", "estimate_exact", "exact_shapley"]
+
+
+class ValueKind(StrEnum):
+    """What a result's values are. Only an efficient kind sums to ``v(N) − v(∅)``.
+
+    A report labels each game's values with their kind, and a payout states which kind it
+    pays from: Banzhaf and leave-one-out values are not Shapley values, and paying them out as
+    if they were would misstate what each owner contributed.
+    """
+
+    SHAPLEY = "shapley"
+    BANZHAF = "banzhaf"
+    LOO = "loo"
+
+
+EFFICIENT_KINDS: frozenset[ValueKind] = frozenset({ValueKind.SHAPLEY})
+"""Kinds whose values sum to ``v(N) − v(∅)`` (efficiency), so their shares split the gain."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,7 +52,7 @@ class ValuationResult:
 
     Attributes:
         players: player (owner) names, in the order of ``values``.
-        values: Shapley value of each player.
+        values: value of each player, of kind ``kind``.
         stderr: standard error of each value (0 when exact).
         counts: number of utility evaluations that fed each value.
         estimator: name of the method, e.g. ``"exact"``.
@@ -46,6 +64,8 @@ class ValuationResult:
         trace: for sampling estimators, snapshots ``{"evaluations", "values", "stderr"}`` of
             the running estimate (at most :data:`TRACE_MAX_POINTS`, thinned evenly), so a
             reader can see whether the values had settled; empty for exact methods.
+        kind: what the values are (:class:`ValueKind`); Shapley unless the estimator computes
+            another semivalue.
 
     Arrays are copied and made read-only so the frozen result cannot be
     changed behind a report's back.  Equality is identity (``eq=False``)
@@ -60,8 +80,10 @@ class ValuationResult:
     status: str
     params: dict[str, Any] = field(default_factory=dict)
     trace: tuple[dict[str, Any], ...] = ()
+    kind: ValueKind = ValueKind.SHAPLEY
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", ValueKind(self.kind))
         players = tuple(str(p) for p in self.players)
         if len(set(players)) != len(players):
             raise ValueError(f"player names must be unique, got {players}")
@@ -79,9 +101,10 @@ class ValuationResult:
         object.__setattr__(self, "params", dict(self.params))
 
     def as_dict(self) -> dict[str, dict[str, float | int]]:
-        """Plain-Python view ``{player: {"shapley", "stderr", "count"}}`` for JSON reports."""
+        """Plain-Python view ``{player: {"value", "stderr", "count"}}`` for JSON reports (the kind
+        is stated once, beside it)."""
         return {
-            p: {"shapley": float(v), "stderr": float(s), "count": int(c)}
+            p: {"value": float(v), "stderr": float(s), "count": int(c)}
             for p, v, s, c in zip(self.players, self.values, self.stderr, self.counts)
         }
 

@@ -33,7 +33,9 @@ CREATE TABLE IF NOT EXISTS runs (
     created_at REAL NOT NULL,
     job TEXT NOT NULL,
     status TEXT NOT NULL,
-    report TEXT
+    report TEXT,
+    failure TEXT,
+    mac TEXT
 );
 CREATE TABLE IF NOT EXISTS owners (
     run_id TEXT NOT NULL,
@@ -41,6 +43,7 @@ CREATE TABLE IF NOT EXISTS owners (
     public_key TEXT NOT NULL,
     status TEXT NOT NULL,
     reason TEXT,
+    mac TEXT,
     PRIMARY KEY (run_id, name)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS nonces (
@@ -60,7 +63,8 @@ CREATE TABLE IF NOT EXISTS submissions (
     num_examples INTEGER,
     meta TEXT NOT NULL,
     status TEXT NOT NULL,
-    reason TEXT
+    reason TEXT,
+    mac TEXT
 );
 CREATE TABLE IF NOT EXISTS adapters (
     run_id TEXT NOT NULL,
@@ -73,6 +77,7 @@ CREATE TABLE IF NOT EXISTS results (
     run_id TEXT NOT NULL,
     name TEXT NOT NULL,
     value BLOB NOT NULL,
+    mac TEXT,
     PRIMARY KEY (run_id, name)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
@@ -85,6 +90,7 @@ CREATE TABLE IF NOT EXISTS utilities (
     game_key TEXT NOT NULL,
     mask INTEGER NOT NULL,
     value REAL NOT NULL,
+    mac TEXT,
     PRIMARY KEY (game_key, mask)
 ) WITHOUT ROWID;
 """
@@ -92,6 +98,14 @@ CREATE TABLE IF NOT EXISTS utilities (
 _LOOKUP_CHUNK = 500  # SQLite caps bound parameters per statement
 _MAC_TABLES = ("runs", "owners", "submissions", "results", "utilities")
 """Tables whose rows a resume trusts, each carrying ``mac``: HMAC-SHA256 over the row's table and fields."""
+
+
+LEDGER_SCHEMA_VERSION = 2
+"""Version of the ledger's tables (SQLite ``user_version``); 2: authenticated rows, failures kept."""
+
+
+class LedgerVersionError(FairPoolError):
+    """The ledger was written with another schema version: refused, never misread."""
 
 
 class LedgerTampered(FairPoolError):
@@ -111,15 +125,37 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         create_private_file(self.path)  # SQLite gives its -wal and -shm files the database file's mode
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self._open_schema()  # first: a refused ledger is left byte for byte as it was
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
-        if "failure" not in columns:  # ledgers written before failures were kept beside the report
-            self._db.execute("ALTER TABLE runs ADD COLUMN failure TEXT")
-        for table in _MAC_TABLES:  # ledgers written before rows were authenticated
-            if "mac" not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN mac TEXT")
+
+    def _open_schema(self) -> None:
+        """Create the tables in a new ledger; refuse one of another schema version with one line.
+
+        The version is SQLite's ``user_version``. A resume trusts what the ledger holds, so a
+        ledger written by another layout (or by a FairPool from before versions) is refused,
+        never read as if it were this one.
+        """
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            tables = self._db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+            if version == 0 and tables == 0:
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {LEDGER_SCHEMA_VERSION}")
+                version = LEDGER_SCHEMA_VERSION
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        if version != LEDGER_SCHEMA_VERSION:
+            self._db.close()
+            shown = version if version else "0 (unversioned)"
+            raise LedgerVersionError(f"{self.path}: a ledger of schema version {shown}; this FairPool reads "
+                                     f"version {LEDGER_SCHEMA_VERSION}: use another --out, or the FairPool that "
+                                     "wrote it")
 
     # row authentication ---------------------------------------------------------
     def _mac(self, table: str, *fields) -> str | None:

@@ -47,7 +47,7 @@ def save_figure(fig, plt, path: Path, mode: int = PUBLIC_FILE_MODE) -> None:
 def draw_values(ax, game: dict) -> None:
     """One game's values as bars with their standard errors (``values.png`` and ``report.html``)."""
     names = list(game["values"])
-    values = [game["values"][n]["shapley"] for n in names]
+    values = [game["values"][n]["value"] for n in names]
     errors = [game["values"][n]["stderr"] for n in names]
     colours = ["#2a9d8f" if v >= 0 else "#e76f51" for v in values]
     ax.bar(names, values, yerr=errors if any(errors) else None, color=colours, capsize=3)  # exact: no bars
@@ -86,8 +86,8 @@ def signature_figure(report: dict, plt):
     """
     first, second = report["games"][:2]
     names = [n for n in first["values"] if n in second["values"]]
-    x = [first["values"][n]["shapley"] for n in names]
-    y = [second["values"][n]["shapley"] for n in names]
+    x = [first["values"][n]["value"] for n in names]
+    y = [second["values"][n]["value"] for n in names]
     with plt.rc_context(PLAIN_TEXT):
         fig, ax = plt.subplots(figsize=(6, 5), constrained_layout=True)
         ax.errorbar(x, y, xerr=[first["values"][n]["stderr"] for n in names],

@@ -275,9 +275,10 @@ def payout_table(report: dict) -> str:
 
 def game_section(index: int, game: dict) -> str:
     """How one game was computed, its values, its convergence (if traced) and its coalitions."""
-    total = sum(v["shapley"] for v in game["values"].values())
+    total = sum(v["value"] for v in game["values"].values())
     summary = (f"{_e(game['metric'])} on {_e(evaluated(game))}, composition <strong>{_e(game['composition'])}"
-               f"</strong>, estimator <strong>{_e(game['estimator'])}</strong> ({_e(game['status'])}, "
+               f"</strong>, estimator <strong>{_e(game['estimator'])}</strong> giving {_e(value_kind(game))}s "
+               f"({_e(game['status'])}, "
                f"{_e(game['evaluations'])} coalition utilities computed). v(∅) = {game['empty']:.4f}, "
                f"v(N) = {game['grand']:.4f}; values sum to {total:+.4f} "
                f"(v(N) − v(∅) = {game['grand'] - game['empty']:+.4f}).")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from server.report.schema import payout_game, value_kind
+
 
 def format_value(value: dict | None) -> str:
     if not value:
         return "—"
-    text = f"{value['shapley']:+.4f}"
+    text = f"{value['value']:+.4f}"
     return text + (f" ± {value['stderr']:.4f}" if value.get("stderr") else "")
 
 
@@ -18,7 +20,8 @@ def render_markdown(report: dict) -> str:
     lines = [
         f"# FairPool valuation report — run `{report['run_id']}`",
         "",
-        f"Payout from the **{payout['game']}** game: {payout['policy_description']} Budget: {payout['budget']:g}.",
+        f"Payout from the **{payout['game']}** game's {value_kind(payout_game(report))}s: "
+        f"{payout['policy_description']} Budget: {payout['budget']:g}.",
         "",
         header + " | payout share | amount |",
         "|---|---:|---|" + "---:|" * len(games) + "---:|---:|",
@@ -70,11 +73,12 @@ def evaluated(game: dict) -> str:
 
 
 def _game_section(game: dict) -> list[str]:
-    efficiency = sum(v["shapley"] for v in game["values"].values())
+    efficiency = sum(v["value"] for v in game["values"].values())
     lines = [
         "", f"## Game `{game['utility']}`", "",
         f"{game['metric']} on {evaluated(game)}, composition **{game['composition']}**, "
-        f"estimator **{game['estimator']}** ({game['status']}, {game['evaluations']} coalition utilities computed).",
+        f"estimator **{game['estimator']}** giving {value_kind(game)}s ({game['status']}, "
+        f"{game['evaluations']} coalition utilities computed).",
         f"v(∅) = {game['empty']:.4f}, v(N) = {game['grand']:.4f}; values sum to {efficiency:+.4f} "
         f"(v(N) − v(∅) = {game['grand'] - game['empty']:+.4f}).",
         "", "| coalition | utility |", "|---|---:|",

@@ -25,6 +25,10 @@ def payout_game(report: dict) -> dict:
     return next(g for g in report["games"] if g["utility"] == report["payout"]["game"])
 
 
+VALUE_KIND_NAMES = {"shapley": "Shapley value", "banzhaf": "Banzhaf value", "loo": "leave-one-out value"}
+
+
 def value_kind(game: dict) -> str:
-    """What a game's values are: Banzhaf and leave-one-out values are not Shapley values."""
-    return {"banzhaf": "Banzhaf value", "loo": "leave-one-out value"}.get(game["estimator"], "Shapley value")
+    """What a game's values are, as the report states it (``kind``): Banzhaf and leave-one-out
+    values are not Shapley values."""
+    return VALUE_KIND_NAMES[game["kind"]]

@@ -27,6 +27,7 @@ from common.trust import faults
 from common.trust.adapter_checks import AdapterLimits, adapter_problem, near_duplicates
 from common.trust.canonical import json_sha256
 from common.trust.digest import tensors_sha256
+from common.trust.signing import REPORT_SCHEMA_VERSION
 from common.valuation.bits import members_of
 from common.valuation.estimators import estimate
 from common.valuation.game import Game, UtilityStore
@@ -209,6 +210,7 @@ def play_game(job: ValuationJob, utility: str, game: Game, described: dict,
         **described,
         "composition": job.composition,
         "estimator": result.estimator,
+        "kind": str(result.kind),
         "status": result.status,
         "params": {k: _plain(v) for k, v in result.params.items()},
         "evaluations": evaluated,
@@ -301,9 +303,11 @@ def value_submissions(
             store.save_result(job.run_id, result_name, json.dumps(games[-1]).encode())
         faults.hit("after_game_stored")
     paying = next(g for g in games if g["utility"] == job.valuation.payout_utility)
-    payout = payout_shares({n: v["shapley"] for n, v in paying["values"].items()}, job.budget, job.payout_policy)
+    payout = payout_shares({n: v["value"] for n, v in paying["values"].items()}, job.budget, job.payout_policy,
+                           paying["kind"])
     progress("valuation", "values computed")
     report = {
+        "schema_version": REPORT_SCHEMA_VERSION,
         "run_id": job.run_id,
         "owners": owners_report,
         "games": games,
@@ -311,6 +315,7 @@ def value_submissions(
             "game": paying["utility"],
             "budget": payout.budget,
             "policy": payout.policy,
+            "kind": str(payout.kind),
             "policy_description": payout.description,
             "shares": {k: float(v) for k, v in payout.shares.items()},
             "amounts": {k: float(v) for k, v in payout.amounts.items()},
@@ -335,8 +340,8 @@ def value_submissions(
 
 
 def check_efficiency(game: dict, tol: float = 1e-9) -> bool:
-    """Σφ = v(N) − v(∅): a cheap integrity check reports and tests can share."""
-    total = sum(v["shapley"] for v in game["values"].values())
+    """Σφ = v(N) − v(∅): a cheap integrity check reports and tests can share (Shapley games only)."""
+    total = sum(v["value"] for v in game["values"].values())
     return math.isclose(total, game["grand"] - game["empty"], abs_tol=tol)
 
 
