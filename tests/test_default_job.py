@@ -202,10 +202,6 @@ def test_a_different_job_is_refused_while_the_earlier_run_is_unfinished(report, 
     _refused(_small_job(tmp_path, fast_spec), report)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="code bug: resume_or_start calls .get on report.json's JSON value, so a report.json "
-                          "holding valid JSON that is not an object (null, a list, a string) raises "
-                          "AttributeError instead of the ConfigError an unreadable report gives")
 @pytest.mark.parametrize("report", ["null", '["run-1"]', '"run-1"'])
 def test_a_report_that_is_not_a_json_object_counts_as_unfinished(report, tmp_path, fast_spec):
     _refused(_small_job(tmp_path, fast_spec), report)

@@ -123,3 +123,33 @@ def test_payout_invariants(values: dict[str, float], budget: float, policy: str)
             # ranking is preserved among paid owners
             paid = sorted(values, key=values.__getitem__)
             assert [p.shares[k] for k in paid] == sorted(p.shares[k] for k in paid)
+
+
+def test_a_non_efficient_kind_is_not_paid_as_shapley_shares():
+    """Issue 13: Banzhaf values were written under 'shapley' and paid out like Shapley values."""
+    from common.valuation.payout import check_payable
+
+    values = {"a": 0.3, "b": 0.1, "c": -0.05}
+    for kind in ("banzhaf", "loo"):
+        for policy in ("positive", "signed"):
+            with pytest.raises(ValueError, match=f"^{kind} values are not Shapley values"):
+                payout_shares(values, 10.0, policy, kind)
+        paid = payout_shares(values, 10.0, "normalised", kind)
+        assert paid.kind == kind and paid.shares == pytest.approx({"a": 0.75, "b": 0.25, "c": 0.0})
+        assert "not efficient" in paid.description and paid.flagged == ("c",)
+    check_payable("shapley", "signed")
+    shapley = payout_shares(values, 10.0, "normalised", "shapley")
+    assert shapley.shares == payout_shares(values, 10.0, "positive").shares and "not efficient" not in shapley.description
+    with pytest.raises(ValueError):
+        payout_shares(values, 1.0, "positive", "owen")  # not a kind
+
+
+def test_estimators_state_their_kind():
+    from common.valuation.estimators import ESTIMATOR_KINDS, estimate
+    from common.valuation.game import Game
+
+    game = Game.from_table(["a", "b"], [0.0, 1.0, 1.0, 3.0])
+    for name, kind in ESTIMATOR_KINDS.items():
+        assert estimate(game, name, seed=1).kind == kind
+        assert str(kind) in ("shapley", "banzhaf", "loo")
+    assert estimate(game).as_dict()["a"]["value"] == pytest.approx(1.5)

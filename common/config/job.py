@@ -174,7 +174,8 @@ class ValuationJob:
             raise ConfigError("a job file holds a JSON object")
         version = raw.pop("schema_version", None)
         if version != JOB_SCHEMA_VERSION:
-            raise ConfigError(f"a job of schema version {version if version is not None else '0 (unversioned)'}; "
+            shown = repr(version) if version is not None else "0 (unversioned)"
+            raise ConfigError(f"a job of schema version {shown}; "
                               f"this FairPool reads version {JOB_SCHEMA_VERSION}: re-create the job (fairpool value, "
                               "deploy/make_job.py) rather than resuming it")
         raw["owners"] = tuple(OwnerEntry(**o) for o in raw["owners"])
@@ -199,5 +200,7 @@ class ValuationJob:
     def load(cls, path: str | Path) -> "ValuationJob":
         try:
             return cls.from_json(Path(path).read_text())
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"cannot read job file {path}: {exc}") from exc

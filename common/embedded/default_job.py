@@ -117,7 +117,8 @@ def resume_or_start(job: ValuationJob) -> tuple[ValuationJob, bool]:
     if job.same_work_as(previous):
         return dataclasses.replace(job, run_id=previous.run_id), True
     try:
-        finished = json.loads((out / "report.json").read_text()).get("run_id") == previous.run_id
+        report = json.loads((out / "report.json").read_text())
+        finished = isinstance(report, dict) and report.get("run_id") == previous.run_id
     except (OSError, ValueError):
         finished = False
     if finished:

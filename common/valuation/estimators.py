@@ -455,8 +455,8 @@ class _KernelSampler:
         phi = phi[:n]
         phi += (self.total - phi.sum()) / n  # pinv rounding: keep efficiency to the last bit
         counts = np.full(n, 2 * m + 2, dtype=np.int64)
-        if m < 2:
-            return phi, np.full(n, np.inf), counts
+        if m <= n:  # no more pairs than unknowns: the fit can interpolate them, leaving no residual
+            return phi, np.full(n, np.inf), counts  # to measure, so the error is not known yet
         scores = z * (y[:, 0] - z @ phi)[:, None] + zc * (y[:, 1] - zc @ phi)[:, None]
         h = (scores - scores.mean(axis=0)) @ kkt_inv[:n, :n]
         stderr = np.sqrt((h**2).sum(axis=0) / (m - 1) / m)
