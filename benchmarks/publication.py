@@ -47,10 +47,11 @@ def _pki(directory: Path):
 
 def _ledger(path: Path, owners: list[str], coordinator) -> None:
     """A finished run every owner takes part in, and a live run (no terminal event yet)."""
-    from common.trust.signing import sign_report
+    from common.trust.signing import REPORT_SCHEMA_VERSION, sign_report
     from server.federation.ledger import Ledger
 
-    report = {"run_id": "done", "owners": [{"name": o, "status": "valued"} for o in owners],
+    report = {"schema_version": REPORT_SCHEMA_VERSION, "run_id": "done",
+              "owners": [{"name": o, "status": "valued"} for o in owners],
               "payout": {"shares": {o: 1 / len(owners) for o in owners}}}
     job = json.dumps({"owners": [{"name": o} for o in owners]})
     with Ledger(path) as ledger:

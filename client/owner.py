@@ -11,7 +11,6 @@ checked against the spec and the base, and sent as it is, without training.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -158,9 +157,10 @@ def sign_submission(identity: OwnerIdentity, run_id: str, nonce: str, result: Ad
     """The owner's signature over what it submits (empty when it has no key)."""
     if not identity.signing_key:
         return ""
+    from common.trust.passphrase import passphrase_from_env
     from common.trust.signing import SubmissionClaim, load_private_key, sign_claim
 
-    passphrase = os.environ.get(identity.passphrase_env) if identity.passphrase_env else None
-    key = load_private_key(identity.signing_key, passphrase.encode() if passphrase else None)
+    passphrase = passphrase_from_env(identity.passphrase_env or None, what=f"node config {NODE_PASSPHRASE_ENV_KEY}")
+    key = load_private_key(identity.signing_key, passphrase)
     claim = SubmissionClaim(run_id, nonce, identity.name, result.sha256, int(result.num_examples), spec.digest())
     return sign_claim(key, claim)

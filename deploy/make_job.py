@@ -100,6 +100,9 @@ def write_run(job: ValuationJob) -> tuple[Path, Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from server.cli.main import set_offline_environment
+
+    set_offline_environment()  # as `fairpool` does: offline, no Flower update check
     args = build_parser().parse_args(argv)
     try:
         job = job_from_args(args)

@@ -176,3 +176,145 @@ def test_out_of_range_options_are_refused_before_any_work(tail, problem, files, 
     code, err = _value(["--owner", f"a={good}", "--eval", str(good), *tail], tmp / "out", capsys)
     assert code == 2 and problem in err and len(err.strip().splitlines()) == 1
     assert not (tmp / "out").exists()
+
+
+# --------------------------------------------------------------------------- one source of truth (issue 13, item 4)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _value_parser():
+    from server.cli.main import build_parser
+
+    return build_parser()._subparsers._group_actions[0].choices["value"]  # noqa: SLF001 - argparse has no getter
+
+
+def test_docs_list_the_valuation_settings_with_their_real_defaults():
+    from common.config.games import ValuationSettings
+    from common.config.options import markdown_table
+
+    doc = (ROOT / "docs" / "cli.md").read_text()
+    assert markdown_table(ValuationSettings) in doc, \
+        f"docs/cli.md is out of date; paste:\n{markdown_table(ValuationSettings)}"
+
+
+def test_docs_list_every_valuation_option():
+    doc = (ROOT / "docs" / "cli.md").read_text()
+    flags = [s for a in _value_parser()._actions for s in a.option_strings if s.startswith("--") and s != "--help"]
+    assert len(flags) > 40
+    missing = [flag for flag in flags if f"`{flag}" not in doc]
+    assert not missing, f"docs/cli.md does not document {missing}"
+
+
+def _doc_defaults() -> dict[str, str]:
+    """``--flag`` → the default cell of the `fairpool value` table rows in docs/cli.md."""
+    doc = (ROOT / "docs" / "cli.md").read_text()
+    rows = {}
+    for line in doc.split("## `fairpool value`")[1].split("###")[0].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`--"):
+            rows[cells[0].strip("`").split()[0]] = cells[1].strip("`")
+    return rows
+
+
+def test_hand_written_valuation_options_take_and_document_the_owners_defaults():
+    """Options that are not ValuationSettings fields: defaults from ValuationJob, AdapterLimits, TrainingSpec."""
+    from common.config.job import ValuationJob
+    from common.config.options import field_default
+    from common.config.spec import TrainingSpec
+    from common.trust.adapter_checks import AdapterLimits
+
+    limits = AdapterLimits()
+    owned = {"--composition": field_default(ValuationJob, "composition"),
+             "--payout-policy": field_default(ValuationJob, "payout_policy"),
+             "--budget": field_default(ValuationJob, "budget"),
+             "--min-owners": field_default(ValuationJob, "min_owners"),
+             "--timeout": field_default(ValuationJob, "owner_timeout_s"),
+             "--seed": field_default(TrainingSpec, "seed"),
+             "--max-adapter-norm": limits.max_norm, "--max-adapter-mb": limits.max_megabytes,
+             "--duplicate-cosine": limits.duplicate_cosine}
+    documented = _doc_defaults()
+    actions = {s: a for a in _value_parser()._actions for s in a.option_strings}
+    for flag, default in owned.items():
+        shown = f"{default:g}" if isinstance(default, (int, float)) else default
+        assert documented[flag] == shown, f"docs/cli.md: {flag} defaults to {shown}, not {documented[flag]}"
+        assert f"default: {shown}" in actions[flag].help or f"default {shown}" in actions[flag].help, flag
+        if actions[flag].default is not None:  # the adapter limits stay None: "not given" keeps AdapterLimits'
+            assert actions[flag].default == default, flag
+
+
+def test_no_valuation_option_means_the_dataclass_defaults(files):
+    from common.config.games import ValuationSettings
+    from server.cli.main import build_parser, job_options
+
+    tmp, good = files
+    args = build_parser().parse_args(["value", "--owner", f"a={good}", "--eval", str(good), "--out", str(tmp / "o")])
+    options = job_options(args)
+    assert options["valuation"] == ValuationSettings()
+    assert options["valuation"].exact_max_players == 20  # the one default the pipeline passes to estimate()
+
+
+def test_repeatable_and_pair_valuation_options_become_tuples_and_dicts(files):
+    from common.config.games import ValuationSettings
+    from common.config.options import chosen_options
+    from server.cli.main import build_parser
+
+    tmp, good = files
+    args = build_parser().parse_args(["value", "--owner", f"a={good}", "--eval", str(good), "--out", str(tmp / "o"),
+                                      "--utility", "reward:mine", "--utility", "preference",
+                                      "--scorer", "mine=pkg.mod:score", "--reward-model", f"rm={tmp}",
+                                      "--eval-prompts", str(good)])
+    chosen = chosen_options(args, ValuationSettings)
+    assert chosen == {"utilities": ("reward:mine", "preference"), "scorers": {"mine": "pkg.mod:score"},
+                      "reward_models": {"rm": str(tmp.resolve())}, "eval_prompts": str(good.resolve())}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--reward-model", "bad"], "error: --reward-model 'bad': expected NAME=DIR"),
+    (["--scorer", "a=m:f", "--scorer", "a=n:g"], "error: --scorer a: named twice"),
+    (["--reward-model", "rm=/no/such/dir"], "error: --reward-model rm: /no/such/dir: no such file or directory"),
+    (["--eval-prompts", "/no/such/file"], "error: --eval-prompts /no/such/file: no such file or directory"),
+    (["--utility", "nonsense"], "error: unknown utility 'nonsense'"),
+])
+def test_bad_valuation_options_are_one_line_and_exit_2(extra, message, files, capsys):
+    tmp, good = files
+    code, err = _value(["--owner", f"a={good}", "--eval", str(good), *extra], tmp / "out", capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith(message), err
+    assert not (tmp / "out").exists()
+
+
+def test_a_bad_estimator_is_refused_by_the_parser(files):
+    tmp, good = files
+    proc = subprocess.run([sys.executable, "-m", "server.cli.main", "value", "--owner", f"a={good}", "--eval",
+                           str(good), "--out", str(tmp / "o"), "--estimator", "magic"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "fairpool value: error: argument --estimator: invalid choice: 'magic' (choose from 'auto', 'exact',")
+
+
+OFFLINE_KEYS = ("HF_HUB_OFFLINE", "FLWR_DISABLE_UPDATE_CHECK", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION",
+                "TOKENIZERS_PARALLELISM")
+
+
+def _fresh_python(code: str) -> dict:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in OFFLINE_KEYS}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_importing_the_cli_leaves_the_environment_unchanged():
+    changed = _fresh_python("import json, os; before = dict(os.environ); import server.cli.main; "
+                            "after = dict(os.environ); "
+                            "print(json.dumps({k: after.get(k) for k in set(before) | set(after) "
+                            "if before.get(k) != after.get(k)}))")
+    assert changed == {}
+
+
+def test_the_cli_sets_its_offline_environment_when_it_runs():
+    env = _fresh_python("import json, os\nfrom server.cli.main import main\ntry:\n    main(['--help'])\n"
+                        "except SystemExit:\n    pass\nprint(json.dumps({k: os.environ.get(k) for k in "
+                        f"{OFFLINE_KEYS!r}}}))")
+    assert env == {"HF_HUB_OFFLINE": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
+                   "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("common.errors",),
+    ("common.errors", "common.status"),
     ("common.storage",),
     ("common.trust",),
     ("common.valuation",),

@@ -24,6 +24,7 @@ from cryptography.x509.oid import NameOID
 from client.fetch import FetchError, PublicationClient
 from common.errors import ConfigError
 from common.trust.signing import (
+    REPORT_SCHEMA_VERSION,
     SignatureError,
     generate_private_key,
     load_private_key,
@@ -109,7 +110,7 @@ def keys(tmp_path_factory):
 
 
 def report_of(run_id: str, owners: tuple[str, ...]) -> dict:
-    return {"run_id": run_id,
+    return {"schema_version": REPORT_SCHEMA_VERSION, "run_id": run_id,
             "owners": [{"name": o, "num_examples": 320, "status": "valued"} for o in owners],
             "payout": {"budget": 1000.0, "shares": {o: round(1 / len(owners), 6) for o in owners},
                        "amounts": {o: round(1000.0 / len(owners), 2) for o in owners}}}
@@ -209,7 +210,8 @@ def test_watch_follows_a_live_run_written_concurrently(server, keys, pki, ledger
             for i, stage in enumerate(stages):
                 time.sleep(0.05)
                 writer.add_event("live", {"t": 0.1 * (i + 1), "stage": stage, "message": f"step {i}", "step": i})
-            writer.finish_run("live", "done", sign_report({"run_id": "live", "owners": [{"name": "acme"}]},
+            writer.finish_run("live", "done", sign_report({"schema_version": REPORT_SCHEMA_VERSION, "run_id": "live",
+                                                            "owners": [{"name": "acme"}]},
                                                           load_private_key(keys["coordinator"]["key"])))
             writer.add_event("live", {"t": 1.0, "stage": "done", "message": "report written"})
 
@@ -242,7 +244,8 @@ def test_an_earlier_error_of_a_resumed_run_does_not_end_the_stream(server, keys,
     with Ledger(ledger_path) as ledger:  # r3 failed once, was resumed, and has now finished
         for stage in ("start", "error", "start", "value"):
             ledger.add_event("r3", {"t": 0.0, "stage": stage, "message": stage})
-        ledger.finish_run("r3", "done", sign_report({"run_id": "r3", "owners": [{"name": "acme"}]},
+        ledger.finish_run("r3", "done", sign_report({"schema_version": REPORT_SCHEMA_VERSION, "run_id": "r3",
+                                                 "owners": [{"name": "acme"}]},
                                                     load_private_key(keys["coordinator"]["key"])))
         ledger.add_event("r3", {"t": 1.0, "stage": "done", "message": "done"})
     with client_for(server, keys, pki, "acme") as client:

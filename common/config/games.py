@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from common.config.options import existing_path, name_value_pairs
 from common.errors import ConfigError
 from common.valuation.estimators import ESTIMATORS
 from common.valuation.stopping import MaxEvaluations, MaxSeconds, RankStableFor, StderrBelow, StoppingRule, default_stop
@@ -28,36 +29,57 @@ ESTIMATOR_NAMES: tuple[str, ...] = ("auto", *ESTIMATORS)
 
 @dataclass(frozen=True)
 class ValuationSettings:
-    """How to value: games, estimator, its budget, and the payout game."""
+    """How to value: games, estimator, its budget, and the payout game.
 
-    utilities: tuple[str, ...] = ("preference",)
-    """Utility names, one game each (see :data:`UTILITY_NAMES`)."""
-    estimator: str = "auto"
-    """``auto`` = ``exact`` when n ≤ ``exact_max_players``, else ``permutation``."""
-    exact_max_players: int = 20
-    """Largest number of owners valued by enumerating all 2ⁿ coalitions under ``auto``."""
-    max_evaluations: int | None = None
-    """Budget of coalition evaluations for sampling estimators (default 10 000·n)."""
-    tolerance: float | None = None
-    """Stop sampling once every owner's standard error is below this (default 1e-3)."""
-    max_seconds: float | None = None
-    """Wall-clock budget of one estimator run."""
-    rank_stable_for: int | None = None
-    """Also stop once the owners' ranking has not changed for this many checks."""
-    payout_game: str = ""
-    """Utility whose values set the payout; "" = the first utility."""
-    reward_models: dict[str, str] = field(default_factory=dict)
-    """Scorer name → local sequence-classification model directory (``--reward-model``)."""
-    scorers: dict[str, str] = field(default_factory=dict)
-    """Scorer name → ``module:function`` (``--scorer``)."""
-    eval_prompts: str = ""
-    """Prompts decoded by reward utilities; "" = the prompts of the evaluation set."""
-    max_new_tokens: int = 32
-    """Longest generated response of a reward utility, in tokens."""
-    temperature: float = 0.0
-    """Sampling temperature of reward utilities; 0 = greedy decoding."""
-    top_p: float = 1.0
-    """Nucleus sampling mass of reward utilities (with temperature > 0)."""
+    Each field carries its default and its help text: ``fairpool value``/``demo`` options
+    (:func:`common.config.options.add_dataclass_options`) and docs/cli.md's table are made from them.
+    """
+
+    utilities: tuple[str, ...] = field(default=("preference",), metadata={
+        "flag": "--utility", "metavar": "NAME", "action": "append",
+        "help": "a game to value owners in, repeatable: preference (held-out preference accuracy), "
+                "preference-logsigmoid (mean log σ(β·m) of the same pairs) or reward:SCORER (mean score, "
+                "by SCORER, of each coalition's generations for the evaluation prompts); two or more "
+                "games add signature.png"})
+    estimator: str = field(default="auto", metadata={
+        "metavar": "NAME", "choices": ESTIMATOR_NAMES,
+        "help": "auto (exact up to --exact-max-players owners, else permutation), exact, permutation "
+                "(antithetic Monte Carlo), truncated (TMC), kernel (KernelSHAP with the efficiency "
+                "constraint), banzhaf (Banzhaf values, maximum sample reuse) or loo (leave-one-out)"})
+    exact_max_players: int = field(default=20, metadata={
+        "metavar": "K",
+        "help": "largest number of owners valued exactly (all 2ⁿ coalitions) under auto; reward games, "
+                "which decode every coalition, only up to min(K, 10)"})
+    max_evaluations: int | None = field(default=None, metadata={
+        "help": "coalition evaluations a sampling estimator may use; none = 10000·n"})
+    tolerance: float | None = field(default=None, metadata={
+        "metavar": "T", "help": "stop sampling once every owner's standard error is below T; none = 1e-3"})
+    max_seconds: float | None = field(default=None, metadata={
+        "metavar": "S", "help": "wall-clock budget of each sampling estimator run"})
+    rank_stable_for: int | None = field(default=None, metadata={
+        "metavar": "K", "help": "also stop sampling once the owners' ranking is unchanged for K consecutive checks"})
+    payout_game: str = field(default="", metadata={
+        "metavar": "NAME", "help": "the utility whose values set the payout; none = the first utility"})
+    reward_models: dict[str, str] = field(default_factory=dict, metadata={
+        "flag": "--reward-model", "metavar": "NAME=DIR", "action": "append",
+        "parse": name_value_pairs("DIR", paths=True),
+        "help": "scorer NAME is a local sequence-classification model directory (one label: its logit; "
+                "several: log-odds of the last label); repeatable"})
+    scorers: dict[str, str] = field(default_factory=dict, metadata={
+        "flag": "--scorer", "metavar": "NAME=MODULE:FUNCTION", "action": "append",
+        "parse": name_value_pairs("MODULE:FUNCTION", paths=False),
+        "help": "scorer NAME is your function (prompts, responses) -> list of floats (nan = prompt outside "
+                "its domain); repeatable"})
+    eval_prompts: str = field(default="", metadata={
+        "metavar": "PATH", "parse": existing_path,
+        "help": "prompts decoded by reward utilities (any supported data format; only prompt is read); "
+                "none = the prompts of the evaluation set"})
+    max_new_tokens: int = field(default=32, metadata={
+        "help": "longest generated response of a reward utility, in tokens"})
+    temperature: float = field(default=0.0, metadata={
+        "metavar": "T", "help": "sampling temperature of reward utilities; 0 = greedy decoding"})
+    top_p: float = field(default=1.0, metadata={
+        "metavar": "P", "help": "nucleus sampling mass of reward utilities (with temperature > 0)"})
 
     def __post_init__(self) -> None:
         if not self.utilities:

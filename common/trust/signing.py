@@ -226,12 +226,16 @@ REPORT_SCHEMA_VERSION = 2
 """Version of the report's layout (docs/report.md). 2: values under ``value``, labelled by ``kind``."""
 
 
+class ReportVersionError(SignatureError):
+    """A report of another schema version than this FairPool reads: refused, never misread."""
+
+
 def check_report_version(report: dict) -> None:
     """Refuse, with one line, a report of another layout than this FairPool reads (never misread it)."""
     version = report.get("schema_version") if isinstance(report, dict) else None
     if version != REPORT_SCHEMA_VERSION:
         shown = version if version is not None else "1 (unversioned)"
-        raise SignatureError(f"the report has schema version {shown}; this FairPool reads version "
+        raise ReportVersionError(f"the report has schema version {shown}; this FairPool reads version "
                              f"{REPORT_SCHEMA_VERSION} (docs/report.md)")
 
 

@@ -32,6 +32,7 @@ be passed to many runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import ClassVar
 
 import numpy as np
@@ -49,16 +50,24 @@ __all__ = [
     "MaxSeconds",
     "StderrBelow",
     "RankStableFor",
+    "ValuationStatus",
     "default_stop",
     "status_of",
 ]
 
-#: A convergence criterion was met (or the method is exact / deterministic).
-CONVERGED = "converged"
-#: A budget rule (evaluations, samples, seconds) stopped the run before convergence.
-BUDGET_EXHAUSTED = "budget_exhausted"
+class ValuationStatus(StrEnum):
+    """How an estimator run ended (pyDVL's status habit); written into reports as its string."""
+
+    #: A convergence criterion was met (or the method is exact / deterministic).
+    CONVERGED = "converged"
+    #: A budget rule (evaluations, samples, seconds) stopped the run before convergence.
+    BUDGET_EXHAUSTED = "budget_exhausted"
+
+
+CONVERGED = ValuationStatus.CONVERGED
+BUDGET_EXHAUSTED = ValuationStatus.BUDGET_EXHAUSTED
 #: Every status an estimator in :mod:`common.valuation.estimators` can report.
-STATUSES: tuple[str, ...] = (CONVERGED, BUDGET_EXHAUSTED)
+STATUSES: tuple[ValuationStatus, ...] = tuple(ValuationStatus)
 
 #: Kinds of leaf rules; they map one-to-one onto :data:`STATUSES`.
 CONVERGENCE = "convergence"
@@ -333,7 +342,7 @@ def default_stop(n_players: int) -> StoppingRule:
     return MaxEvaluations(10_000 * max(1, int(n_players))) | StderrBelow(1e-3)
 
 
-def status_of(fired: tuple[StoppingRule, ...]) -> str:
+def status_of(fired: tuple[StoppingRule, ...]) -> ValuationStatus:
     """Result status from the leaf rules that fired (see the module docstring)."""
     if not fired:
         raise ValueError("no rule fired; the run has not stopped")

@@ -26,25 +26,36 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from common.config.games import ESTIMATOR_NAMES, ValuationSettings
+from common.config.games import ValuationSettings
 from common.config.hardware import Hardware
-from common.config.job import check_owner_name
-from common.config.options import add_dataclass_options, build, chosen_options
+from common.config.job import ValuationJob, check_owner_name
+from common.config.options import add_dataclass_options, build, chosen_options, field_default, parse_pairs
 from common.config.spec import TrainingSpec, read_spec_file
 from common.errors import ConfigError, FairPoolError
 from common.trust.adapter_checks import AdapterLimits
+from common.trust.passphrase import passphrase_from_env
 from common.valuation.composition import COMPOSITION_RULES
 from common.valuation.payout import PAYOUT_POLICIES
 from server.federation.process_owner import Interrupted, raise_on_termination
 from server.valuation.scorers import resolve_scorers
 
-for _key, _value in {"HF_HUB_OFFLINE": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
-                     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-                     "TOKENIZERS_PARALLELISM": "false"}.items():
-    os.environ.setdefault(_key, _value)
+OFFLINE_ENVIRONMENT: dict[str, str] = {
+    "HF_HUB_OFFLINE": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "TOKENIZERS_PARALLELISM": "false"}
+"""Set (unless already set) by :func:`set_offline_environment` when a command starts, not on import."""
 
 EXIT_USER_ERROR = 2
 EXIT_RUN_FAILED = 1
+
+
+def set_offline_environment() -> None:
+    """Every command runs offline: no Hub downloads, no Flower update check or dependency install.
+
+    Called first by :func:`main` (and ``deploy/make_job.py``), before any library that reads
+    these variables is imported; importing this module changes nothing.
+    """
+    for key, value in OFFLINE_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
 
 
 def _say(message: str) -> None:
@@ -84,52 +95,52 @@ def hardware_from_args(args: argparse.Namespace) -> Hardware:
     return hardware
 
 
+def _job_default(name: str):
+    """A :class:`ValuationJob` field's default: the options it owns show and use it."""
+    return field_default(ValuationJob, name)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
 def add_valuation_options(p: argparse.ArgumentParser) -> None:
-    """Options every valuation shares (``demo``, ``value`` and ``deploy/make_job.py``)."""
-    p.add_argument("--composition", choices=COMPOSITION_RULES, default="sum",
-                   help="how owner models combine into a coalition model (default: sum, the paper's rule)")
-    p.add_argument("--payout-policy", choices=PAYOUT_POLICIES, default="positive",
-                   help="positive: shares ∝ positive values, negatives get 0 and are flagged; signed: φ/Σφ")
-    p.add_argument("--budget", type=float, default=1.0, help="amount to divide among owners (default 1)")
-    p.add_argument("--seed", type=seed_value, default=0, help="seed of training (and of the embedded market)")
+    """Options every valuation shares (``demo``, ``value`` and ``deploy/make_job.py``).
+
+    The valuation settings are generated from :class:`~common.config.games.ValuationSettings`;
+    the others' defaults come from the dataclasses that own them (:class:`ValuationJob`,
+    :class:`AdapterLimits`, :class:`TrainingSpec`).
+    """
+    limits = AdapterLimits()
+    p.add_argument("--composition", choices=COMPOSITION_RULES, default=_job_default("composition"),
+                   help=f"how owner models combine into a coalition model (default: {_job_default('composition')}, "
+                        "the paper's rule)")
+    p.add_argument("--payout-policy", choices=PAYOUT_POLICIES, default=_job_default("payout_policy"),
+                   help="positive: shares ∝ positive values, negatives get 0 and are flagged; signed: φ/Σφ "
+                        f"(default: {_job_default('payout_policy')})")
+    p.add_argument("--budget", type=float, default=_job_default("budget"),
+                   help=f"amount to divide among owners (default {_number(_job_default('budget'))})")
+    p.add_argument("--seed", type=seed_value, default=field_default(TrainingSpec, "seed"),
+                   help="seed of training (and of the embedded market) "
+                        f"(default {field_default(TrainingSpec, 'seed')})")
     add_training_options(p)
     add_hardware_options(p)
-    p.add_argument("--min-owners", type=int, default=1, help="fewest accepted owners to value (default 1)")
+    p.add_argument("--min-owners", type=int, default=_job_default("min_owners"),
+                   help=f"fewest accepted owners to value (default {_job_default('min_owners')})")
     p.add_argument("--coordinator-key", type=Path, default=None,
                    help="Ed25519 private key that signs the report (default: OUT/keys/coordinator.key, created)")
     p.add_argument("--storage-key", type=Path, default=None,
                    help="key file sealing adapters stored in the ledger (default: OUT/keys/storage.key, created)")
     p.add_argument("--max-adapter-norm", type=float, default=None,
-                   help="reject adapters whose L2 norm exceeds this (default 1000)")
-    p.add_argument("--max-adapter-mb", type=float, default=None, help="reject adapters larger than this (default 512)")
+                   help=f"reject adapters whose L2 norm exceeds this (default {_number(limits.max_norm)})")
+    p.add_argument("--max-adapter-mb", type=float, default=None,
+                   help=f"reject adapters larger than this (default {_number(limits.max_megabytes)})")
     p.add_argument("--duplicate-cosine", type=float, default=None,
-                   help="flag owner pairs whose adapters have cosine similarity ≥ this (default 0.99)")
-    p.add_argument("--utility", action="append", default=None, metavar="NAME",
-                   help="a game to value owners in, repeatable: preference (default), preference-logsigmoid, "
-                        "or reward:SCORER (mean reward of each coalition's generations)")
-    p.add_argument("--reward-model", action="append", default=[], metavar="NAME=DIR",
-                   help="a scorer NAME backed by a local sequence-classification model directory")
-    p.add_argument("--scorer", action="append", default=[], metavar="NAME=MODULE:FUNCTION",
-                   help="a scorer NAME backed by your function(prompts, responses) -> floats")
-    p.add_argument("--eval-prompts", type=Path, default=None,
-                   help="prompts decoded by reward utilities (default: the evaluation set's prompts)")
-    p.add_argument("--max-new-tokens", type=int, default=32, help="longest generated response (default 32)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy decoding (default)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1)")
-    p.add_argument("--payout-game", default="", help="utility whose values set the payout (default: the first)")
-    p.add_argument("--estimator", choices=ESTIMATOR_NAMES, default="auto",
-                   help="auto (exact up to --exact-max-players owners, else permutation), exact, "
-                        "permutation, truncated, kernel, banzhaf, loo")
-    p.add_argument("--exact-max-players", type=int, default=20,
-                   help="largest number of owners valued exactly under auto (default 20)")
-    p.add_argument("--max-evaluations", type=int, default=None,
-                   help="coalition evaluations a sampling estimator may use (default 10000·n)")
-    p.add_argument("--tolerance", type=float, default=None,
-                   help="stop sampling when every standard error is below this (default 1e-3)")
-    p.add_argument("--max-seconds", type=float, default=None, help="time budget of a sampling estimator")
-    p.add_argument("--rank-stable-for", type=int, default=None,
-                   help="also stop sampling once the owners' ranking is unchanged for K checks")
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for owners (default 900)")
+                   help=f"flag owner pairs whose adapters have cosine similarity ≥ this "
+                        f"(default {_number(limits.duplicate_cosine)})")
+    add_dataclass_options(p, ValuationSettings)
+    p.add_argument("--timeout", type=float, default=_job_default("owner_timeout_s"),
+                   help=f"seconds to wait for owners (default {_number(_job_default('owner_timeout_s'))})")
     p.add_argument("--public-report", action="store_true",
                    help="write report.json/.md/.html and the charts world-readable (0644) instead of 0600")
     p.add_argument("--export-adapters", action="store_true",
@@ -271,24 +282,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_pairs(items: Sequence[str], option: str, *, paths: bool = True, what: str = "PATH") -> dict[str, str]:
-    """``NAME=VALUE`` pairs, checked for form and uniqueness (and existence, for paths)."""
-    pairs: dict[str, str] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep or not name or not value:
-            raise ConfigError(f"{option} {item!r}: expected NAME={what}")
-        if name in pairs:
-            raise ConfigError(f"{option} {name}: named twice")
-        if paths:
-            if not Path(value).expanduser().exists():
-                raise ConfigError(f"{option} {name}: {value}: no such file or directory")
-            value = str(Path(value).expanduser().resolve())
-        pairs[name] = value
-    return pairs
-
-
 def resolve_data_ref(option: str, text: str, default_split: str | None = None) -> str:
     """A data file, or ``DIR:SPLIT``, as an absolute reference; checked to exist now.
 
@@ -369,17 +362,7 @@ def job_options(args: argparse.Namespace, default_utilities: tuple[str, ...] = (
         raise ConfigError(f"--timeout must be a finite number of seconds > 0, got {args.timeout!r}")
     if args.min_owners < 1:
         raise ConfigError(f"--min-owners must be at least 1, got {args.min_owners}")
-    if args.eval_prompts is not None and not args.eval_prompts.exists():
-        raise ConfigError(f"--eval-prompts {args.eval_prompts}: no such file or directory")
-    valuation = ValuationSettings(
-        utilities=tuple(args.utility or default_utilities), estimator=args.estimator,
-        exact_max_players=args.exact_max_players, max_evaluations=args.max_evaluations,
-        tolerance=args.tolerance, max_seconds=args.max_seconds, rank_stable_for=args.rank_stable_for,
-        payout_game=args.payout_game,
-        reward_models=parse_pairs(args.reward_model, "--reward-model", what="DIR"),
-        scorers=parse_pairs(args.scorer, "--scorer", paths=False, what="MODULE:FUNCTION"),
-        eval_prompts=str(args.eval_prompts.resolve()) if args.eval_prompts else "",
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
+    valuation = build(ValuationSettings, {"utilities": default_utilities, **chosen_options(args, ValuationSettings)})
     if valuation.reward_scorers:  # a scorer that cannot load should fail now, not after training
         resolve_scorers(valuation.reward_scorers, valuation.reward_models, valuation.scorers)
     limits = {k: v for k, v in (("max_norm", args.max_adapter_norm), ("max_megabytes", args.max_adapter_mb),
@@ -687,12 +670,8 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
 def cmd_keys_generate(args: argparse.Namespace) -> int:
     from common.trust.signing import fingerprint, generate_private_key, save_keypair
 
-    passphrase = None
-    if args.passphrase_env is not None:  # from the environment: argv is visible to every user in `ps`
-        value = os.environ.get(args.passphrase_env)
-        if not value:
-            raise ConfigError(f"--passphrase-env {args.passphrase_env}: that environment variable is unset or empty")
-        passphrase = value.encode("utf-8")
+    # from the environment: argv is visible to every user in `ps`
+    passphrase = passphrase_from_env(args.passphrase_env, what="--passphrase-env")
     key = generate_private_key()
     key_path, pub_path = save_keypair(key, args.out, args.name, passphrase=passphrase, force=args.force)
     print(f"private key: {key_path} (mode 600{', encrypted' if passphrase else ''}; keep it secret)")
@@ -753,12 +732,7 @@ def cmd_fetch_report(args: argparse.Namespace) -> int:
     from client.fetch import FetchError, PublicationClient, write_report
     from common.trust.signing import SignatureError, load_private_key, load_public_key
 
-    passphrase = None
-    if args.passphrase_env is not None:
-        value = os.environ.get(args.passphrase_env)
-        if not value:
-            raise ConfigError(f"--passphrase-env {args.passphrase_env}: that environment variable is unset or empty")
-        passphrase = value.encode("utf-8")
+    passphrase = passphrase_from_env(args.passphrase_env, what="--passphrase-env")
     if args.insecure and args.ca_cert:
         raise ConfigError("--insecure connects without TLS: drop --ca-cert, or drop --insecure")
     key = load_private_key(args.key, passphrase)
@@ -797,6 +771,7 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    set_offline_environment()
     args = build_parser().parse_args(argv)
     handler = COMMANDS[(args.command, getattr(args, "action", None))]
     if args.command in ("value", "demo"):

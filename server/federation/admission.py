@@ -26,6 +26,7 @@ import numpy as np
 
 from common.config.job import ValuationJob
 from common.errors import FairPoolError
+from common.status import SubmissionStatus
 from common.trust import faults
 from common.trust.adapter_checks import adapter_problem
 from common.trust.sealing import load_storage_key, seal, tensors_from_bytes, tensors_to_bytes, unseal
@@ -100,8 +101,9 @@ class Admission:
                           sealing_context(self.job.run_id, sub.owner, digest))
         if sub.owner not in self.job.owner_names or reason and reason.startswith("replay"):
             self.refused.append({"owner": sub.owner, "reason": reason})
-        self.ledger.record_submission(self.job.run_id, sub.owner, status="accepted" if reason is None else "rejected",
-                                      reason=reason, meta=meta, sealed=sealed)
+        status = SubmissionStatus.ACCEPTED if reason is None else SubmissionStatus.REJECTED
+        self.ledger.record_submission(self.job.run_id, sub.owner, status=status, reason=reason, meta=meta,
+                                      sealed=sealed)
         if reason is None:
             self.accepted[sub.owner] = sub
         faults.hit("after_submission_recorded")

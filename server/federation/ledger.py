@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import FairPoolError
+from common.status import OwnerStatus, RunStatus, SubmissionStatus
 from common.storage.private_files import create_private_file
 from common.trust.canonical import canonical_json
 
@@ -202,7 +203,7 @@ class Ledger:
         (``failure``) and the run keeps its ``done`` status, so owners can still fetch what was paid."""
         with self._db:
             self._db.execute("BEGIN")
-            if status != "done":  # failed, interrupted: never over a published report
+            if status != RunStatus.DONE:  # failed, interrupted: never over a published report
                 self._db.execute("UPDATE runs SET status=CASE WHEN report IS NOT NULL THEN status ELSE ? "
                                  "END, failure=? WHERE run_id=?", (status, failure, run_id))
             else:
@@ -235,7 +236,7 @@ class Ledger:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR IGNORE INTO owners (run_id, name, public_key, status, mac) "
                                  "VALUES (?, ?, ?, 'expected', ?)",
-                                 ((run_id, n, k, self._mac("owners", run_id, n, k, "expected", None))
+                                 ((run_id, n, k, self._mac("owners", run_id, n, k, OwnerStatus.EXPECTED, None))
                                   for n, k in owners.items()))
 
     def settle_owner(self, run_id: str, name: str, status: str, reason: str | None) -> None:
@@ -304,7 +305,7 @@ class Ledger:
         """Accepted adapters: owner → (digest, sealed blob, the accepted submission's meta)."""
         metas = {}
         for row in self.submissions(run_id):
-            if row["status"] == "accepted":
+            if row["status"] == SubmissionStatus.ACCEPTED:
                 metas[row["owner"]] = row["meta"]
         rows = self._db.execute("SELECT owner, adapter_sha256, sealed FROM adapters WHERE run_id=?",
                                 (run_id,)).fetchall()

@@ -12,13 +12,13 @@ Flower process from outside, can tell the user the actual reason.
 from __future__ import annotations
 
 import json
-import os
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from common.config.job import ValuationJob
 from common.errors import FairPoolError
+from common.status import RunStatus, SubmissionStatus
 from common.storage.locks import LockHeld, exclusive_lock
 from common.storage.progress import ProgressLog
 from common.trust import faults
@@ -71,14 +71,14 @@ def _run_locked(job: ValuationJob, collect: Collector, out: Path) -> dict | None
             report = _run(job, ledger, log, collect)
         except FairPoolError as exc:
             _fail(out, log, str(exc))
-            ledger.finish_run(job.run_id, "failed", failure=str(exc))
+            ledger.finish_run(job.run_id, RunStatus.FAILED, failure=str(exc))
             return None
         except Exception as exc:  # an unexpected failure still reaches the user, with its trace on disk
             message = f"internal error: {type(exc).__name__}: {exc}"
             _fail(out, log, message, traceback.format_exc())
-            ledger.finish_run(job.run_id, "failed", failure=message)
+            ledger.finish_run(job.run_id, RunStatus.FAILED, failure=message)
             return None
-        ledger.finish_run(job.run_id, "done", report)
+        ledger.finish_run(job.run_id, RunStatus.DONE, report)
         log.emit("done", f"report written to {out / 'report.json'}")
     return report
 
@@ -108,7 +108,8 @@ def _run(job: ValuationJob, ledger: Ledger, log: ProgressLog, collect: Collector
                                    refused=admission.refused)
     finally:  # also when the quorum is not met: the ledger says who was missing and why
         for sub in submissions:
-            ledger.settle_owner(job.run_id, sub.owner, "rejected" if sub.error else "accepted", sub.error)
+            ledger.settle_owner(job.run_id, sub.owner, SubmissionStatus.REJECTED if sub.error else SubmissionStatus.ACCEPTED,
+                                sub.error)
     for owner in report["owners"]:
         ledger.settle_owner(job.run_id, owner["name"], owner["status"], owner["reason"])
     report = _sign(job, report)
@@ -129,10 +130,12 @@ def _sign(job: ValuationJob, report: dict) -> dict:
     """The report signed with the coordinator's key, when the job names one."""
     if not job.coordinator_key:
         return report
+    from common.trust.passphrase import passphrase_from_env
     from common.trust.signing import load_private_key, sign_report
 
-    passphrase = os.environ.get(job.coordinator_key_passphrase_env) if job.coordinator_key_passphrase_env else None
-    key = load_private_key(job.coordinator_key, passphrase.encode() if passphrase else None)
+    passphrase = passphrase_from_env(job.coordinator_key_passphrase_env or None,
+                                     what="the job's coordinator_key_passphrase_env")
+    key = load_private_key(job.coordinator_key, passphrase)
     return sign_report(report, key)
 
 

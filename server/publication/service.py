@@ -40,8 +40,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from common.errors import ConfigError
+from common.status import RunStatus
 from common.storage.locks import holder_alive
-from common.trust.signing import SignatureError, load_public_key, token_owner, verify_report, verify_token
+from common.trust.signing import (
+    ReportVersionError,
+    SignatureError,
+    load_public_key,
+    token_owner,
+    verify_report,
+    verify_token,
+)
 from common.wire import publication_pb2 as pb
 from common.wire import publication_pb2_grpc as pb_grpc
 from common.wire.publication import (
@@ -209,11 +217,11 @@ class PublicationServicer(pb_grpc.PublicationServicer):
             owner = self._authenticate(context)
             with Ledger(self.ledger_path) as ledger:
                 run = self._authorised_run(ledger, request.run_id, owner)
-            if self._status(run) == "stale":
+            if self._status(run) == RunStatus.STALE:
                 raise _Abort(grpc.StatusCode.FAILED_PRECONDITION,
                              f"run {run['run_id']} is stale: its coordinator is no longer running (re-run its "
                              "command to resume it)")
-            if run["status"] == "running":
+            if run["status"] == RunStatus.RUNNING:
                 raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f"run {run['run_id']} is still running")
             if run["report"] is None:
                 raise _Abort(grpc.StatusCode.FAILED_PRECONDITION,
@@ -264,7 +272,7 @@ class PublicationServicer(pb_grpc.PublicationServicer):
             if finished:
                 return
             run = ledger.run(run_id)
-            finished = run is None or self._status(run) != "running"
+            finished = run is None or self._status(run) != RunStatus.RUNNING
             wake.wait(self.poll_s)
 
     def _status(self, run: Mapping) -> str:
@@ -274,11 +282,11 @@ class PublicationServicer(pb_grpc.PublicationServicer):
         pid in the lock file: a dead pid means the run will never finish by itself, and streams on
         it must end rather than wait forever. The ledger itself is not written (this service only reads).
         """
-        if run["status"] != "running":
+        if run["status"] != RunStatus.RUNNING:
             return run["status"]
         from server.federation.run import LEDGER_LOCK
 
-        return "stale" if holder_alive(self.ledger_path.parent / LEDGER_LOCK) is False else "running"
+        return RunStatus.STALE if holder_alive(self.ledger_path.parent / LEDGER_LOCK) is False else RunStatus.RUNNING
 
     def _open_stream(self, owner: str) -> None:
         """Count a new WatchRun, or refuse it: one owner must not hold every server thread."""
@@ -340,6 +348,9 @@ class PublicationServicer(pb_grpc.PublicationServicer):
             return job_owner_names(ledger.run_job(run["run_id"]))
         try:
             verify_report(report, self.coordinator_key)
+        except ReportVersionError as exc:
+            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f"the stored report of run {run['run_id']!r}: {exc}") \
+                from None
         except SignatureError:
             raise _Abort(grpc.StatusCode.DATA_LOSS, f"the stored report of run {run['run_id']!r} fails the "
                                                     "coordinator's signature: refused") from None

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from common.status import OwnerStatus
 from server.report.figures import PLAIN_TEXT, draw_values, png_bytes, pyplot, signature_figure
 from server.report.markdown import evaluated, format_value
 from server.report.schema import payout_game, value_kind
@@ -201,7 +202,7 @@ def _dl(items: Iterable[tuple[str, str]]) -> str:
 
 
 def _owners_line(owners: list[dict]) -> str:
-    valued = sum(o["status"] == "valued" for o in owners)
+    valued = sum(o["status"] == OwnerStatus.VALUED for o in owners)
     names = ", ".join(_e(o["name"]) for o in owners[:OWNERS_IN_HEADER])
     more = f" … and {len(owners) - OWNERS_IN_HEADER} more" if len(owners) > OWNERS_IN_HEADER else ""
     return f"{len(owners)} ({valued} valued, {len(owners) - valued} rejected): {names}{more}"
@@ -242,7 +243,7 @@ def payout_table(report: dict) -> str:
         name = owner["name"]
         share, amount = payout["shares"].get(name), payout["amounts"].get(name)
         flagged = name in payout["flagged"]
-        css = "rejected" if owner["status"] == "rejected" else ("flagged" if flagged else "valued")
+        css = "rejected" if owner["status"] == OwnerStatus.REJECTED else ("flagged" if flagged else "valued")
         cells = [
             f"<td>{_e(name)}</td>",
             f"<td>{_e(owner['status'])}</td>",
@@ -256,7 +257,7 @@ def payout_table(report: dict) -> str:
     th = "".join(f'<th scope="col">{_e(h)}</th>' for h in head)
     parts = ['<section id="payout"><h2>Payout</h2>',
              f'<table class="payout"><thead><tr>{th}</tr></thead><tbody>{"".join(rows)}</tbody></table>']
-    rejected = [o for o in report["owners"] if o["status"] == "rejected"]
+    rejected = [o for o in report["owners"] if o["status"] == OwnerStatus.REJECTED]
     if rejected:
         items = "".join(f"<li><strong>{_e(o['name'])}</strong>: {_e(o['reason'])}</li>" for o in rejected)
         parts.append(f'<h3>Rejected owners</h3><ul class="rejected">{items}</ul>')

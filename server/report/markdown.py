@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from common.status import OwnerStatus
 from server.report.schema import payout_game, value_kind
 
 
@@ -37,7 +38,7 @@ def render_markdown(report: dict) -> str:
             f"| {name} | {owner['num_examples'] or '—'} | {status} | {values} | "
             f"{'—' if share is None else f'{share:.1%}'} | {'—' if amount is None else f'{amount:.2f}'} |"
         )
-    rejected = [o for o in report["owners"] if o["status"] == "rejected"]
+    rejected = [o for o in report["owners"] if o["status"] == OwnerStatus.REJECTED]
     if rejected:
         lines += ["", "## Rejected owners", ""]
         lines += [f"- **{o['name']}**: {o['reason']}" for o in rejected]

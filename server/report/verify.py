@@ -16,6 +16,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from common.errors import ConfigError, DataError, FairPoolError
+from common.status import OwnerStatus
 from common.trust.digest import tensors_sha256
 from common.trust.signing import (
     SignatureError,
@@ -101,7 +102,7 @@ def _check_owner(report: dict, owner: str, adapter_dir: str | Path) -> list[str]
         names = ", ".join(str(o.get("name")) for o in report.get("owners", []) if isinstance(o, dict))
         raise VerificationError(f"owner {owner!r} is not in the report (owners: {names or 'none'})")
     entry = entries[0]
-    if entry.get("status") != "valued":
+    if entry.get("status") != OwnerStatus.VALUED:
         reason = entry.get("reason") or "no reason given"
         raise VerificationError(f"owner {owner!r} was not valued (status {entry.get('status')!r}: {reason})")
     expected = str(entry.get("adapter_sha256") or "")
@@ -139,7 +140,7 @@ def verify_report_file(
     verify_report(report, pub)
     _require_exact_bytes(report_path, data, report)
     owners = report.get("owners", [])
-    valued = sum(1 for o in owners if isinstance(o, dict) and o.get("status") == "valued")
+    valued = sum(1 for o in owners if isinstance(o, dict) and o.get("status") == OwnerStatus.VALUED)
     games = len(report.get("games", []))
     lines = [f"signature: valid ed25519 signature by coordinator key {fingerprint(pub)}",
              f"report: run {report.get('run_id', '?')}, {len(owners)} owner{'s' * (len(owners) != 1)} "

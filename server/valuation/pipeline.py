@@ -23,6 +23,7 @@ from common.errors import FairPoolError
 from common.model.base import load_spec_model
 from common.model.lora import expected_adapter_shapes
 from common.model.tokenization import usable_pairs
+from common.status import OwnerStatus
 from common.trust import faults
 from common.trust.adapter_checks import AdapterLimits, adapter_problem, near_duplicates
 from common.trust.canonical import json_sha256
@@ -254,7 +255,7 @@ def value_submissions(
             "source": sub.source if sub.tensors is not None else entry.source,
             "num_examples": int(sub.num_examples),
             "adapter_sha256": sub.digest,
-            "status": "rejected" if reason else "valued",
+            "status": OwnerStatus.REJECTED if reason else OwnerStatus.VALUED,
             "reason": reason,
             "dropped": dict(sub.dropped),
             "metrics": {k: float(v) for k, v in sub.metrics.items()},
