@@ -9,6 +9,7 @@ built it is an ordinary local model directory, loaded like any user's (:mod:`com
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -156,16 +157,26 @@ def build_base_model(
     """Build (or reuse a valid cached build of) the embedded base model; return its directory.
 
     The build happens in a temporary sibling directory that is renamed into place, so an
-    interrupted build never leaves a half-written model that later looks valid.
+    interrupted build never leaves a half-written model that later looks valid. Processes
+    that need the same build at once (two first runs, parallel test workers) take turns on a
+    lock beside it: the first builds, the others then find the valid cache.
     """
-    import torch
-
     config = config or TinyModelConfig()
     directory = Path(directory) if directory else default_base_model_dir(config)
     if not force and cached_model_is_valid(directory):
         return directory
-    started = time.perf_counter()
     directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f".{directory.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, however the process ends
+        if not force and cached_model_is_valid(directory):
+            return directory
+        return _build(config, directory, progress)
+
+
+def _build(config: TinyModelConfig, directory: Path, progress: Callable[[str], None]) -> Path:
+    import torch
+
+    started = time.perf_counter()
     lines = corpus_lines(config.corpus_lines, config.seed)
     progress(f"training tokenizer on {len(lines)} corpus lines")
     tokenizer = _train_tokenizer(lines, config.vocab_size)

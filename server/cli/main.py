@@ -407,6 +407,7 @@ def _prepare(job, args: argparse.Namespace):
 
 def _record_interruption(job, how: str) -> None:
     """Say in the ledger that the run was interrupted (not some reason invented by dying processes)."""
+    from common.status import RunStatus
     from server.federation.ledger import Ledger
     from server.federation.run import LEDGER_FILE
 
@@ -414,7 +415,7 @@ def _record_interruption(job, how: str) -> None:
     if path.exists():
         with Ledger(path) as ledger:
             if ledger.run(job.run_id) is not None:
-                ledger.finish_run(job.run_id, "interrupted", failure=f"interrupted by {how}; re-run the command "
+                ledger.finish_run(job.run_id, RunStatus.INTERRUPTED, failure=f"interrupted by {how}; re-run the command "
                                                                       "to resume")
 
 
@@ -459,7 +460,7 @@ def render_table(report: dict) -> str:
         cells = []
         for game in games:
             value = game["values"].get(name)
-            cells.append("-" if not value else f"{value['shapley']:+.4f}"
+            cells.append("-" if not value else f"{value['value']:+.4f}"
                          + (f" ±{value['stderr']:.4f}" if value["stderr"] else ""))
         examples = str(owner["num_examples"]) if owner["num_examples"] else "-"
         rows.append((name, examples, *((owner.get("source", "trained"),) if sourced else ()), owner["status"],
