@@ -410,3 +410,31 @@ def test_federation_values_trained_owners_and_an_existing_adapter(tmp_path, fast
     with Ledger(Path(fed.job.out_dir) / LEDGER_FILE) as ledger:
         metas = {s["owner"]: s["meta"] for s in ledger.submissions(fed.job.run_id)}
     assert metas["holder"]["source"] == "adapter" and metas["clean"]["source"] == "trained"
+
+
+def test_admission_and_valuation_share_one_content_check(tmp_path, expected, fast_spec):
+    """Issue 13: ``Admission.reason`` and ``rejection_reason`` were two copies of the admission
+    checks. Every content problem gets the same reason from both."""
+    from common.config.job import OwnerEntry, ValuationJob
+    from server.federation.admission import Admission
+    from server.federation.ledger import Ledger
+    from server.valuation.pipeline import Submission, rejection_reason
+
+    job = ValuationJob(run_id="r", owners=(OwnerEntry("a", adapter="/x"),), eval_path="-", out_dir=str(tmp_path),
+                       spec=fast_spec, simulated=False)
+    good = _random_tensors(expected)
+    key = sorted(good)[0]
+    cases = {"good": dict(good), "missing": {k: v for k, v in good.items() if k != key},
+             "nan": {**good, key: np.full_like(good[key], np.nan)},
+             "double": {**good, key: good[key].astype(np.float64)}, "huge": {**good, key: good[key] * 1e9}}
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        ledger.start_run("r", job.to_json())
+        admission = Admission(job, ledger, expected)
+        seen = set()
+        for name, tensors in cases.items():
+            for source in ("adapter", "trained"):
+                sub = Submission("a", tensors=tensors, source=source)
+                reason = rejection_reason(sub, expected, fast_spec.lora_r, job.adapter_limits, job.composition)
+                assert admission.reason(sub, None) == reason, (name, source)
+                seen.add(reason)
+        assert None in seen and len(seen) >= 5  # the cases really differ

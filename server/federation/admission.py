@@ -28,11 +28,10 @@ from common.config.job import ValuationJob
 from common.errors import FairPoolError
 from common.status import SubmissionStatus
 from common.trust import faults
-from common.trust.adapter_checks import adapter_problem
 from common.trust.sealing import load_storage_key, seal, tensors_from_bytes, tensors_to_bytes, unseal
 from common.trust.signing import SubmissionClaim, load_public_key, verify_claim
 from server.federation.ledger import Ledger
-from server.valuation.pipeline import Submission, examples_problem
+from server.valuation.pipeline import Submission, rejection_reason
 
 
 def sealing_context(run_id: str, owner: str, digest: str) -> str:
@@ -82,10 +81,8 @@ class Admission:
                                     self.spec_sha256)
             if not verify_claim(self.keys[sub.owner], claim, sub.signature):
                 return f"bad signature: not signed by {sub.owner}'s registered key, or the signed fields were altered"
-        problem = adapter_problem(sub.tensors, self.expected, self.job.spec.lora_r, self.job.adapter_limits)
-        if problem:
-            return problem
-        return examples_problem(sub, self.job.composition)
+        # the content checks are the valuation's own, so what is admitted is what it would value
+        return rejection_reason(sub, self.expected, self.job.spec.lora_r, self.job.adapter_limits, self.job.composition)
 
     def admit(self, sub: Submission, issued_nonce: str | None) -> str | None:
         """Check ``sub``, record it in the ledger (sealing an accepted adapter); return the reason or None."""

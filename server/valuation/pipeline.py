@@ -99,7 +99,12 @@ def examples_problem(submission: Submission, composition: str = "sum") -> str | 
 
 def rejection_reason(submission: Submission, expected: Mapping[str, tuple[int, ...]], rank: int,
                      limits: AdapterLimits = AdapterLimits(), composition: str = "sum") -> str | None:
-    """Why a submission cannot be valued, or ``None`` when it is sound (signatures: server/federation/admission.py)."""
+    """Why a submission's content cannot be valued, or ``None`` when it is sound: the one content check.
+
+    :class:`server.federation.admission.Admission` calls it after the identity checks (allowlist,
+    nonce, signature), and :func:`value_submissions` calls it again for direct callers, so the
+    two can never disagree on what is valuable.
+    """
     if submission.error:
         return submission.error
     problem = adapter_problem(submission.tensors, expected, rank, limits)
