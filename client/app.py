@@ -1,14 +1,12 @@
 """Flower ClientApp of an owner: a thin layer over :mod:`client.owner`.
 
-Message in: ``spec`` (ConfigRecord of :class:`~common.config.spec.TrainingSpec`), optionally
-``roster`` (simulation only). Message out: ``adapter`` (ArrayRecord, float32 tensors),
-``meta`` (owner, counts, digest, ``source``: ``trained`` or ``adapter``, or ``error``),
-``metrics`` (MetricRecord).
+The message's records and keys are :mod:`common.wire.messages`: in, ``spec``, ``request``,
+``hardware`` and (simulation only) ``roster``; out, ``meta`` (:class:`ReplyMeta`), ``adapter``
+(ArrayRecord, float32 tensors) and ``metrics`` (MetricRecord).
 """
 
 from __future__ import annotations
 
-import json
 import os
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -17,16 +15,17 @@ from flwr.clientapp import ClientApp
 from client.owner import node_hardware, resolve_identity, sign_submission, train_with_retries
 from common.config.spec import TrainingSpec
 from common.errors import FairPoolError
+from common.wire.messages import Records, ReplyMeta, Roster, TrainingRequest, WireError
 
 app = ClientApp()
 
 
-def _reply(msg: Message, meta: dict, adapter: ArrayRecord | None = None, metrics: dict | None = None) -> Message:
-    content = RecordDict({"meta": ConfigRecord(meta)})
+def _reply(msg: Message, meta: ReplyMeta, adapter: ArrayRecord | None = None, metrics: dict | None = None) -> Message:
+    content = RecordDict({Records.META: ConfigRecord(meta.to_record())})
     if adapter is not None:
-        content["adapter"] = adapter
+        content[Records.ADAPTER] = adapter
     if metrics:
-        content["metrics"] = MetricRecord(metrics)
+        content[Records.METRICS] = MetricRecord(metrics)
     return Message(content=content, reply_to=msg)
 
 
@@ -38,39 +37,27 @@ def train(msg: Message, context: Context) -> Message:
     import torch
 
     torch.set_num_threads(int(os.environ.get("FAIRPOOL_CLIENT_THREADS", "1")))
-    roster = None
-    if "roster" in msg.content:
-        record = msg.content["roster"]
-        roster = {k: list(record[k]) for k in ("names", "paths", "keys", "adapters", "adapter_examples")
-                  if k in record}
-    request = dict(msg.content["request"]) if "request" in msg.content else {}
+    content = msg.content
     try:
+        roster = Roster.from_record(dict(content[Records.ROSTER])).as_lists() if Records.ROSTER in content else None
+        request = TrainingRequest.from_record(dict(content[Records.REQUEST]) if Records.REQUEST in content else None)
         identity = resolve_identity(context.node_config, roster)
-    except FairPoolError as exc:
-        return _reply(msg, {"owner": "", "error": str(exc)})
-    if identity.name in list(request.get("held", [])):
-        return _reply(msg, {"owner": identity.name, "skipped": True})  # the coordinator holds our adapter
+    except (FairPoolError, WireError) as exc:
+        return _reply(msg, ReplyMeta("", error=str(exc)))
+    if identity.name in request.held:
+        return _reply(msg, ReplyMeta(identity.name, skipped=True))  # the coordinator holds our adapter
     try:
-        spec = TrainingSpec.from_record(dict(msg.content["spec"]))
-        requested = dict(msg.content["hardware"]) if "hardware" in msg.content else None
+        spec = TrainingSpec.from_record(dict(content[Records.SPEC]))
+        requested = dict(content[Records.HARDWARE]) if Records.HARDWARE in content else None
         hardware = node_hardware(context.node_config, requested)
         result, attempts = train_with_retries(spec, identity, hardware=hardware)
-        run_id, nonce = str(request.get("run_id", "")), str(request.get("nonce", ""))
-        signature = sign_submission(identity, run_id, nonce, result, spec)
+        signature = sign_submission(identity, request.run_id, request.nonce, result, spec)
     except FairPoolError as exc:
-        return _reply(msg, {"owner": identity.name, "error": str(exc)})
+        return _reply(msg, ReplyMeta(identity.name, error=str(exc)))
     except Exception as exc:  # report, never crash the node: the coordinator records the reason
-        return _reply(msg, {"owner": identity.name, "error": f"training failed: {type(exc).__name__}: {exc}"})
+        return _reply(msg, ReplyMeta(identity.name, error=f"training failed: {type(exc).__name__}: {exc}"))
     adapter = ArrayRecord({name: Array(tensor) for name, tensor in result.tensors.items()})
-    meta = {
-        "owner": identity.name,
-        "num_examples": result.num_examples,
-        "sha256": result.sha256,
-        "dropped": json.dumps(result.dropped, sort_keys=True),
-        "run_id": run_id,
-        "nonce": nonce,
-        "spec_sha256": spec.digest(),
-        "signature": signature,
-        "source": identity.source,
-    }
+    meta = ReplyMeta(identity.name, num_examples=result.num_examples, sha256=result.sha256,
+                     dropped=dict(result.dropped), run_id=request.run_id, nonce=request.nonce,
+                     spec_sha256=spec.digest(), signature=signature, source=identity.source)
     return _reply(msg, meta, adapter, {**result.metrics, "attempts": float(attempts)})

@@ -205,8 +205,10 @@ def test_rejection_reason_accepts_an_adapter_without_examples(expected, fast_spe
     nan[key] = nan[key].copy()
     nan[key][0, 0] = np.nan
     assert "non-finite" in rejection_reason(Submission("a", tensors=nan, source="adapter"), expected, fast_spec.lora_r)
-    assert submission_from_meta("a", {"source": "adapter"}, tensors, {}).source == "adapter"
-    assert submission_from_meta("a", {}, tensors, {}).source == "trained"
+    from common.wire.messages import ReplyMeta
+
+    assert submission_from_meta(ReplyMeta.from_record({"owner": "a", "source": "adapter"}), tensors, {}).source == "adapter"
+    assert submission_from_meta(ReplyMeta.from_record({"owner": "a"}), tensors, {}).source == "trained"
 
 
 def test_admission_keeps_the_source_through_a_resume(tmp_path, expected, fast_spec):

@@ -39,6 +39,31 @@ def sealing_context(run_id: str, owner: str, digest: str) -> str:
     return f"fairpool-adapter-v1/{run_id}/{owner}/{digest}"
 
 
+def ledger_meta(sub: Submission) -> dict[str, object]:
+    """What the ledger keeps of a submission beside its sealed tensors (read back by
+    :func:`submission_from_ledger`: the two name the same keys, here only)."""
+    return {"nonce": sub.nonce, "adapter_sha256": sub.digest, "signature": sub.signature,
+            "num_examples": int(sub.num_examples), "dropped": dict(sub.dropped),
+            "metrics": {k: float(v) for k, v in sub.metrics.items()}, "run_id": sub.run_id,
+            "spec_sha256": sub.spec_sha256, "source": sub.source}
+
+
+def submission_from_ledger(owner: str, digest: str, tensors: Mapping[str, np.ndarray],
+                           meta: Mapping[str, object]) -> Submission:
+    """A stored submission as it was admitted (:func:`ledger_meta`), its tensors as float32."""
+    def text(key: str) -> str:
+        return str(meta.get(key) or "")
+
+    dropped = meta.get("dropped", {})
+    metrics = meta.get("metrics", {})
+    return Submission(owner, tensors={k: np.asarray(v, dtype=np.float32) for k, v in tensors.items()},
+                      num_examples=int(str(meta.get("num_examples", 0))), claimed_sha256=digest,
+                      dropped={str(k): int(v) for k, v in dropped.items()} if isinstance(dropped, dict) else {},
+                      metrics=dict(metrics) if isinstance(metrics, dict) else {}, nonce=text("nonce"),
+                      run_id=text("run_id"), spec_sha256=text("spec_sha256"), signature=text("signature"),
+                      source="adapter" if meta.get("source") == "adapter" else "trained")
+
+
 class Admission:
     """The coordinator's gate for one run: checks, records and stores every reply."""
 
@@ -88,10 +113,7 @@ class Admission:
         """Check ``sub``, record it in the ledger (sealing an accepted adapter); return the reason or None."""
         reason = self.reason(sub, issued_nonce)
         digest = sub.digest
-        meta = {"nonce": sub.nonce, "adapter_sha256": digest, "signature": sub.signature,
-                "num_examples": int(sub.num_examples), "dropped": dict(sub.dropped),
-                "metrics": {k: float(v) for k, v in sub.metrics.items()}, "run_id": sub.run_id,
-                "spec_sha256": sub.spec_sha256, "source": sub.source}
+        meta = ledger_meta(sub)
         sealed = None
         if reason is None and self.storage_key is not None:
             sealed = seal(self.storage_key, tensors_to_bytes(sub.tensors),
@@ -119,13 +141,7 @@ class Admission:
             raise FairPoolError("the ledger holds sealed adapters of this run but the job names no storage key")
         for owner, (digest, blob, meta) in stored.items():
             tensors = tensors_from_bytes(unseal(self.storage_key, blob, sealing_context(self.job.run_id, owner, digest)))
-            sub = Submission(owner, tensors={k: np.asarray(v, dtype=np.float32) for k, v in tensors.items()},
-                             num_examples=int(meta.get("num_examples", 0)), claimed_sha256=digest,
-                             dropped={k: int(v) for k, v in meta.get("dropped", {}).items()},
-                             metrics=dict(meta.get("metrics", {})), nonce=str(meta.get("nonce") or ""),
-                             run_id=str(meta.get("run_id") or ""), spec_sha256=str(meta.get("spec_sha256") or ""),
-                             signature=str(meta.get("signature") or ""),
-                             source="adapter" if meta.get("source") == "adapter" else "trained")
+            sub = submission_from_ledger(owner, digest, tensors, meta)
             if sub.digest != digest:
                 raise FairPoolError(f"stored adapter of {owner} does not match its recorded digest")
             out[owner] = sub

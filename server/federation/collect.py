@@ -14,6 +14,7 @@ from flwr.serverapp import Grid
 
 from common.config.job import ValuationJob
 from common.trust.signing import new_nonce
+from common.wire.messages import Records, ReplyMeta, Roster, TrainingRequest
 from server.federation.admission import Admission
 from server.valuation.pipeline import Submission, submission_from_meta
 
@@ -33,16 +34,15 @@ def training_message(job: ValuationJob, node_id: int, nonce: str, held: Sequence
     adapters the coordinator already holds (they need not train again), and the roster when
     owners are simulated."""
     content = RecordDict({
-        "spec": ConfigRecord({**job.spec.to_record(), "run_id": job.run_id}),
-        "request": ConfigRecord({"run_id": job.run_id, "nonce": nonce, "held": list(held)}),
-        "hardware": ConfigRecord(job.hardware.to_record()),
+        Records.SPEC: ConfigRecord({**job.spec.to_record(), "run_id": job.run_id}),
+        Records.REQUEST: ConfigRecord(TrainingRequest(job.run_id, nonce, tuple(held)).to_record()),
+        Records.HARDWARE: ConfigRecord(job.hardware.to_record()),
     })
     if job.simulated:
-        content["roster"] = ConfigRecord({"names": [o.name for o in job.owners],
-                                          "paths": [o.data for o in job.owners],
-                                          "keys": [o.signing_key for o in job.owners],
-                                          "adapters": [o.adapter for o in job.owners],
-                                          "adapter_examples": [int(o.adapter_examples) for o in job.owners]})
+        roster = Roster(tuple(o.name for o in job.owners), tuple(o.data for o in job.owners),
+                        tuple(o.signing_key for o in job.owners), tuple(o.adapter for o in job.owners),
+                        tuple(int(o.adapter_examples) for o in job.owners))
+        content[Records.ROSTER] = ConfigRecord(roster.to_record())
     return Message(content=content, dst_node_id=node_id, message_type=MessageType.TRAIN)
 
 
@@ -51,15 +51,14 @@ def decode_reply(reply: Message) -> Submission | None:
     if reply.has_error():
         return None
     content = reply.content
-    meta = dict(content["meta"]) if "meta" in content else {}
-    owner = str(meta.get("owner", ""))
-    if not owner:
+    meta = ReplyMeta.from_record(dict(content[Records.META]) if Records.META in content else {})
+    if not meta.owner:
         return None
     tensors = None
-    if "adapter" in content:
-        tensors = {name: array.numpy() for name, array in content["adapter"].items()}
-    metrics = dict(content["metrics"]) if "metrics" in content else {}
-    return submission_from_meta(owner, meta, tensors, metrics)
+    if Records.ADAPTER in content:
+        tensors = {name: array.numpy() for name, array in content[Records.ADAPTER].items()}
+    metrics = dict(content[Records.METRICS]) if Records.METRICS in content else {}
+    return submission_from_meta(meta, tensors, metrics)
 
 
 def collect_adapters(grid: Grid, job: ValuationJob, admission: Admission, wanted: Sequence[str],

@@ -34,6 +34,7 @@ from common.valuation.estimators import estimate
 from common.valuation.game import Game, UtilityStore
 from common.valuation.payout import payout_shares
 from common.valuation.preference_game import preference_game
+from common.wire.messages import ReplyMeta
 from server.valuation.generation_game import CoalitionGenerations, reward_game, reward_game_key
 from server.valuation.scorers import resolve_scorers
 from server.valuation.scoring import load_adapters, score_evaluation
@@ -351,22 +352,13 @@ def check_efficiency(game: dict, tol: float = 1e-9) -> bool:
     return math.isclose(total, game["grand"] - game["empty"], abs_tol=tol)
 
 
-def submission_from_meta(owner: str, meta: Mapping[str, object], tensors, metrics) -> Submission:
-    """Build a :class:`Submission` from a reply's decoded records (used by the ServerApp)."""
-    if meta.get("error"):
-        return Submission(owner, error=str(meta["error"]))
-    if meta.get("skipped"):
-        return Submission(owner, skipped=True)
-    return Submission(
-        owner=owner,
-        tensors=tensors,
-        num_examples=int(meta.get("num_examples", 0)),
-        claimed_sha256=str(meta.get("sha256", "")),
-        dropped={k: int(v) for k, v in json.loads(str(meta.get("dropped", "{}"))).items()},
-        metrics=dict(metrics or {}),
-        nonce=str(meta.get("nonce", "")),
-        run_id=str(meta.get("run_id", "")),
-        spec_sha256=str(meta.get("spec_sha256", "")),
-        signature=str(meta.get("signature", "")),
-        source="adapter" if meta.get("source") == "adapter" else "trained",
-    )
+def submission_from_meta(meta: ReplyMeta, tensors, metrics) -> Submission:
+    """Build a :class:`Submission` from a reply's decoded records (:mod:`common.wire.messages`)."""
+    if meta.error:
+        return Submission(meta.owner, error=meta.error)
+    if meta.skipped:
+        return Submission(meta.owner, skipped=True)
+    return Submission(owner=meta.owner, tensors=tensors, num_examples=meta.num_examples,
+                      claimed_sha256=meta.sha256, dropped=dict(meta.dropped), metrics=dict(metrics or {}),
+                      nonce=meta.nonce, run_id=meta.run_id, spec_sha256=meta.spec_sha256,
+                      signature=meta.signature, source=meta.source)
