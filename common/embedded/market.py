@@ -97,11 +97,8 @@ def make_market(
     eval_size: int = 200,
 ) -> Market:
     """Write the market as JSONL files under ``out`` and a ``market.json`` manifest."""
-    root = Path(out)
     profiles = profiles or default_profiles()
-    names = [p.name for p in profiles]
-    if len(set(names)) != len(names):
-        raise ValueError(f"owner names must be unique: {names}")
+    _check_unique(profiles)
     data: dict[str, list[PreferenceExample]] = {}
     for profile in profiles:
         if profile.copy_of is None:
@@ -111,22 +108,39 @@ def make_market(
             if profile.copy_of not in data:
                 raise ValueError(f"{profile.name} copies unknown owner {profile.copy_of}")
             data[profile.name] = list(data[profile.copy_of])
-    (root / "owners").mkdir(parents=True, exist_ok=True)
-    owners = {}
-    for name, examples in data.items():
-        owners[name] = root / "owners" / f"{name}.jsonl"
-        save_preferences_jsonl(examples, owners[name])
-    eval_path = root / "eval.jsonl"
-    save_preferences_jsonl(eval_examples(eval_size, seed), eval_path)
-    manifest = {
+    return _write_market(Path(out), profiles, data, eval_examples(eval_size, seed), {
         "market_version": MARKET_VERSION,
         "seed": seed,
-        "owners": [{**asdict(p), "path": str(owners[p.name].relative_to(root))} for p in profiles],
         "eval": {"path": "eval.jsonl", "size": eval_size},
         "ground_truth": "clean >= clean-small > noisy > 0 > flipped; duplicate == clean",
-    }
+    })
+
+
+def _check_unique(profiles: tuple[OwnerProfile, ...] | tuple[ObjectiveProfile, ...]) -> None:
+    names = [p.name for p in profiles]
+    if len(set(names)) != len(names):
+        raise ValueError(f"owner names must be unique: {names}")
+
+
+def _write_market(root: Path, profiles: tuple[OwnerProfile, ...] | tuple[ObjectiveProfile, ...],
+                  data: dict[str, list[PreferenceExample]], evaluation: list[PreferenceExample],
+                  manifest: dict, extra_evals: dict[str, list[PreferenceExample]] | None = None) -> Market:
+    """The one market writer: every owner's JSONL file, ``eval.jsonl`` (and any extra evaluation
+    files), and ``market.json`` = ``manifest`` plus each owner's profile and path."""
+    (root / "owners").mkdir(parents=True, exist_ok=True)
+    owners = {p.name: root / "owners" / f"{p.name}.jsonl" for p in profiles}
+    for profile in profiles:
+        save_preferences_jsonl(data[profile.name], owners[profile.name])
+    eval_path = root / "eval.jsonl"
+    save_preferences_jsonl(evaluation, eval_path)
+    for name, examples in (extra_evals or {}).items():
+        save_preferences_jsonl(examples, root / name)
+    owner_rows = [{**asdict(p), "path": str(owners[p.name].relative_to(root))} for p in profiles]
+    keys = list(manifest)
+    at = keys.index("seed") + 1 if "seed" in keys else len(keys)  # the manifest's key order is kept
+    manifest = {**{k: manifest[k] for k in keys[:at]}, "owners": owner_rows, **{k: manifest[k] for k in keys[at:]}}
     (root / "market.json").write_text(json.dumps(manifest, indent=2))
-    return Market(root, {p.name: owners[p.name] for p in profiles}, eval_path, profiles)
+    return Market(root, owners, eval_path, profiles)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,30 +299,19 @@ def make_objectives_market(
     """
     from common.embedded import objectives as ob
 
-    root = Path(out)
     profiles = profiles or objective_profiles(scale)
-    names = [p.name for p in profiles]
-    if len(set(names)) != len(names):
-        raise ValueError(f"owner names must be unique: {names}")
-    (root / "owners").mkdir(parents=True, exist_ok=True)
-    owners = {}
-    for profile in profiles:
-        owners[profile.name] = root / "owners" / f"{profile.name}.jsonl"
-        save_preferences_jsonl(objective_owner_examples(profile, seed), owners[profile.name])
+    _check_unique(profiles)
+    data = {profile.name: objective_owner_examples(profile, seed) for profile in profiles}
     evaluation = objective_eval_examples(eval_size, seed)
-    eval_path = root / "eval.jsonl"
-    save_preferences_jsonl(evaluation, eval_path)
     split = {
         "helpful": [e for e in evaluation if ob.find_fact(e.prompt) is not None],
         "harmless": [e for e in evaluation if ob.find_harm(e.prompt) is not None],
     }
-    for objective, examples in split.items():
-        save_preferences_jsonl(examples, root / f"eval-{objective}.jsonl")
+    owners = {p.name for p in profiles}
     manifest = {
         "market": "objectives",
         "market_version": OBJECTIVES_MARKET_VERSION,
         "seed": seed,
-        "owners": [{**asdict(p), "path": str(owners[p.name].relative_to(root))} for p in profiles],
         "eval": {"path": "eval.jsonl", "size": eval_size,
                  "by_objective": {k: {"path": f"eval-{k}.jsonl", "size": len(v)} for k, v in split.items()}},
         "scorers": sorted(ob.BUILTIN_SCORERS),
@@ -316,5 +319,5 @@ def make_objectives_market(
         "expected_signs": {k: v for k, v in OBJECTIVES_EXPECTED_SIGNS.items() if k in owners},
         "ground_truth": "helpful-only > 0 on helpful; harmless-only > 0 on harmless; complier < 0 on harmless",
     }
-    (root / "market.json").write_text(json.dumps(manifest, indent=2))
-    return Market(root, owners, eval_path, tuple(profiles))
+    return _write_market(Path(out), tuple(profiles), data, evaluation, manifest,
+                         {f"eval-{k}.jsonl": v for k, v in split.items()})
