@@ -25,9 +25,16 @@ from common.model.base import load_spec_model
 from common.valuation.bits import mask_of
 from common.valuation.shapley import exact_shapley
 from common.valuation.stats import kendall_tau, pearson, spearman
-from common.valuation.utility import accuracy, all_masks, coalition_utilities, mean_logsigmoid, preference_margins
+from common.valuation.utility import all_masks, coalition_utilities
 from server.studies.sequential import train_sequential, train_union
-from server.valuation.scoring import load_adapters, pair_logprobs, score_evaluation
+from server.valuation.scoring import (
+    ScoredEvaluation,
+    load_adapters,
+    pad_id_of,
+    pair_sequences,
+    score_evaluation,
+    sequence_logprobs,
+)
 
 
 def studied_coalitions(n: int, coalitions: str | int, seed: int) -> list[tuple[int, ...]]:
@@ -57,24 +64,32 @@ continuous, so agreement measured on it is not blurred by accuracy saturating at
 
 
 class _Evaluator:
-    """Preference margins of any model on the held-out pairs, relative to the base."""
+    """The preference utilities of a *really retrained* model, computed exactly as the game's.
+
+    The held-out pairs are tokenised once (:func:`server.valuation.scoring.pair_sequences`);
+    each model is scored like an owner in :func:`score_evaluation`, and its utility is the game's
+    utility of the one-member coalition (:func:`coalition_utilities`), so a retrained model and
+    an arithmetic coalition are measured by the same code.
+    """
 
     def __init__(self, spec: TrainingSpec, evaluation: Sequence[PreferenceExample], hardware=None) -> None:
         self.spec = spec
-        self.evaluation = list(evaluation)
-        base, self.tokenizer = load_spec_model(spec, hardware)
+        base, tokenizer = load_spec_model(spec, hardware)
+        self.sequences = pair_sequences(tokenizer, list(evaluation), spec.max_length, spec.max_prompt_length)
+        self.pad = pad_id_of(tokenizer)
         self.base = self._logprobs(base)
 
     def _logprobs(self, model) -> tuple[np.ndarray, np.ndarray]:
-        return pair_logprobs(model, self.tokenizer, self.evaluation, self.spec.max_length,
-                             self.spec.max_prompt_length)
+        chosen, rejected = self.sequences
+        return sequence_logprobs(model, chosen, self.pad), sequence_logprobs(model, rejected, self.pad)
 
     def utilities_of(self, model) -> dict[str, float]:
         """Every metric of ``model``'s margins: ``{"accuracy": ..., "logsigmoid": ...}``."""
         chosen, rejected = self._logprobs(model)
-        margins = preference_margins(self.base[0], self.base[1], chosen[None, :], rejected[None, :])
-        return {"accuracy": float(accuracy(margins)[0]),
-                "logsigmoid": float(mean_logsigmoid(margins, self.spec.beta)[0])}
+        scored = ScoredEvaluation(("model",), self.base[0], self.base[1], chosen[None, :], rejected[None, :])
+        alone = np.array([1], dtype=np.int64)
+        return {metric: float(coalition_utilities(scored.margins, alone, metric, beta=self.spec.beta)[0])
+                for metric in METRICS}
 
 
 def _agreement(arith: ArrayLike, retrained: ArrayLike) -> dict:
