@@ -13,11 +13,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from common.config.games import PREFERENCE_UTILITIES, reward_scorer
-from common.config.job import ValuationJob
+from common.config.job import OwnerEntry, ValuationJob
+from common.config.spec import TrainingSpec
 from common.data import load_preferences
 from common.errors import FairPoolError
 from common.model.base import load_spec_model
@@ -183,6 +185,8 @@ class RewardGames:
 
     def game_for(self, utility: str) -> tuple[Game, dict]:
         name = reward_scorer(utility)
+        if name is None:
+            raise ValueError(f"{utility!r} is not a reward utility")
         settings = self.job.valuation
         identity = settings.scorers.get(name) or settings.reward_models.get(name) or f"builtin:{name}"
         key = reward_game_key(name, self.scored.digests, self.job.spec.base_fingerprint, self.job.composition,
@@ -230,33 +234,40 @@ def play_game(job: ValuationJob, utility: str, game: Game, described: dict,
     }
 
 
-def value_submissions(
-    job: ValuationJob,
-    submissions: Sequence[Submission],
-    progress: Callable[..., None] = lambda *_a, **_k: None,
-    store: UtilityStore | None = None,
-    *,
-    base=None,
-    expected: Mapping[str, tuple[int, ...]] | None = None,
-    refused: Sequence[Mapping[str, object]] = (),
-) -> dict:
-    """Validate, score, value and pay: the full report for ``job``.
+@runtime_checkable
+class ResultStore(Protocol):
+    """Where finished games are kept so a resumed run replays nothing (the ledger)."""
 
-    ``store`` memoises coalition utilities; when it also keeps results (the ledger), each
-    finished game is stored too, so a resumed run re-plays nothing. ``base`` is an already
-    loaded ``(model, tokenizer)`` and ``expected`` the adapter shapes of its spec (both are
-    computed here when not given); ``refused`` lists replies refused before valuation that
-    named no owner of the job (or were replays), for the audit section of the report.
-    """
-    base_model, tokenizer = base or load_spec_model(job.spec, job.hardware)
-    expected = expected or expected_adapter_shapes(job.spec, base_model)
+    def result(self, run_id: str, name: str) -> bytes | None: ...
+
+    def save_result(self, run_id: str, name: str, value: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """Stage 1 (admit): every owner's row for the report, the accepted submissions, and flags."""
+
+    owners: list[dict]
+    accepted: list[Submission]
+    flags: list[dict]
+
+
+def _tensors_of(accepted: Sequence[Submission]) -> dict[str, dict[str, np.ndarray]]:
+    """The accepted adapters' tensors by owner (an accepted submission always has them)."""
+    return {s.owner: s.tensors for s in accepted if s.tensors is not None}
+
+
+def admit_submissions(owners: Sequence[OwnerEntry], submissions: Sequence[Submission],
+                      expected: Mapping[str, tuple[int, ...]], *, rank: int, limits: AdapterLimits,
+                      composition: str, min_owners: int, progress: Callable[..., None]) -> Admitted:
+    """Which owners are players: each submission's content check, the quorum, near-duplicate flags."""
     by_owner = {s.owner: s for s in submissions}
-    owners_report, accepted = [], []
-    for entry in job.owners:
+    rows, accepted = [], []
+    for entry in owners:
         name = entry.name
         sub = by_owner.get(name) or Submission(name, error="no reply from this owner")
-        reason = rejection_reason(sub, expected, job.spec.lora_r, job.adapter_limits, job.composition)
-        owners_report.append({
+        reason = rejection_reason(sub, expected, rank, limits, composition)
+        rows.append({
             "name": name,
             "source": sub.source if sub.tensors is not None else entry.source,
             "num_examples": int(sub.num_examples),
@@ -269,66 +280,114 @@ def value_submissions(
         if reason is None:
             accepted.append(sub)
         progress("validate", f"{name}: {'rejected: ' + reason if reason else 'accepted'}", owner=name)
-    if len(accepted) < max(1, job.min_owners):
+    if len(accepted) < max(1, min_owners):
         raise FairPoolError(
-            f"only {len(accepted)} owner(s) accepted, fewer than the required {max(1, job.min_owners)}: "
-            + "; ".join(f"{o['name']}: {o['reason']}" for o in owners_report if o["reason"])
+            f"only {len(accepted)} owner(s) accepted, fewer than the required {max(1, min_owners)}: "
+            + "; ".join(f"{o['name']}: {o['reason']}" for o in rows if o["reason"])
         )
-    names = [s.owner for s in accepted]
-    sizes = [s.num_examples for s in accepted]
     flags = [{"kind": "near_duplicate", **pair,
               "note": "adapters nearly identical: possible copying or free-riding (not rejected)"}
-             for pair in near_duplicates({s.owner: s.tensors for s in accepted}, job.adapter_limits.duplicate_cosine)]
+             for pair in near_duplicates(_tensors_of(accepted), limits.duplicate_cosine)]
     for flag in flags:
         progress("validate", f"flagged: {flag['owners'][0]} and {flag['owners'][1]} have near-identical adapters "
                              f"(cosine {flag['cosine']:.4f})")
-    eval_examples, unusable = usable_pairs(tokenizer, load_preferences(job.eval_path)[0], job.spec.max_length,
-                                           job.spec.max_prompt_length, where=f"evaluation set {job.eval_path}")
+    return Admitted(rows, accepted, flags)
+
+
+def score_accepted(accepted: Sequence[Submission], base_model, tokenizer, spec: TrainingSpec, eval_path: str,
+                   progress: Callable[..., None]) -> tuple[Scored, int]:
+    """Stage 2 (score): the n+1 scoring passes; returns the scored owners and the unusable pairs left out."""
+    eval_examples, unusable = usable_pairs(tokenizer, load_preferences(eval_path)[0], spec.max_length,
+                                           spec.max_prompt_length, where=f"evaluation set {eval_path}")
     if unusable:
         progress("score", f"{unusable} held-out pair(s) left out: the prompt alone fills max_length")
-    peft_model = load_adapters(base_model, job.spec, {s.owner: s.tensors for s in accepted})
-    evaluation = score_evaluation(peft_model, tokenizer, names, eval_examples, job.spec.max_length,
-                                  progress=lambda m: progress("score", m), max_prompt_length=job.spec.max_prompt_length)
-    scored = Scored(names, sizes, [s.digest for s in accepted], evaluation.margins,
-                    peft_model, tokenizer)
-    if job.export_adapters:
-        save_adapters(job, peft_model, names)
+    names = [s.owner for s in accepted]
+    peft_model = load_adapters(base_model, spec, _tensors_of(accepted))
+    evaluation = score_evaluation(peft_model, tokenizer, names, eval_examples, spec.max_length,
+                                  progress=lambda m: progress("score", m), max_prompt_length=spec.max_prompt_length)
+    return Scored(names, [s.num_examples for s in accepted], [s.digest for s in accepted], evaluation.margins,
+                  peft_model, tokenizer), unusable
+
+
+def play_games(job: ValuationJob, scored: Scored, store: UtilityStore | None,
+               progress: Callable[..., None]) -> list[dict]:
+    """Stages 3–4 (build games, estimate): one game per utility, each replayed from ``store`` when
+    it already holds that game's result (a ledger does; a plain utility memo does not)."""
     rewards = RewardGames(job, scored, progress, store) if job.valuation.reward_scorers else None
-    keeps_results = hasattr(store, "save_result")
+    results = store if isinstance(store, ResultStore) else None
     games = []
     for utility in job.valuation.utilities:
         result_name = "game/" + json_sha256([utility, scored.names, scored.digests, asdict(job.valuation)])
-        kept = store.result(job.run_id, result_name) if keeps_results else None
+        kept = results.result(job.run_id, result_name) if results is not None else None
         if kept is not None:
             progress("valuation", f"{utility}: values read from the ledger")
             games.append(json.loads(kept))
             continue
-        game, described = rewards.game_for(utility) if reward_scorer(utility) else \
-            preference_game_for(job, utility, scored, store)
+        if reward_scorer(utility):
+            assert rewards is not None  # built whenever a reward utility is asked for
+            game, described = rewards.game_for(utility)
+        else:
+            game, described = preference_game_for(job, utility, scored, store)
         games.append(play_game(job, utility, game, described, progress))
-        if keeps_results:
-            store.save_result(job.run_id, result_name, json.dumps(games[-1]).encode())
+        if results is not None:
+            results.save_result(job.run_id, result_name, json.dumps(games[-1]).encode())
         faults.hit("after_game_stored")
-    paying = next(g for g in games if g["utility"] == job.valuation.payout_utility)
-    payout = payout_shares({n: v["value"] for n, v in paying["values"].items()}, job.budget, job.payout_policy,
-                           paying["kind"])
+    return games
+
+
+def pay(games: Sequence[dict], payout_utility: str, budget: float, policy: str) -> dict:
+    """Stage 5 (pay): the payout block, from the payout game's values of the kind it states."""
+    paying = next(g for g in games if g["utility"] == payout_utility)
+    payout = payout_shares({n: v["value"] for n, v in paying["values"].items()}, budget, policy, paying["kind"])
+    return {
+        "game": paying["utility"],
+        "budget": payout.budget,
+        "policy": payout.policy,
+        "kind": str(payout.kind),
+        "policy_description": payout.description,
+        "shares": {k: float(v) for k, v in payout.shares.items()},
+        "amounts": {k: float(v) for k, v in payout.amounts.items()},
+        "flagged": list(payout.flagged),
+    }
+
+
+def value_submissions(
+    job: ValuationJob,
+    submissions: Sequence[Submission],
+    progress: Callable[..., None] = lambda *_a, **_k: None,
+    store: UtilityStore | None = None,
+    *,
+    base=None,
+    expected: Mapping[str, tuple[int, ...]] | None = None,
+    refused: Sequence[Mapping[str, object]] = (),
+) -> dict:
+    """The valuation pipeline, admit → score → build games → estimate → pay → report; returns the
+    report (the ``report.json`` contract, docs/report.md).
+
+    Each stage takes only what it needs and returns what the next reads. ``store`` memoises
+    coalition utilities; when it also keeps results (:class:`ResultStore`, the ledger), each
+    finished game is stored too, so a resumed run re-plays nothing. ``base`` is an already
+    loaded ``(model, tokenizer)`` and ``expected`` the adapter shapes of its spec (both are
+    computed here when not given); ``refused`` lists replies refused before valuation that
+    named no owner of the job (or were replays), for the audit section of the report.
+    """
+    base_model, tokenizer = base or load_spec_model(job.spec, job.hardware)
+    expected = expected or expected_adapter_shapes(job.spec, base_model)
+    admitted = admit_submissions(job.owners, submissions, expected, rank=job.spec.lora_r, limits=job.adapter_limits,
+                                 composition=job.composition, min_owners=job.min_owners, progress=progress)
+    scored, unusable = score_accepted(admitted.accepted, base_model, tokenizer, job.spec, job.eval_path, progress)
+    if job.export_adapters:
+        save_adapters(job, scored.peft_model, scored.names)
+    games = play_games(job, scored, store, progress)
+    payout = pay(games, job.valuation.payout_utility, job.budget, job.payout_policy)
     progress("valuation", "values computed")
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "run_id": job.run_id,
-        "owners": owners_report,
+        "owners": admitted.owners,
         "games": games,
-        "payout": {
-            "game": paying["utility"],
-            "budget": payout.budget,
-            "policy": payout.policy,
-            "kind": str(payout.kind),
-            "policy_description": payout.description,
-            "shares": {k: float(v) for k, v in payout.shares.items()},
-            "amounts": {k: float(v) for k, v in payout.amounts.items()},
-            "flagged": list(payout.flagged),
-        },
-        "flags": flags,
+        "payout": payout,
+        "flags": admitted.flags,
         "settings": {
             "base_model": job.spec.base_model,
             "base_fingerprint": job.spec.base_fingerprint,
