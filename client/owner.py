@@ -20,6 +20,7 @@ from common.config.hardware import Hardware
 from common.config.spec import TrainingSpec
 from common.data import load_preferences
 from common.errors import FairPoolError
+from common.status import AdapterSource
 from common.trust import faults
 
 NODE_OWNER_KEY = "owner-name"
@@ -48,9 +49,9 @@ class OwnerIdentity:
     """Preference pairs that trained ``adapter_path``, as the owner declares them (0: not declared)."""
 
     @property
-    def source(self) -> str:
-        """``"adapter"`` for an existing adapter, ``"trained"`` when the owner trains on its data."""
-        return "adapter" if self.adapter_path else "trained"
+    def source(self) -> AdapterSource:
+        """How this owner's adapter comes to be (:class:`~common.status.AdapterSource`)."""
+        return AdapterSource.of(self.adapter_path)
 
 
 def _examples(value: object, where: str) -> int:

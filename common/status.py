@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["OwnerStatus", "RunStatus", "SubmissionStatus"]
+__all__ = ["AdapterSource", "OwnerStatus", "RunStatus", "SubmissionStatus"]
 
 
 class RunStatus(StrEnum):
@@ -37,3 +37,15 @@ class SubmissionStatus(StrEnum):
 
     ACCEPTED = "accepted"
     REJECTED = "rejected"
+
+
+class AdapterSource(StrEnum):
+    """Where an owner's adapter comes from: trained for this run on its data, or one it already had."""
+
+    TRAINED = "trained"
+    ADAPTER = "adapter"
+
+    @classmethod
+    def of(cls, adapter_path: str) -> AdapterSource:
+        """An owner named with an existing adapter's path is valued by it; otherwise it trains."""
+        return cls.ADAPTER if adapter_path else cls.TRAINED

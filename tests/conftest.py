@@ -54,3 +54,14 @@ def quick_adapters(fast_spec, default_market):
         examples, _ = load_preferences(default_market.owners[name])
         adapters[name] = train_adapter(fast_spec, examples[:48])
     return adapters
+
+
+@pytest.fixture
+def no_failpoints(monkeypatch):
+    """No failpoint armed before or left armed after the test (``common.trust.faults``)."""
+    from common.trust import faults
+
+    monkeypatch.delenv(faults.ENV, raising=False)
+    faults.reset()
+    yield
+    faults.reset()

@@ -22,7 +22,6 @@ from common.config.job import OwnerEntry, ValuationJob
 from common.errors import FairPoolError
 from common.storage.locks import exclusive_lock
 from common.storage.progress import PROGRESS_FILE, read_all
-from common.trust import faults
 from common.trust.digest import tensors_sha256
 from common.trust.sealing import generate_storage_key
 from server.federation.ledger import Ledger
@@ -32,12 +31,7 @@ from server.valuation.pipeline import Submission
 OWNERS = ("ann", "bob", "cyd")  # not "a": PEFT warns on adapter names inside "lora_"
 
 
-@pytest.fixture(autouse=True)
-def _no_failpoints(monkeypatch):
-    monkeypatch.delenv(faults.ENV, raising=False)
-    faults.reset()
-    yield
-    faults.reset()
+pytestmark = pytest.mark.usefixtures("no_failpoints")
 
 
 @pytest.fixture(scope="module")

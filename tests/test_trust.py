@@ -43,12 +43,7 @@ def small_market(default_market, tmp_path_factory):
     return owners, out / "eval.jsonl"
 
 
-@pytest.fixture(autouse=True)
-def _no_failpoints(monkeypatch):
-    monkeypatch.delenv(faults.ENV, raising=False)
-    faults.reset()
-    yield
-    faults.reset()
+pytestmark = pytest.mark.usefixtures("no_failpoints")
 
 
 def _federation(tmp_path, fast_spec, small_market, **kw):

@@ -17,6 +17,7 @@ from common.config.games import ValuationSettings
 from common.config.hardware import Hardware
 from common.config.spec import TrainingSpec
 from common.errors import ConfigError
+from common.status import AdapterSource
 from common.storage.atomic import atomic_write
 from common.storage.private_files import FILE_MODE
 from common.trust.adapter_checks import AdapterLimits
@@ -66,9 +67,9 @@ class OwnerEntry:
     adapter_examples: int = 0
 
     @property
-    def source(self) -> str:
-        """``"adapter"`` for an owner valued by its existing adapter, else ``"trained"``."""
-        return "adapter" if self.adapter else "trained"
+    def source(self) -> AdapterSource:
+        """How this owner's adapter comes to be (:class:`~common.status.AdapterSource`)."""
+        return AdapterSource.of(self.adapter)
 
 
 @dataclass(frozen=True)
