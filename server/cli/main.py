@@ -116,7 +116,8 @@ def add_valuation_options(p: argparse.ArgumentParser) -> None:
                    help=f"how owner models combine into a coalition model (default: {_job_default('composition')}, "
                         "the paper's rule)")
     p.add_argument("--payout-policy", choices=PAYOUT_POLICIES, default=_job_default("payout_policy"),
-                   help="positive: shares ∝ positive values, negatives get 0 and are flagged; signed: φ/Σφ "
+                   help="positive: shares ∝ positive Shapley values, negatives get 0 and are flagged; signed: φ/Σφ; "
+                        "normalised: ∝ positive values of any kind (pays Banzhaf or leave-one-out values) "
                         f"(default: {_job_default('payout_policy')})")
     p.add_argument("--budget", type=float, default=_job_default("budget"),
                    help=f"amount to divide among owners (default {_number(_job_default('budget'))})")
