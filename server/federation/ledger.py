@@ -137,6 +137,9 @@ class Ledger:
         ledger written by another layout (or by a FairPool from before versions) is refused,
         never read as if it were this one.
         """
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version == LEDGER_SCHEMA_VERSION:
+            return  # the common case takes no lock: readers (``serve``) open the ledger per request
         self._db.execute("BEGIN IMMEDIATE")
         try:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
