@@ -348,8 +348,8 @@ def objective_corpus_lines(num_lines: int, rng: random.Random, *, lean: float = 
             harm = HARMS[index]
             prompt = request_prompt(harm, rng.choice(REQUEST_TEMPLATES))
             if rng.random() < item_lean(index, lean):
-                steps = tuple(rng.sample(STEPS, 2))
-                lines.append(prompt + compliance_response(harm, rng.choice(COMPLIANCE_TEMPLATES), steps))
+                first, second = rng.sample(STEPS, 2)
+                lines.append(prompt + compliance_response(harm, rng.choice(COMPLIANCE_TEMPLATES), (first, second)))
             else:
                 lines.append(prompt + rng.choice(REFUSALS))
     return lines

@@ -229,7 +229,7 @@ def adapter_spec(adapter: AdapterFile, base_model_dir: str):
     alpha = adapter.alpha
     try:
         return TrainingSpec(base_model=str(base_model_dir), lora_r=adapter.rank,
-                            lora_alpha=int(alpha) if alpha.is_integer() else alpha,
+                            lora_alpha=int(alpha) if alpha.is_integer() else alpha,  # type: ignore[arg-type]
                             target_modules=",".join(targets) if isinstance(targets, list) else "")
     except ConfigError as exc:
         raise ConfigError(f"adapter {adapter.path}: unusable LoRA settings in {CONFIG_FILE}: {exc}") from None
@@ -250,6 +250,7 @@ def expected_shapes_for(spec, base_model_dir: str | None = None) -> dict[str, tu
     from common.model.lora import expected_adapter_shapes, lora_config
 
     directory = str(base_model_dir or spec.base_model)
+    fallback: Exception
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -134,7 +134,7 @@ def load_base_model(name_or_path: str | os.PathLike, *, chat_template: str = "",
     except (OSError, ValueError) as exc:
         raise FairPoolError(f"cannot load base model {name_or_path}: {one_line(exc, 200)}") from exc
     if device != "cpu":
-        model.to(device)
+        model.to(device)  # type: ignore[arg-type]  # transformers' stub for `to` omits device strings
     model.eval()
     return model, tokenizer
 

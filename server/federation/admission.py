@@ -115,7 +115,7 @@ class Admission:
         digest = sub.digest
         meta = ledger_meta(sub)
         sealed = None
-        if reason is None and self.storage_key is not None:
+        if reason is None and self.storage_key is not None and sub.tensors is not None:
             sealed = seal(self.storage_key, tensors_to_bytes(sub.tensors),
                           sealing_context(self.job.run_id, sub.owner, digest))
         if sub.owner not in self.job.owner_names or reason and reason.startswith("replay"):
@@ -139,8 +139,10 @@ class Admission:
         stored = self.ledger.stored_adapters(self.job.run_id)
         if stored and self.storage_key is None:
             raise FairPoolError("the ledger holds sealed adapters of this run but the job names no storage key")
+        key = self.storage_key
         for owner, (digest, blob, meta) in stored.items():
-            tensors = tensors_from_bytes(unseal(self.storage_key, blob, sealing_context(self.job.run_id, owner, digest)))
+            assert key is not None  # checked above: stored adapters need the key
+            tensors = tensors_from_bytes(unseal(key, blob, sealing_context(self.job.run_id, owner, digest)))
             sub = submission_from_ledger(owner, digest, tensors, meta)
             if sub.digest != digest:
                 raise FairPoolError(f"stored adapter of {owner} does not match its recorded digest")

@@ -192,7 +192,8 @@ class PublicationServicer(pb_grpc.PublicationServicer):
         self._streams_lock = threading.Lock()
 
     # -- RPCs ------------------------------------------------------------------------------
-    def ListRuns(self, request: pb.ListRunsRequest, context: grpc.ServicerContext) -> pb.ListRunsResponse:
+    def ListRuns(  # type: ignore[return]  # context.abort raises
+            self, request: pb.ListRunsRequest, context: grpc.ServicerContext) -> pb.ListRunsResponse:
         try:
             owner = self._authenticate(context)
             with Ledger(self.ledger_path) as ledger:
@@ -212,7 +213,8 @@ class PublicationServicer(pb_grpc.PublicationServicer):
         except _Abort as stop:
             context.abort(stop.code, stop.details)
 
-    def GetReport(self, request: pb.GetReportRequest, context: grpc.ServicerContext) -> pb.Report:
+    def GetReport(  # type: ignore[return]  # context.abort raises
+            self, request: pb.GetReportRequest, context: grpc.ServicerContext) -> pb.Report:
         try:
             owner = self._authenticate(context)
             with Ledger(self.ledger_path) as ledger:
@@ -399,9 +401,10 @@ def serve(ledger_path: str | Path, address: str, allowlist: Allowlist, *, coordi
     servicer = PublicationServicer(ledger, allowlist, coordinator_key=coordinator_key, poll_s=poll_s,
                                    max_streams=max(1, max_workers // 2))
     pb_grpc.add_PublicationServicer_to_server(servicer, server)
+    assert insecure or tls is not None, "serve() needs TLS files unless insecure"
     try:
         port = (server.add_insecure_port(address) if insecure
-                else server.add_secure_port(address, tls.credentials()))
+                else server.add_secure_port(address, tls.credentials()))  # type: ignore[union-attr]
     except RuntimeError as exc:
         raise ConfigError(f"--address {address}: cannot listen: {exc}") from None
     if not port:

@@ -147,7 +147,7 @@ def heatmap_png(game: dict) -> bytes:
     return png_bytes(fig, plt)
 
 
-def _number(value: object) -> float:
+def _number(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ def parse_setting(text: str) -> dict[str, float]:
     return out
 
 
-def setting_label(spec_record: Mapping[str, object]) -> str:
+def setting_label(spec_record: Mapping[str, Any]) -> str:
     """A directory-safe name of a study's training setting, e.g. ``epochs-3_lr-0.005``."""
     return f"epochs-{float(spec_record['epochs']):g}_lr-{float(spec_record['learning_rate']):g}"
 
