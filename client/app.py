@@ -39,7 +39,7 @@ def train(msg: Message, context: Context) -> Message:
     torch.set_num_threads(int(os.environ.get("FAIRPOOL_CLIENT_THREADS", "1")))
     content = msg.content
     try:
-        roster = Roster.from_record(dict(content[Records.ROSTER])).as_lists() if Records.ROSTER in content else None
+        roster = Roster.from_record(dict(content[Records.ROSTER])).to_record() if Records.ROSTER in content else None
         request = TrainingRequest.from_record(dict(content[Records.REQUEST]) if Records.REQUEST in content else None)
         identity = resolve_identity(context.node_config, roster)
     except (FairPoolError, WireError) as exc:

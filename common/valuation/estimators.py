@@ -143,7 +143,7 @@ class _Sampler(Protocol):
 
 
 def _drive(game: Game, lookup: _Lookup, sampler: _Sampler, stop: StoppingRule | None, *,
-           name: str, params: dict[str, Any], kind: ValueKind = ValueKind.SHAPLEY) -> ValuationResult:
+           name: str, params: dict[str, Any]) -> ValuationResult:
     """Run ``sampler`` batch by batch until ``stop`` fires; package the result.
 
     The rule is deep-copied and reset so the caller's object never carries state from one
@@ -172,7 +172,7 @@ def _drive(game: Game, lookup: _Lookup, sampler: _Sampler, stop: StoppingRule | 
     record = {**params, "evaluations": lookup.evaluations, "samples": sampler.samples,
               "iterations": iteration, "stop": repr(rule), "stopped_by": [repr(r) for r in fired]}
     return ValuationResult(game.players, values, stderr, counts, name, status_of(fired), record,
-                           trace=thin_trace(snapshots), kind=kind)
+                           trace=thin_trace(snapshots), kind=ESTIMATOR_KINDS[name])
 
 
 TRACE_MAX_POINTS = 200
@@ -195,12 +195,13 @@ def thin_trace(snapshots: list[dict[str, Any]], limit: int = TRACE_MAX_POINTS) -
 
 
 def _deterministic(game: Game, lookup: _Lookup, values: np.ndarray, counts: np.ndarray, *,
-                   name: str, params: dict[str, Any], kind: ValueKind = ValueKind.SHAPLEY) -> ValuationResult:
+                   name: str, params: dict[str, Any]) -> ValuationResult:
     """Result of a method that computes its values outright (no sampling, stderr 0)."""
     record = {**params, "evaluations": lookup.evaluations, "samples": 0, "iterations": 1,
               "stop": None, "stopped_by": []}
     n = game.n
-    return ValuationResult(game.players, values, np.zeros(n), counts, name, CONVERGED, record, kind=kind)
+    return ValuationResult(game.players, values, np.zeros(n), counts, name, CONVERGED, record,
+                           kind=ESTIMATOR_KINDS[name])
 
 
 # --------------------------------------------------------------------------- exact and loo
@@ -232,7 +233,7 @@ def loo(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0) -> Valu
     masks = np.array([full] + [full ^ (1 << i) for i in range(n)], dtype=np.int64)
     v = lookup(masks)
     return _deterministic(game, lookup, v[0] - v[1:], np.full(n, 2), name="loo",
-                          params={"seed": _rng_and_seed(seed)[1]}, kind=ValueKind.LOO)
+                          params={"seed": _rng_and_seed(seed)[1]})
 
 
 # --------------------------------------------------------------------------- permutations
@@ -534,7 +535,7 @@ def banzhaf(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0,
     lookup = _Lookup(game)
     sampler = _BanzhafSampler(game, lookup, rng, batch_size=_check_positive_int("batch_size", batch_size))
     params = {"seed": seed_record, "batch_size": batch_size, "semivalue": "banzhaf"}
-    return _drive(game, lookup, sampler, stop, name="banzhaf", params=params, kind=ValueKind.BANZHAF)
+    return _drive(game, lookup, sampler, stop, name="banzhaf", params=params)
 
 
 # --------------------------------------------------------------------------- entry point

@@ -143,11 +143,8 @@ def _signed(vals: dict[str, float]) -> tuple[dict[str, float], str]:
     return shares, head + "."
 
 
-_KIND_NAMES = {ValueKind.SHAPLEY: "Shapley", ValueKind.BANZHAF: "Banzhaf", ValueKind.LOO: "leave-one-out"}
-
-
 def _normalised(vals: dict[str, float], flagged: tuple[str, ...], kind: ValueKind) -> tuple[dict[str, float], str]:
-    name = _KIND_NAMES[kind]
+    name = kind.label
     total = sum(max(v, 0.0) for v in vals.values())
     if total <= 0:
         return {k: 0.0 for k in vals}, f"No owner has a positive {name} value, so nothing is paid out."

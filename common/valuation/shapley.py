@@ -36,6 +36,11 @@ class ValueKind(StrEnum):
     BANZHAF = "banzhaf"
     LOO = "loo"
 
+    @property
+    def label(self) -> str:
+        """The kind's name in prose (reports, payout descriptions): ``Shapley``, ``leave-one-out``."""
+        return {"shapley": "Shapley", "banzhaf": "Banzhaf", "loo": "leave-one-out"}[self.value]
+
 
 EFFICIENT_KINDS: frozenset[ValueKind] = frozenset({ValueKind.SHAPLEY})
 """Kinds whose values sum to ``v(N) − v(∅)`` (efficiency), so their shares split the gain."""

@@ -101,10 +101,6 @@ class Roster:
         return cls(tuple(str(x) for x in names), texts("paths"), texts("keys"), texts("adapters"),
                    tuple(int(str(x)) for x in examples))
 
-    def as_lists(self) -> dict[str, list[str] | list[int]]:
-        """Columns by name, as :func:`client.owner.resolve_identity` reads them."""
-        return {"names": list(self.names), "paths": list(self.paths), "keys": list(self.keys),
-                "adapters": list(self.adapters), "adapter_examples": list(self.adapter_examples)}
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from common.valuation.shapley import ValueKind
+
 REPORT_JSON = "report.json"
 
 REPORT_MD = "report.md"
@@ -25,10 +27,7 @@ def payout_game(report: dict) -> dict:
     return next(g for g in report["games"] if g["utility"] == report["payout"]["game"])
 
 
-VALUE_KIND_NAMES = {"shapley": "Shapley value", "banzhaf": "Banzhaf value", "loo": "leave-one-out value"}
-
-
 def value_kind(game: dict) -> str:
     """What a game's values are, as the report states it (``kind``): Banzhaf and leave-one-out
     values are not Shapley values."""
-    return VALUE_KIND_NAMES[game["kind"]]
+    return f"{ValueKind(game['kind']).label} value"
