@@ -24,8 +24,9 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/fairpool demo
 
+# Two workers on two cores (at most four elsewhere); worksteal evens out the long Flower runs.
 test: $(STAMP) lint
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n auto --maxprocesses 4 --dist worksteal
 
 # ruff (pyflakes, pycodestyle, isort) and mypy (strict on common/valuation); config in pyproject.toml.
 lint: $(STAMP)

@@ -55,9 +55,9 @@ def channel_credentials(ca_cert: str | Path | None) -> grpc.ChannelCredentials:
     try:
         pem = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"--ca-cert {path}: no such file") from None
+        raise ConfigError(f"`ca_cert` {path}: no such file") from None
     if b"-----BEGIN CERTIFICATE-----" not in pem:
-        raise ConfigError(f"--ca-cert {path}: not a PEM certificate")
+        raise ConfigError(f"`ca_cert` {path}: not a PEM certificate")
     return grpc.ssl_channel_credentials(root_certificates=pem)
 
 

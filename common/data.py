@@ -1391,7 +1391,7 @@ def _read_datasets_dir(shown: str, path: Path, purpose: str, split: str | None) 
         if split is None and "train" not in loaded:
             raise DataError(
                 shown, f"DatasetDict has no 'train' split (splits: {splits}); "
-                "pick one with --split NAME or PATH:SPLIT",
+                "pick one with `split` (NAME, or PATH:SPLIT)",
             )
         if split is not None and split not in loaded:
             raise DataError(shown, f"DatasetDict has no split {split!r} (splits: {splits})")

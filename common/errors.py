@@ -3,6 +3,11 @@
 Every mistake a user can make (a bad file, a bad option) is raised as a :class:`FairPoolError`
 subclass so the CLI can print one ``error: <message>`` line and exit 2 instead of a traceback.
 Anything else escaping the CLI is a bug in FairPool, and a traceback is then the right output.
+
+A message names a setting by its field name in backticks (`` `min_owners` ``), never by a
+command-line flag: a Python caller, a ``--spec`` file and a job file know the setting by that
+name, and the CLI shows each error through :func:`server.cli.flags.as_cli`, which puts the flag
+(``--min-owners``) in its place.
 """
 
 from __future__ import annotations

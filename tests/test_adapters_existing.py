@@ -144,8 +144,8 @@ def test_unreadable_directories_are_one_line(tmp_path, good):
 
 
 @pytest.mark.parametrize("setting, needle", [
-    ({"lora_r": 16}, "LoRA rank 16 but the job's spec has --lora-r 8; value it with --lora-r 16"),
-    ({"lora_alpha": 32}, "LoRA alpha 32 but the job's spec has --lora-alpha 16; value it with --lora-alpha 32"),
+    ({"lora_r": 16}, "LoRA rank 16 but the job's spec has `lora_r` 8; value it with `lora_r` 16"),
+    ({"lora_alpha": 32}, "LoRA alpha 32 but the job's spec has `lora_alpha` 16; value it with `lora_alpha` 32"),
     ({"target_modules": "c_attn,c_proj"}, "LoRA target modules c_attn,c_proj but the job's spec targets c_attn"),
 ])
 def test_another_lora_setup_is_named(tmp_path, base_model_dir, fast_spec, expected, setting, needle):
@@ -238,7 +238,7 @@ def test_job_rules_for_adapter_owners(fast_spec):
     assert job(OwnerEntry("a", adapter="/x")).owners[0].source == "adapter"
     with pytest.raises(ConfigError, match="not both"):
         job(OwnerEntry("a", data="/d", adapter="/x"))
-    with pytest.raises(ConfigError, match="--adapter-examples a=N"):
+    with pytest.raises(ConfigError, match="give `adapter_examples` for a "):
         job(OwnerEntry("a", adapter="/x"), composition="size")
     job(OwnerEntry("a", adapter="/x", adapter_examples=10), composition="size")
     restored = ValuationJob.from_json(job(OwnerEntry("a", adapter="/x", adapter_examples=3)).to_json())
@@ -303,7 +303,7 @@ def test_simulated_roster_carries_adapters_and_checks_them(tmp_path, good, fast_
     assert sub.error is None and sub.source == "adapter" and sub.num_examples == 5
     wrong = dataclasses.replace(fast_spec, lora_alpha=8)
     _reply, sub = _ask(_job(tmp_path, wrong, job.owners, simulated=True), [{"partition-id": 0}])
-    assert "LoRA alpha 16 but the job's spec has --lora-alpha 8" in sub.error
+    assert "LoRA alpha 16 but the job's spec has `lora_alpha` 8" in sub.error
     other = dataclasses.replace(fast_spec, base_fingerprint="0" * 64)
     _reply, sub = _ask(_job(tmp_path, other, job.owners, simulated=True), [{"partition-id": 0}])
     assert "fingerprint" in sub.error
@@ -361,7 +361,7 @@ def test_value_adapter_argument_rules(tmp_path, good, eval_file, capsys):
     assert main(["value", "--owner", f"a={eval_file}", "--adapter", f"a={good[0]}", *common]) == 2
     assert "both --owner and --adapter" in _one_error_line(capsys)
     assert main(["value", "--adapter", f"a={good[0]}", "--composition", "size", *common]) == 2
-    assert "--adapter-examples a=N" in _one_error_line(capsys)
+    assert "give --adapter-examples for a (existing adapters)" in _one_error_line(capsys)
     assert main(["value", "--adapter", f"a={good[0]}", "--adapter-examples", "b=3", *common]) == 2
     assert "no --adapter b=DIR" in _one_error_line(capsys)
     assert main(["value", "--adapter", f"a={good[0]}", "--adapter-examples", "a=x", *common]) == 2

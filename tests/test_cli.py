@@ -244,14 +244,18 @@ def test_hand_written_valuation_options_take_and_document_the_owners_defaults():
 
 
 def test_no_valuation_option_means_the_dataclass_defaults(files):
+    import inspect
+
     from common.config.games import ValuationSettings
+    from common.valuation.estimators import EXACT_MAX_PLAYERS, estimate
     from server.cli.main import build_parser, job_options
 
     tmp, good = files
     args = build_parser().parse_args(["value", "--owner", f"a={good}", "--eval", str(good), "--out", str(tmp / "o")])
     options = job_options(args)
     assert options["valuation"] == ValuationSettings()
-    assert options["valuation"].exact_max_players == 20  # the one default the pipeline passes to estimate()
+    assert inspect.signature(estimate).parameters["exact_max_players"].default == EXACT_MAX_PLAYERS
+    assert options["valuation"].exact_max_players == EXACT_MAX_PLAYERS == 20  # one default, shared with estimate()
 
 
 def test_repeatable_and_pair_valuation_options_become_tuples_and_dicts(files):

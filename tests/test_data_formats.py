@@ -547,7 +547,7 @@ def test_split_selection_and_errors(tmp_path: Path) -> None:
 
     assert str(load_error(path)) == (
         f"{path}: DatasetDict has no 'train' split (splits: train_prefs, test_prefs); "
-        "pick one with --split NAME or PATH:SPLIT"
+        "pick one with `split` (NAME, or PATH:SPLIT)"
     )
     assert str(load_error(path, split="dev")) == f"{path}: DatasetDict has no split 'dev' (splits: train_prefs, test_prefs)"
     assert str(load_error(f"{path}:dev")) == f"{path}:dev: DatasetDict has no split 'dev' (splits: train_prefs, test_prefs)"

@@ -193,7 +193,7 @@ def _refused(job, report_text):
     with pytest.raises(ConfigError) as caught:
         resume_or_start(different)
     assert str(caught.value) == (f"{job.out_dir} holds unfinished run run-1 of a different job; re-run that command "
-                                 "to resume it, or choose another --out")
+                                 "to resume it, or choose another `out_dir`")
 
 
 @pytest.mark.parametrize("report", [None, '{"run_id": "someone-else"}', "{not json", ""])

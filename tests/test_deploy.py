@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,7 @@ from deploy.local import (
 )
 from deploy.make_credentials import Layout, Request, make_credentials
 from server.federation.simulation import _processes_mentioning, flower_env, flwr_executable, free_port
+from tests.processes import marked_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -406,9 +408,10 @@ def test_loopback_deployment_matches_the_simulation(tmp_path, base_model_dir):
 
     out = tmp_path / "deployed"
     started = time.monotonic()
+    mark = uuid.uuid4().hex  # every process local.sh starts carries it; other tests' processes do not
     proc = subprocess.run([str(DEPLOY / "local.sh"), "--out", str(out), "--owners", "clean,noisy,flipped",
-                           "--seed", "3", "--scale", "64", "--eval-size", "60", "--epochs", "1"],
-                          capture_output=True, text=True, timeout=900, env=os.environ.copy())
+                           "--seed", "3", "--scale", "16", "--eval-size", "30", "--epochs", "1"],
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "FAIRPOOL_TEST_MARK": mark})
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     print(f"loopback deployment: {elapsed:.1f}s")
@@ -420,7 +423,7 @@ def test_loopback_deployment_matches_the_simulation(tmp_path, base_model_dir):
     superlink_log = (out / "logs" / "superlink.log").read_text()
     assert "Uvicorn running on https://127.0.0.1" in superlink_log
     assert superlink_log.count("[Fleet.ActivateNode] Activated") == 3
-    assert not _processes_mentioning("fairpool-deploy-"), "every deployment process must be stopped"
+    assert not marked_processes(mark), "every deployment process must be stopped"
 
     assert deployed["settings"]["signatures_required"] and all(o.public_key for o in job.owners)
     _assert_report_verifies(out / "report.json", out / "coordinator.pub")

@@ -14,16 +14,24 @@ from pathlib import Path
 
 import pytest
 
-from server.federation.simulation import _processes_mentioning
 from server.valuation.pipeline import check_efficiency
+from tests.processes import assert_all_gone_within, marked_processes
 
 pytestmark = pytest.mark.slow
 FAIRPOOL = [sys.executable, "-m", "server.cli.main"]
 
 
 def _run(args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*FAIRPOOL, *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+    """Run the CLI; it succeeds and, when it returns, no process it started is left (the local
+    SuperLink, Ray, owners: all carry this call's ``FAIRPOOL_TEST_MARK``, so other runs on the
+    machine do not count)."""
+    import uuid
+
+    mark = uuid.uuid4().hex
+    proc = subprocess.run([*FAIRPOOL, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "FAIRPOOL_TEST_MARK": mark})
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not marked_processes(mark), "every process of the run (the local SuperLink among them) must be stopped"
     return proc
 
 
@@ -63,39 +71,22 @@ def test_demo_recovers_the_market_ground_truth(tmp_path, base_model_dir):
 
     with Ledger(tmp_path / "demo" / "ledger.sqlite") as ledger:
         assert ledger.run(report["run_id"])["report"] == report
-    assert not _processes_mentioning("fairpool-flwr-"), "the local SuperLink must be stopped"
-
-
-def test_value_with_a_local_base_model_is_deterministic(tmp_path, base_model_dir):
-    """``fairpool value`` on user files and a user model directory; same seed, same values."""
-    from common.embedded.market import default_profiles, make_market
-
-    market = make_market(tmp_path / "market", seed=5, profiles=default_profiles(64)[:4], eval_size=60)
-    owners = [arg for name in ("clean", "noisy", "flipped") for arg in ("--owner", f"{name}={market.owners[name]}")]
-    common = [*owners, "--eval", str(market.eval_path), "--base-model", str(base_model_dir), "--seed", "3",
-              "--budget", "1000"]
-    _run(["value", *common, "--out", str(tmp_path / "a")])
-    _run(["value", *common, "--out", str(tmp_path / "b")])
-    first = json.loads((tmp_path / "a" / "report.json").read_text())
-    second = json.loads((tmp_path / "b" / "report.json").read_text())
-    assert first["run_id"] != second["run_id"]
-    assert _values(first) == _values(second)
-    assert first["payout"]["budget"] == 1000
-    assert sum(first["payout"]["amounts"].values()) == pytest.approx(1000)
-    assert first["settings"]["base_model"] == str(Path(base_model_dir))
-    assert [o["adapter_sha256"] for o in first["owners"]] == [o["adapter_sha256"] for o in second["owners"]]
 
 
 def test_coordinator_killed_in_the_simulation_resumes_without_retraining(tmp_path, base_model_dir):
     """Kill the ServerApp process (a failpoint's ``os._exit``) after the 2nd accepted adapter,
     then run the same command again: it resumes through Flower, only the third owner trains,
-    and the values equal those of an uninterrupted run."""
+    and the values equal those of an uninterrupted run.
+
+    The uninterrupted reference is also ``fairpool value`` on user files and a user model
+    directory: another run of the same seed gives the same values and the same adapters."""
     from common.embedded.market import default_profiles, make_market
     from common.trust.faults import ENV
 
     market = make_market(tmp_path / "market", seed=6, profiles=default_profiles(16)[:4], eval_size=30)
     owners = [arg for name in ("clean", "noisy", "flipped") for arg in ("--owner", f"{name}={market.owners[name]}")]
-    common = [*owners, "--eval", str(market.eval_path), "--base-model", str(base_model_dir), "--epochs", "1"]
+    common = [*owners, "--eval", str(market.eval_path), "--base-model", str(base_model_dir), "--epochs", "1",
+              "--seed", "3", "--budget", "1000"]
     _run(["value", *common, "--out", str(tmp_path / "ref")])
     reference = json.loads((tmp_path / "ref" / "report.json").read_text())
     out = tmp_path / "crash"
@@ -110,9 +101,12 @@ def test_coordinator_killed_in_the_simulation_resumes_without_retraining(tmp_pat
     trained = [e["owner"] for e in rerun if e["stage"] == "train" and "adapter accepted" in e["message"]]
     assert len(trained) == 1, trained  # two adapters came from the ledger
     report = json.loads((out / "report.json").read_text())
+    assert report["run_id"] != reference["run_id"]
     assert _values(report) == _values(reference)
     assert [o["adapter_sha256"] for o in report["owners"]] == [o["adapter_sha256"] for o in reference["owners"]]
-    assert not _processes_mentioning("fairpool-flwr-"), "the local SuperLink must be stopped"
+    assert reference["payout"]["budget"] == 1000
+    assert sum(reference["payout"]["amounts"].values()) == pytest.approx(1000)
+    assert reference["settings"]["base_model"] == str(Path(base_model_dir))
 
     # Issue 12 #2: SIGTERM, then kill -9 of the CLI's whole process group at a seeded random moment.
     # Nothing of the run (Flower, Ray, owners, coordinator) may survive 10 s later, no orphan
@@ -138,8 +132,7 @@ def test_coordinator_killed_in_the_simulation_resumes_without_retraining(tmp_pat
         assert cli.returncode == expected_code, err[-2000:]
         if sig == signal.SIGTERM:
             assert "terminated by SIGTERM: every process of the run was stopped" in err
-        time.sleep(10)
-        assert not _marked_processes(mark), "a process of the killed run survived"
+        assert_all_gone_within(mark, 10)
         assert not (out / "report.json").exists(), "an orphaned coordinator finished the run"
         from server.federation.ledger import Ledger
 
@@ -152,27 +145,6 @@ def test_coordinator_killed_in_the_simulation_resumes_without_retraining(tmp_pat
     resumed = _run(["value", *common, "--out", str(out)])
     assert "resuming run" in resumed.stderr
     assert _values(json.loads((out / "report.json").read_text())) == _values(reference)
-
-
-def _marked_processes(mark: str) -> list[str]:
-    """Live processes whose environment carries ``FAIRPOOL_TEST_MARK=mark``, described for the failure message."""
-    import psutil
-
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            if f"FAIRPOOL_TEST_MARK={mark}".encode() in environ:
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-                if state != "Z":
-                    proc = psutil.Process(int(entry.name))
-                    tagged = any(v.startswith(b"FAIRPOOL_RUN_TAG=") for v in environ)
-                    found.append(f"{cmdline[:80]} (pid {proc.pid}, parent {proc.ppid()}, state {state}, "
-                                 f"started {time.time() - proc.create_time():.1f}s ago, run tag {tagged})")
-        except (OSError, IndexError, psutil.Error):
-            continue
-    return found
 
 
 def test_repository_is_a_flower_app(tmp_path, base_model_dir):
@@ -249,8 +221,7 @@ def test_the_owner_timeout_stops_the_training_it_gave_up_on(tmp_path, base_model
     assert listening and all(ip in ("127.0.0.1", "::1", "::ffff:127.0.0.1") for ip in listening), listening
     _, err = cli.communicate(timeout=600)
     assert cli.returncode == 1 and "no reply within 8s" in err, err[-2000:]
-    time.sleep(10)
-    assert not _marked_processes(mark), "the abandoned training must be stopped"
+    assert_all_gone_within(mark, 10)
 
 
 def _listening_addresses(mark: str) -> set[str]:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.valuation.estimators import ESTIMATORS, estimate
+from common.valuation.estimators import ESTIMATORS, EXACT_MAX_PLAYERS, estimate
 from common.valuation.game import Game
 from common.valuation.known_games import additive_game, airport_game, glove_game, unanimity_game, weighted_voting_game
 from common.valuation.shapley import exact_shapley
@@ -302,7 +302,7 @@ def test_registry_and_auto() -> None:
     small, _ = additive_game(np.arange(16.0))
     res = estimate(small, seed=0)
     assert res.estimator == "exact" and res.params["auto"] is True
-    big, phi = additive_game(np.arange(17.0))
+    big, phi = additive_game(np.arange(EXACT_MAX_PLAYERS + 1.0))
     res = estimate(big, seed=0)
     assert res.estimator == "permutation" and res.params["auto"] is True
     np.testing.assert_allclose(res.values, phi, atol=1e-9)

@@ -354,7 +354,7 @@ def test_a_ledger_of_another_schema_version_is_refused_untouched(path, mac_key):
     with pytest.raises(LedgerVersionError) as caught:
         Ledger(path, mac_key)
     assert str(caught.value) == (f"{path}: a ledger of schema version 0 (unversioned); this FairPool reads version "
-                                 f"{LEDGER_SCHEMA_VERSION}: use another --out, or the FairPool that wrote it")
+                                 f"{LEDGER_SCHEMA_VERSION}: use another `out_dir`, or the FairPool that wrote it")
     assert path.read_bytes() == before
     with sqlite3.connect(path) as db:
         db.execute("PRAGMA user_version = 99")

@@ -133,7 +133,7 @@ def test_conversational_data_without_chat_template_fails_before_any_work(tmp_pat
     code, err = _run(["value", "--owner", f"a={chat}", "--eval", str(chat), "--base-model", str(llama_dir),
                       "--out", str(out)], capsys)
     line = _one_error(err)
-    assert code == 2 and str(llama_dir) in line and "--chat-template FILE" in line
+    assert code == 2 and str(llama_dir) in line and "with --chat-template (a Jinja template" in line
     assert not out.exists()
 
 
@@ -179,9 +179,9 @@ def test_spec_file_and_options_build_one_spec(tmp_path, data):
 
 @pytest.mark.parametrize("argv_tail, problem", [
     (["--spec", "SPEC_BAD_KEY"], "unknown setting 'max_lenght'"),
-    (["--spec", "SPEC_BAD_TYPE"], "max_length must be int"),
-    (["--max-prompt-length", "200", "--max-length", "100"], "max_prompt_length (200) must be below max_length (100)"),
-    (["--max-length", "0"], "max_length must be a finite positive number"),
+    (["--spec", "SPEC_BAD_TYPE"], "training spec: --max-length must be int"),
+    (["--max-prompt-length", "200", "--max-length", "100"], "--max-prompt-length (200) must be below --max-length (100)"),
+    (["--max-length", "0"], "training spec: --max-length must be a finite positive number"),
     (["--device", "cuda"], "no CUDA device is available"),
     (["--device", "tpu"], "--device 'tpu'"),
     (["--dtype", "int8"], "--dtype 'int8'"),
@@ -277,7 +277,7 @@ def test_generate_chat_prompts_need_a_chat_template(tmp_path, llama_dir, capsys)
     capsys.readouterr()
     code, err = _run(["generate", "--base-model", str(llama_dir), "--adapter", f"x={tmp_path / 'adapter'}",
                       "--coalition", "x", "--chat", "--prompt", "Hi"], capsys)
-    assert code == 2 and "--chat-template FILE" in _one_error(err)
+    assert code == 2 and "with --chat-template (a Jinja template" in _one_error(err)
     code = main(["generate", "--base-model", str(llama_dir), "--adapter", f"x={tmp_path / 'adapter'}",
                  "--coalition", "x", "--prompt", "Hi", "--max-new-tokens", "3"])
     assert code == 0 and capsys.readouterr().out.startswith("Hi")
@@ -291,7 +291,7 @@ def test_evaluation_set_without_a_usable_pair_is_refused(tmp_path, data, capsys)
     out = tmp_path / "out"
     code, err = _run(["value", "--owner", f"a={good}", "--eval", str(long_eval), "--out", str(out)], capsys)
     line = _one_error(err)
-    assert code == 2 and "no usable pair" in line and "max_length=96" in line and str(long_eval) in line
+    assert code == 2 and "no usable pair" in line and "fills the --max-length of 96 tokens" in line and str(long_eval) in line
     assert not out.exists()
 
 

@@ -105,3 +105,23 @@ def test_descendants_are_the_runs_even_when_their_environment_lost_the_tag():
             os.kill(child, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_a_released_watchdog_still_sweeps_what_the_run_left_and_then_exits():
+    """After a run ends in order the CLI releases its watchdog: it makes one last sweep (a
+    straggler is stopped) instead of waiting for a quiet period, and exits."""
+    from server.federation.process_owner import Watchdog
+
+    tag = new_tag()
+    watchdog = Watchdog(tag)
+    straggler = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                                 env={**os.environ, RUN_TAG_VAR: tag}, start_new_session=True)
+    try:
+        assert tagged_pids(tag) == [straggler.pid]
+        watchdog.release()
+        assert watchdog.process.returncode == 0, "the watchdog exits by itself once released"
+        assert straggler.wait(10) == -signal.SIGTERM
+        assert tagged_pids(tag) == []
+    finally:
+        if straggler.poll() is None:
+            straggler.kill()

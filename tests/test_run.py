@@ -240,7 +240,7 @@ def test_a_busy_ledger_is_left_alone(tmp_path, fast_spec, eval_path, adapters):
         assert run_job(job, collect) is None
     assert collect.calls == [] and not (out / LEDGER_FILE).exists(), "nothing recorded in a busy ledger"
     assert _error(job)["error"] == (f"the ledger in {out} is in use by another FairPool run (pid {os.getpid()}); "
-                                    "wait for it to end, or choose another --out")
+                                    "wait for it to end, or choose another `out_dir`")
 
 
 def test_an_unreadable_storage_key_stops_the_run_before_the_ledger(tmp_path, fast_spec, eval_path, adapters):

@@ -176,7 +176,7 @@ def test_conversational_data_without_chat_template_is_one_clear_error(llama_dir)
     with pytest.raises(ConfigError) as info:
         require_chat_template(tokenizer, str(llama_dir), _examples(CHAT_ROWS[:1]))
     message = str(info.value)
-    assert str(llama_dir) in message and "--chat-template FILE" in message
+    assert str(llama_dir) in message and "give one with `chat_template` (a Jinja template" in message
     require_chat_template(tokenizer, str(llama_dir), _examples(STANDARD_ROWS[:1]))  # strings need none
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from common.config.options import existing_path, name_value_pairs
 from common.errors import ConfigError
-from common.valuation.estimators import ESTIMATORS
+from common.valuation.estimators import ESTIMATORS, EXACT_MAX_PLAYERS
 from common.valuation.stopping import MaxEvaluations, MaxSeconds, RankStableFor, StderrBelow, StoppingRule, default_stop
 
 PREFERENCE_UTILITIES: dict[str, str] = {"preference": "accuracy", "preference-logsigmoid": "logsigmoid"}
@@ -46,7 +46,7 @@ class ValuationSettings:
         "help": "auto (exact up to --exact-max-players owners, else permutation), exact, permutation "
                 "(antithetic Monte Carlo), truncated (TMC), kernel (KernelSHAP with the efficiency "
                 "constraint), banzhaf (Banzhaf values, maximum sample reuse) or loo (leave-one-out)"})
-    exact_max_players: int = field(default=20, metadata={
+    exact_max_players: int = field(default=EXACT_MAX_PLAYERS, metadata={
         "metavar": "K",
         "help": "largest number of owners valued exactly (all 2ⁿ coalitions) under auto; reward games, "
                 "which decode every coalition, only up to min(K, 10)"})
@@ -95,17 +95,17 @@ class ValuationSettings:
         if self.estimator not in ESTIMATOR_NAMES:
             raise ConfigError(f"unknown estimator {self.estimator!r}; choose from {', '.join(ESTIMATOR_NAMES)}")
         if self.payout_game and self.payout_game not in self.utilities:
-            raise ConfigError(f"--payout-game {self.payout_game!r} is not one of the utilities {list(self.utilities)}")
+            raise ConfigError(f"`payout_game` {self.payout_game!r} is not one of the utilities {list(self.utilities)}")
         if self.max_evaluations is not None and self.max_evaluations < 1:
-            raise ConfigError("max_evaluations must be at least 1")
+            raise ConfigError("`max_evaluations` must be at least 1")
         if self.tolerance is not None and not self.tolerance > 0:
-            raise ConfigError("tolerance must be positive")
+            raise ConfigError("`tolerance` must be positive")
         if self.rank_stable_for is not None and self.rank_stable_for < 1:
-            raise ConfigError("rank_stable_for must be at least 1")
+            raise ConfigError("`rank_stable_for` must be at least 1")
         if self.max_seconds is not None and not self.max_seconds > 0:
-            raise ConfigError("max_seconds must be positive")
+            raise ConfigError("`max_seconds` must be positive")
         if not 1 <= self.exact_max_players <= 24:
-            raise ConfigError("exact_max_players must be between 1 and 24")
+            raise ConfigError("`exact_max_players` must be between 1 and 24")
 
     @property
     def reward_scorers(self) -> tuple[str, ...]:

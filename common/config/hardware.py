@@ -38,11 +38,11 @@ class Hardware:
 
     def __post_init__(self) -> None:
         if not isinstance(self.device, str) or not _DEVICE_PATTERN.match(self.device):
-            raise ConfigError(f"--device {self.device!r}: choose from {', '.join(DEVICE_CHOICES)}")
+            raise ConfigError(f"`device` {self.device!r}: choose from {', '.join(DEVICE_CHOICES)}")
         if self.dtype not in DTYPE_CHOICES:
-            raise ConfigError(f"--dtype {self.dtype!r}: choose from {', '.join(DTYPE_CHOICES)}")
+            raise ConfigError(f"`dtype` {self.dtype!r}: choose from {', '.join(DTYPE_CHOICES)}")
         if not (0 < self.gpus_per_owner <= 64):
-            raise ConfigError(f"--gpus-per-owner must be in (0, 64], got {self.gpus_per_owner!r}")
+            raise ConfigError(f"`gpus_per_owner` must be in (0, 64], got {self.gpus_per_owner!r}")
 
     def resolve(self) -> "ResolvedHardware":
         """The concrete device and torch dtype on *this* machine; a device it lacks is an error."""
@@ -97,11 +97,11 @@ def resolve_device(name: str) -> str:
         count = cuda_device_count()
         index = int(name.split(":", 1)[1]) if ":" in name else 0
         if count == 0:
-            raise ConfigError(f"--device {name}: no CUDA device is available on this machine")
+            raise ConfigError(f"`device` {name}: no CUDA device is available on this machine")
         if index >= count:
-            raise ConfigError(f"--device {name}: this machine has {count} CUDA device(s) (cuda:0…cuda:{count - 1})")
+            raise ConfigError(f"`device` {name}: this machine has {count} CUDA device(s) (cuda:0…cuda:{count - 1})")
     if name == "mps" and not _mps_available():
-        raise ConfigError("--device mps: Apple's MPS backend is not available on this machine")
+        raise ConfigError("`device` mps: Apple's MPS backend is not available on this machine")
     return name
 
 
@@ -115,7 +115,7 @@ def resolve_dtype(name: str, device: str):
         return torch.float16 if device == "mps" else torch.float32
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
     if dtype == torch.float16 and device == "cpu":
-        raise ConfigError("--dtype float16 is not supported for training on a CPU; use float32 or bfloat16")
+        raise ConfigError("`dtype` float16 is not supported for training on a CPU; use float32 or bfloat16")
     return dtype
 
 

@@ -47,6 +47,27 @@ def check_owner_name(name: str, option: str = "owner") -> str:
     return name
 
 
+def check_min_owners(value: object, owners: int | None = None) -> None:
+    """``min_owners`` is a whole number ≥ 1 (and ≤ ``owners`` when the roster is known)."""
+    top = owners if owners is not None else float("inf")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+        limit = f"between 1 and the number of owners ({owners})" if owners is not None else "at least 1"
+        raise ConfigError(f"`min_owners` must be {limit}, got {value!r}")
+
+
+def check_declared_sizes(composition: str, undeclared: list[str]) -> None:
+    """The ``size`` rule weighs owners by their examples: existing adapters must declare theirs."""
+    if composition == "size" and undeclared:
+        raise ConfigError("`composition` size weighs owners by their number of examples: give `adapter_examples` "
+                          f"for {', '.join(undeclared)} (existing adapters)")
+
+
+def check_owner_timeout(value: object) -> None:
+    """``owner_timeout_s`` is a finite number of seconds > 0."""
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ConfigError(f"`owner_timeout_s` must be a finite number of seconds > 0, got {value!r}")
+
+
 @dataclass(frozen=True)
 class OwnerEntry:
     """An owner the coordinator expects (the allowlist).
@@ -110,13 +131,8 @@ class ValuationJob:
             raise ConfigError("a valuation needs at least one owner")
         for name in names:
             check_owner_name(name)
-        if isinstance(self.min_owners, bool) or not isinstance(self.min_owners, int) \
-                or not 1 <= self.min_owners <= len(names):
-            raise ConfigError(f"--min-owners must be between 1 and the number of owners ({len(names)}), "
-                              f"got {self.min_owners!r}")
-        if not (isinstance(self.owner_timeout_s, (int, float)) and math.isfinite(self.owner_timeout_s)
-                and self.owner_timeout_s > 0):
-            raise ConfigError(f"--timeout must be a finite number of seconds > 0, got {self.owner_timeout_s!r}")
+        check_min_owners(self.min_owners, len(names))
+        check_owner_timeout(self.owner_timeout_s)
         if len(set(names)) != len(names):
             raise ConfigError(f"owner names must be unique, got {names}")
         if self.composition not in COMPOSITION_RULES:
@@ -126,20 +142,16 @@ class ValuationJob:
         try:  # before any training: a Banzhaf or leave-one-out payout needs a policy that says how
             check_payable(ESTIMATOR_KINDS.get(self.valuation.estimator, ValueKind.SHAPLEY), self.payout_policy)
         except ValueError as exc:
-            raise ConfigError(f"--estimator {self.valuation.estimator} with --payout-policy {self.payout_policy}: "
+            raise ConfigError(f"`estimator` {self.valuation.estimator} with `payout_policy` {self.payout_policy}: "
                               f"{exc}") from None
         if not (self.budget >= 0 and self.budget != float("inf")):
-            raise ConfigError(f"budget must be a finite non-negative amount, got {self.budget!r}")
+            raise ConfigError(f"`budget` must be a finite non-negative amount, got {self.budget!r}")
         for o in self.owners:
             if o.data and o.adapter:
                 raise ConfigError(f"owner {o.name}: give data or an existing adapter, not both")
             if o.adapter_examples < 0:
-                raise ConfigError(f"owner {o.name}: adapter_examples must be ≥ 0, got {o.adapter_examples}")
-        undeclared = [o.name for o in self.owners if o.adapter and o.adapter_examples <= 0]
-        if self.composition == "size" and undeclared:
-            raise ConfigError("--composition size weighs owners by their number of examples: give "
-                              + " ".join(f"--adapter-examples {n}=N" for n in undeclared)
-                              + " for the existing adapter(s)")
+                raise ConfigError(f"owner {o.name}: `adapter_examples` must be ≥ 0, got {o.adapter_examples}")
+        check_declared_sizes(self.composition, [o.name for o in self.owners if o.adapter and o.adapter_examples <= 0])
         keyed = [o.name for o in self.owners if o.public_key]
         if keyed and len(keyed) != len(names):
             raise ConfigError("either every owner has a public key or none does; missing for "

@@ -66,19 +66,19 @@ class TrainingSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or not value > 0:
-                raise ConfigError(f"training spec: {name} must be a finite positive number, got {value!r}")
+                raise ConfigError(f"training spec: `{name}` must be a finite positive number, got {value!r}")
         if self.learning_rate > 10:
-            raise ConfigError(f"training spec: learning_rate {self.learning_rate!r} is far above any usable value "
+            raise ConfigError(f"training spec: `learning_rate` {self.learning_rate!r} is far above any usable value "
                               "(AdamW diverges); give at most 10")
         if not 0.0 <= self.lora_dropout < 1.0:
-            raise ConfigError(f"training spec: lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+            raise ConfigError(f"training spec: `lora_dropout` must be in [0, 1), got {self.lora_dropout!r}")
         if self.max_prompt_length < 0:
-            raise ConfigError(f"training spec: max_prompt_length must be ≥ 0, got {self.max_prompt_length!r}")
+            raise ConfigError(f"training spec: `max_prompt_length` must be ≥ 0, got {self.max_prompt_length!r}")
         if self.max_prompt_length and self.max_prompt_length >= self.max_length:
-            raise ConfigError(f"training spec: max_prompt_length ({self.max_prompt_length}) must be below "
-                              f"max_length ({self.max_length}), or every response would be cut away")
+            raise ConfigError(f"training spec: `max_prompt_length` ({self.max_prompt_length}) must be below "
+                              f"`max_length` ({self.max_length}), or every response would be cut away")
         if not 0 <= self.seed < 2**32:
-            raise ConfigError(f"training spec: seed must be in 0…2³²−1, got {self.seed!r}")
+            raise ConfigError(f"training spec: `seed` must be in 0…2³²−1, got {self.seed!r}")
 
     @property
     def target_module_list(self) -> list[str] | None:
@@ -119,11 +119,11 @@ def cast_field(f, value: Any) -> Any:
     if kind == "int" and isinstance(value, float) and value.is_integer():
         value = int(value)
     if kind == "int" and isinstance(value, float):
-        raise ConfigError(f"training spec: {f.name} must be a whole number, got {value!r}")
+        raise ConfigError(f"training spec: `{f.name}` must be a whole number, got {value!r}")
     try:
         return _CASTERS[kind](value)
     except (TypeError, ValueError):
-        raise ConfigError(f"training spec: {f.name} must be {kind}, got {value!r}") from None
+        raise ConfigError(f"training spec: `{f.name}` must be {kind}, got {value!r}") from None
 
 
 SPEC_FILE_KEYS = tuple(f.name for f in fields(TrainingSpec) if f.metadata.get("cli", True)) + ("seed",)
@@ -141,7 +141,7 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     try:
         raw_bytes = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"--spec {path}: cannot read: {exc.strerror or exc}") from None
+        raise ConfigError(f"spec file {path}: cannot read: {exc.strerror or exc}") from None
     try:
         if path.suffix.lower() == ".toml":
             import tomllib
@@ -150,11 +150,11 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         elif path.suffix.lower() == ".json":
             data = json.loads(raw_bytes.decode("utf-8"))
         else:
-            raise ConfigError(f"--spec {path}: expected a .toml or .json file")
+            raise ConfigError(f"spec file {path}: expected a .toml or .json file")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--spec {path}: not valid {path.suffix[1:].upper()}: {exc}") from None
+        raise ConfigError(f"spec file {path}: not valid {path.suffix[1:].upper()}: {exc}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"--spec {path}: expected a table of settings")
+        raise ConfigError(f"spec file {path}: expected a table of settings")
     by_name = {f.name: f for f in fields(TrainingSpec)}
     out: dict[str, Any] = {}
     for key, value in data.items():
@@ -162,7 +162,7 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         if name == "lora_target_modules":
             name = "target_modules"
         if name not in SPEC_FILE_KEYS:
-            raise ConfigError(f"--spec {path}: unknown setting {key!r}; known: "
+            raise ConfigError(f"spec file {path}: unknown setting {key!r}; known: "
                               + ", ".join(k.replace("_", "-") for k in SPEC_FILE_KEYS))
         if name == "target_modules" and isinstance(value, list):
             value = ",".join(map(str, value))

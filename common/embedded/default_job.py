@@ -124,4 +124,4 @@ def resume_or_start(job: ValuationJob) -> tuple[ValuationJob, bool]:
     if finished:
         return job, False
     raise ConfigError(f"{out} holds unfinished run {previous.run_id} of a different job; re-run that command "
-                      "to resume it, or choose another --out")
+                      "to resume it, or choose another `out_dir`")

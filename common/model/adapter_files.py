@@ -186,16 +186,16 @@ def check_adapter_compatible(adapter: AdapterFile, spec, expected_shapes: Mappin
     """
     where = f"adapter {adapter.path}"
     if adapter.rank != spec.lora_r:
-        raise ConfigError(f"{where}: LoRA rank {adapter.rank} but the job's spec has --lora-r {spec.lora_r}; "
-                          f"value it with --lora-r {adapter.rank}")
+        raise ConfigError(f"{where}: LoRA rank {adapter.rank} but the job's spec has `lora_r` {spec.lora_r}; "
+                          f"value it with `lora_r` {adapter.rank}")
     if adapter.alpha != spec.lora_alpha:
         alpha = int(adapter.alpha) if float(adapter.alpha).is_integer() else adapter.alpha
-        raise ConfigError(f"{where}: LoRA alpha {alpha} but the job's spec has --lora-alpha {spec.lora_alpha}; "
-                          f"value it with --lora-alpha {alpha}")
+        raise ConfigError(f"{where}: LoRA alpha {alpha} but the job's spec has `lora_alpha` {spec.lora_alpha}; "
+                          f"value it with `lora_alpha` {alpha}")
     theirs, ours = adapter.target_modules, _spec_targets(spec, base_model_dir)
     if ours is not None and theirs != ours:
         raise ConfigError(f"{where}: LoRA target modules {_targets_text(theirs)} but the job's spec targets "
-                          f"{_targets_text(ours)}; value it with --lora-target-modules {_targets_text(theirs)}")
+                          f"{_targets_text(ours)}; value it with `target_modules` {_targets_text(theirs)}")
     for option, what in (("use_dora", "DoRA"), ("use_rslora", "rank-stabilised LoRA (use_rslora)")):
         if adapter.config.get(option):
             raise ConfigError(f"{where}: a {what} adapter; FairPool composes plain LoRA adapters only")

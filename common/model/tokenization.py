@@ -118,7 +118,7 @@ def usable_pairs(tokenizer, examples: Sequence, max_length: int, max_prompt_leng
             if not tokenize_pair(tokenizer, e, max_prompt_length).prompt_fills(max_length)]
     if not kept:
         raise ConfigError(f"{where}: no usable pair: the prompt of every one of its {len(examples)} pairs fills "
-                          f"max_length={max_length} tokens; raise --max-length or set --max-prompt-length")
+                          f"the `max_length` of {max_length} tokens; raise `max_length` or set `max_prompt_length`")
     return kept, len(examples) - len(kept)
 
 
@@ -160,5 +160,5 @@ def require_chat_template(tokenizer, model_dir: str, examples: Sequence = ()) ->
     if any(_conversational_item(e) for e in examples):
         raise ConfigError(
             f"base model {model_dir}: its tokenizer has no chat template, which conversational data needs; "
-            "give one with --chat-template FILE (a Jinja template, e.g. the chat_template of the model "
+            "give one with `chat_template` (a Jinja template, e.g. the chat_template of the model "
             "family's tokenizer_config.json)")

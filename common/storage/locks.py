@@ -34,7 +34,7 @@ def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[Path]:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             raise LockHeld(f"{what} is in use by another FairPool run (pid {holder}); wait for it to end, "
-                           "or choose another --out") from None
+                           "or choose another `out_dir`") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield path

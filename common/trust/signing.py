@@ -89,7 +89,7 @@ def save_keypair(
     if not force:
         existing = [str(p) for p in (key_path, pub_path) if p.exists()]
         if existing:
-            raise ConfigError(f"{existing[0]}: already exists; refusing to overwrite a key (use --force)")
+            raise ConfigError(f"{existing[0]}: already exists; refusing to overwrite a key (use `force`)")
     try:
         make_private_dir(out)
     except OSError as exc:

@@ -16,8 +16,9 @@ care whether values were enumerated or sampled.  The estimators, registered in
   reuse; stderr from the two group variances.
 * ``loo`` — leave-one-out ``v(N) − v(N∖{i})``; stderr 0.
 
-``"auto"`` picks ``exact`` when ``n <= exact_max_players`` (the preference utility makes
-``2**n`` coalitions cheap up to n ≈ 20) and ``permutation`` otherwise.
+``"auto"`` picks ``exact`` when ``n <= exact_max_players`` (default :data:`EXACT_MAX_PLAYERS`,
+which the CLI's ``--exact-max-players`` shares: the preference utility makes ``2**n`` coalitions
+cheap up to n ≈ 20) and ``permutation`` otherwise.
 
 Sampling estimators share one driver (:func:`_drive`): draw a batch, update the estimate,
 check the stopping rule (:mod:`common.valuation.stopping`), repeat.  All randomness comes from one
@@ -47,9 +48,13 @@ from common.valuation.stopping import (
     status_of,
 )
 
-__all__ = ["ESTIMATORS", "estimate", "exact", "permutation", "truncated", "kernel", "banzhaf", "loo"]
+__all__ = ["ESTIMATORS", "EXACT_MAX_PLAYERS", "estimate", "exact", "permutation", "truncated", "kernel", "banzhaf",
+           "loo"]
 
 Seed = int | np.random.Generator
+
+EXACT_MAX_PLAYERS = 20
+"""The largest ``n`` that ``"auto"`` enumerates exactly unless told otherwise (2²⁰ coalitions)."""
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -560,7 +565,7 @@ ESTIMATORS: dict[str, Estimator] = {
 
 
 def estimate(game: Game, estimator: str = "auto", *, stop: StoppingRule | None = None, seed: Seed = 0,
-             exact_max_players: int = 16, **params: Any) -> ValuationResult:
+             exact_max_players: int = EXACT_MAX_PLAYERS, **params: Any) -> ValuationResult:
     """Values of the players of ``game`` by the named estimator.
 
     Args:

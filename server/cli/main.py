@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -28,7 +27,13 @@ from pathlib import Path
 
 from common.config.games import ValuationSettings
 from common.config.hardware import Hardware
-from common.config.job import ValuationJob, check_owner_name
+from common.config.job import (
+    ValuationJob,
+    check_declared_sizes,
+    check_min_owners,
+    check_owner_name,
+    check_owner_timeout,
+)
 from common.config.options import add_dataclass_options, build, chosen_options, field_default, parse_pairs
 from common.config.spec import TrainingSpec, read_spec_file
 from common.errors import ConfigError, FairPoolError
@@ -36,6 +41,7 @@ from common.trust.adapter_checks import AdapterLimits
 from common.trust.passphrase import passphrase_from_env
 from common.valuation.composition import COMPOSITION_RULES
 from common.valuation.payout import PAYOUT_POLICIES
+from server.cli.flags import as_cli
 from server.federation.process_owner import Interrupted, raise_on_termination
 from server.valuation.scorers import resolve_scorers
 
@@ -359,10 +365,8 @@ def spec_overrides(args: argparse.Namespace) -> dict:
 
 def job_options(args: argparse.Namespace, default_utilities: tuple[str, ...] = ("preference",)) -> dict:
     """:class:`~common.config.job.ValuationJob` keyword arguments from the valuation options, checked now."""
-    if not (math.isfinite(args.timeout) and args.timeout > 0):
-        raise ConfigError(f"--timeout must be a finite number of seconds > 0, got {args.timeout!r}")
-    if args.min_owners < 1:
-        raise ConfigError(f"--min-owners must be at least 1, got {args.min_owners}")
+    check_owner_timeout(args.timeout)  # before any file is read; the roster's size is checked with the job
+    check_min_owners(args.min_owners)
     valuation = build(ValuationSettings, {"utilities": default_utilities, **chosen_options(args, ValuationSettings)})
     if valuation.reward_scorers:  # a scorer that cannot load should fail now, not after training
         resolve_scorers(valuation.reward_scorers, valuation.reward_models, valuation.scorers)
@@ -430,7 +434,7 @@ def _run_and_print(job) -> int:
             report = run_simulation(job, on_event=view.show)
         except FairPoolError as exc:
             view.close()
-            _say(f"error: {exc}")
+            _say(f"error: {as_cli(exc)}")
             return EXIT_RUN_FAILED
         except (KeyboardInterrupt, Interrupted) as exc:  # every process of the run is stopped by now
             view.close()
@@ -554,9 +558,7 @@ def cmd_value(args: argparse.Namespace) -> int:
         raise ConfigError(f"{both[0]} is named by both --owner and --adapter: an owner brings data or an "
                           "adapter, not both")
     examples = adapter_examples_arg(args.adapter_examples, adapters)
-    if args.composition == "size" and set(adapters) - set(examples):
-        raise ConfigError("--composition size weighs owners by their number of examples: give "
-                          + " ".join(f"--adapter-examples {n}=N" for n in adapters if n not in examples))
+    check_declared_sizes(args.composition, [n for n in adapters if n not in examples])
     options = job_options(args)  # option errors first: before any file is read or model built
     overrides = checked_overrides(args)
     eval_ref = resolve_data_ref("--eval", args.eval, args.split)
@@ -692,7 +694,7 @@ def cmd_verify_report(args: argparse.Namespace) -> int:
     try:
         lines = verify_report_file(args.report, pub, owner=args.owner, adapter_dir=args.adapter)
     except (SignatureError, VerificationError) as exc:  # a failed check, not a usage mistake
-        _say(f"error: {args.report}: {exc}")
+        _say(f"error: {args.report}: {as_cli(exc)}")
         return EXIT_RUN_FAILED
     print("\n".join(lines))
     print("OK")
@@ -749,7 +751,7 @@ def cmd_fetch_report(args: argparse.Namespace) -> int:
                     _say(f"[{event['seq']}] {event['stage']}: {event['message']}")
             report = client.fetch_report(args.run, coordinator)
         except (FetchError, SignatureError) as exc:  # refused or unverifiable: nothing is written
-            _say(f"error: run {args.run}: {exc}")
+            _say(f"error: run {args.run}: {as_cli(exc)}")
             return EXIT_RUN_FAILED
     if args.out is None:
         print(json.dumps(report, indent=2, ensure_ascii=False))
@@ -781,7 +783,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except FairPoolError as exc:
-        _say(f"error: {exc}")
+        _say(f"error: {as_cli(exc)}")
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         _say("interrupted: every process of the run was stopped; re-run the same command to resume")

@@ -158,7 +158,7 @@ class Ledger:
             self._db.close()
             shown = version if version else "0 (unversioned)"
             raise LedgerVersionError(f"{self.path}: a ledger of schema version {shown}; this FairPool reads "
-                                     f"version {LEDGER_SCHEMA_VERSION}: use another --out, or the FairPool that "
+                                     f"version {LEDGER_SCHEMA_VERSION}: use another `out_dir`, or the FairPool that "
                                      "wrote it")
 
     # row authentication ---------------------------------------------------------

@@ -28,6 +28,8 @@ from pathlib import Path
 
 RUN_TAG_VAR = "FAIRPOOL_RUN_TAG"
 GRACE_S = 5.0
+RELEASED = b"released"
+"""What the CLI writes to the watchdog's pipe before closing it when the run ended in order."""
 
 
 def new_tag() -> str:
@@ -141,8 +143,13 @@ class Watchdog:
         os.close(read_end)
 
     def release(self) -> None:
-        """The run ended in order: let the watchdog go (it finds nothing left to stop)."""
+        """The run ended in order and its processes were stopped: let the watchdog go after one
+        last sweep (:data:`RELEASED` tells it so; a bare end-of-file means the CLI died)."""
         if self._write_end >= 0:
+            try:
+                os.write(self._write_end, RELEASED)
+            except OSError:  # the watchdog is gone already
+                pass
             os.close(self._write_end)
             self._write_end = -1
         try:
@@ -171,12 +178,15 @@ def raise_on_termination() -> None:
 def _watch(tag: str) -> None:
     """The watchdog's body: wait for end-of-file on stdin (the CLI is gone, or done), then clean up."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the terminal is the CLI's to handle
+    received = b""
     try:
-        while os.read(0, 4096):
-            pass
+        while chunk := os.read(0, 4096):
+            received += chunk
     except OSError:
         pass
-    stop_tagged(tag, grace_s=3.0)
+    # Released: the CLI stopped the run itself, so one sweep for stragglers is enough; otherwise
+    # go on until nothing of the run has been seen for a while (processes may still be starting).
+    stop_tagged(tag, grace_s=3.0, **({"quiet_s": 0.0} if received.endswith(RELEASED) else {}))
 
 
 if __name__ == "__main__":

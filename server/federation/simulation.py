@@ -192,10 +192,12 @@ def run_simulation(
                     raise FairPoolError(f"the Flower run did not finish within {limit:.0f}s; see {out / FLOWER_LOG}")
                 time.sleep(0.25)
             if proc.poll() is None:
-                # After "done" Flower winds down by itself; after "error" owners may still be training
-                # (the coordinator gave up on them): no reason to wait for them.
+                # "done" comes after the report and the ledger are committed, and after "error" owners
+                # may still be training (the coordinator gave up on them): nothing is left to wait
+                # for. Flower's own wind-down (the SuperExec, Ray's shutdown) took 5-7 s per run;
+                # the run's processes are stopped below instead.
                 try:
-                    proc.wait(timeout=30 if ended == "done" else 3)
+                    proc.wait(timeout=1)
                 except subprocess.TimeoutExpired:
                     pass
     finally:  # every way out (error, timeout, interrupt) stops every process the run started

@@ -102,7 +102,7 @@ def resolve_scorers(names: Sequence[str], reward_models: Mapping[str, str],
             if name not in builtins:
                 known = sorted({*builtins, *reward_models, *callables})
                 raise ConfigError(f"unknown scorer {name!r}; known: {', '.join(known)} "
-                                  "(add --reward-model NAME=DIR or --scorer NAME=module:function)")
+                                  "(add one to `reward_models` (NAME=DIR) or `scorers` (NAME=module:function))")
             resolved[name] = builtins[name]
     return resolved
 
