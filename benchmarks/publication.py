@@ -35,6 +35,7 @@ def _pki(directory: Path):
     from deploy.make_credentials import make_ca, make_server_certificate
     from server.publication.service import TlsFiles
 
+    directory.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = make_ca("load-test CA")
     key, cert = make_server_certificate(ca_key, ca_cert, ["localhost", "127.0.0.1"])
     pem = serialization.Encoding.PEM

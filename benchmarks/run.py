@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results.json"
 FAIRPOOL = Path(sys.executable).with_name("fairpool")
 
+# Issue 14's target: a resumed demo (every adapter and the report in the ledger) in at most 5 s.
+RESUME_WALL_TARGET_S = 5.0
 # The issue's target: the whole demo, base model already cached, in under 180 s and 4 GB.
 DEMO_WALL_TARGET_S = 180.0
 DEMO_RSS_TARGET_MB = 4096.0
@@ -479,9 +481,11 @@ def resume_figures(env: dict, scratch: Path, timeout_s: float, out: Path) -> dic
     if trainings or not same:
         raise StepFailed(f"the re-run did not resume: {trainings} owner(s) trained, same values: {same}")
     print(f"  resumed in {again['wall_s']:.1f}s, 0 owners retrained, same values", flush=True)
-    return {"demo_resume_wall_s": figure(again["wall_s"], "s", trainings=trainings, same_values=same, note=(
-        "`fairpool demo` re-run into the same --out: adapters come from the ledger (decrypted), utilities and "
-        "games are read back; no owner trains"))}
+    ok = again["wall_s"] <= RESUME_WALL_TARGET_S
+    return {"demo_resume_wall_s": figure(again["wall_s"], "s", trainings=trainings, same_values=same,
+                                         target={"max": RESUME_WALL_TARGET_S}, meets_target=ok, note=(
+        "`fairpool demo` re-run into the same --out after it finished: the ledger holds every adapter and the "
+        "signed report, so Flower is not started and nothing is loaded or recomputed (issue 14 #4)"))}
 
 
 def main(argv: list[str] | None = None) -> int:

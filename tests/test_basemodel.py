@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,46 @@ def test_missing_base_model_dir_is_a_clear_error(tmp_path):
 
     with pytest.raises(FairPoolError, match="no such directory"):
         load_base_model(tmp_path / "nope")
+
+
+def test_the_manifest_lists_every_file_and_a_changed_or_extra_file_invalidates_the_cache(small_build, tmp_path):
+    """Validity is checked from file digests (no model load, no torch import: a resumed demo
+    starts in about a second); any changed, missing or extra file means a rebuild."""
+    from common.embedded.base_model import file_digests
+
+    manifest = json.loads((small_build / MANIFEST).read_text())
+    assert set(manifest["files"]) == {p.name for p in small_build.iterdir() if p.name != MANIFEST}
+    assert manifest["files"] == file_digests(small_build)
+    for damage in ("change", "remove", "add"):
+        directory = shutil.copytree(small_build, tmp_path / damage)
+        tokenizer = directory / "tokenizer.json"
+        if damage == "change":
+            tokenizer.write_text(tokenizer.read_text().replace("<|pad|>", "<|pbd|>"))
+        elif damage == "remove":
+            tokenizer.unlink()
+        else:
+            (directory / "extra.bin").write_bytes(b"\0")
+        assert not cached_model_is_valid(directory), damage
+
+
+def test_an_older_manifest_is_checked_by_loading_and_then_gains_the_file_list(small_build, tmp_path):
+    directory = shutil.copytree(small_build, tmp_path / "old")
+    manifest = json.loads((directory / MANIFEST).read_text())
+    del manifest["files"]
+    (directory / MANIFEST).write_text(json.dumps(manifest))
+    assert cached_model_is_valid(directory)
+    assert json.loads((directory / MANIFEST).read_text())["files"] == json.loads((small_build / MANIFEST).read_text())["files"]
+    bad = shutil.copytree(small_build, tmp_path / "old-bad")
+    (bad / MANIFEST).write_text(json.dumps({**manifest, "fingerprint": "0" * 64}))
+    assert not cached_model_is_valid(bad) and "files" not in json.loads((bad / MANIFEST).read_text())
+
+
+def test_checking_an_auto_or_cpu_device_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from common.config.hardware import check_device_exists; "
+            "check_device_exists('auto'); check_device_exists('cpu'); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False"

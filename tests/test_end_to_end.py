@@ -72,6 +72,16 @@ def test_demo_recovers_the_market_ground_truth(tmp_path, base_model_dir):
     with Ledger(tmp_path / "demo" / "ledger.sqlite") as ledger:
         assert ledger.run(report["run_id"])["report"] == report
 
+    # Issue 14 #4: the same command again resumes from the ledger alone: no Flower, same report.
+    before = (tmp_path / "demo" / "report.json").read_bytes()
+    flower_log = (tmp_path / "demo" / "flower.log").stat().st_mtime_ns
+    again = _run(["demo", "--out", str(tmp_path / "demo"), "--utility", "preference",
+                  "--utility", "preference-logsigmoid"])
+    assert "every adapter is in the ledger: valued without starting Flower" in again.stderr
+    assert (tmp_path / "demo" / "report.json").read_bytes() == before
+    assert (tmp_path / "demo" / "flower.log").stat().st_mtime_ns == flower_log, "Flower was not started"
+    assert again.stdout == proc.stdout, "the same table and file list"
+
 
 def test_coordinator_killed_in_the_simulation_resumes_without_retraining(tmp_path, base_model_dir):
     """Kill the ServerApp process (a failpoint's ``os._exit``) after the 2nd accepted adapter,

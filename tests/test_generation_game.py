@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,3 +108,42 @@ def test_reward_model_scorer_scores_in_batches(reward_model_dir):
 def test_missing_reward_model_dir(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         RewardModelScorer(tmp_path / "nope")
+
+
+def _console_python(code: str, cwd, **env):
+    """Run ``code`` as a console script runs: without the current folder on ``sys.path`` (-P)."""
+    import os
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    return subprocess.run([sys.executable, "-P", "-c", code], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": root, **env})
+
+
+def test_a_scorer_module_in_the_current_folder_is_found_and_never_shadows_fairpool(tmp_path):
+    """Issue 14 #6: `--scorer mine=myscore:fn` from the folder holding myscore.py, as users
+    expect, with no PYTHONPATH; the user's own common.py there does not replace FairPool's."""
+    (tmp_path / "myscore.py").write_text("def fn(prompts, responses):\n    return [float(len(r)) for r in responses]\n")
+    (tmp_path / "common.py").write_text("raise SystemExit('the user common.py was imported')\n")
+    code = ("import sys; import common.errors; from server.valuation.scorers import import_scorer; "
+            "f = import_scorer('myscore:fn'); print(f(['p'], ['abc'])); import common.data; "
+            "print(sys.modules['common'].__file__.endswith('__init__.py'))")
+    out = _console_python(code, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[3.0]", "True"]
+    assert _console_python("import myscore", tmp_path).returncode != 0, "-P really leaves the folder off the path"
+
+
+def test_a_scorer_module_is_found_in_the_import_path_the_cli_hands_its_processes(tmp_path):
+    elsewhere = tmp_path / "lib"
+    elsewhere.mkdir()
+    (elsewhere / "theirs.py").write_text("import not_installed_anywhere\ndef fn(p, r):\n    return [0.0] * len(r)\n")
+    (elsewhere / "good.py").write_text("def fn(p, r):\n    return [1.0] * len(r)\n")
+    code = ("from server.valuation.scorers import import_scorer; print(import_scorer('good:fn')([''], ['x']))")
+    assert _console_python(code, tmp_path).returncode != 0
+    out = _console_python(code, tmp_path, FAIRPOOL_IMPORT_PATH=str(elsewhere))
+    assert out.stdout.strip() == "[1.0]", out.stderr
+    broken = _console_python("from server.valuation.scorers import import_scorer; import_scorer('theirs:fn')",
+                             tmp_path, FAIRPOOL_IMPORT_PATH=str(elsewhere))
+    assert "No module named 'not_installed_anywhere'" in broken.stderr, "the real missing import is named"

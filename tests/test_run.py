@@ -249,3 +249,77 @@ def test_an_unreadable_storage_key_stops_the_run_before_the_ledger(tmp_path, fas
     assert run_job(job, collect) is None and collect.calls == []
     assert _error(job)["error"].startswith(f"cannot read storage key {tmp_path / 'absent.key'}")
     assert not (Path(job.out_dir) / LEDGER_FILE).exists()
+
+
+# --------------------------------------------------------------------------- instant resume (issue 14 #4)
+
+def test_held_owners_are_those_whose_adapters_the_ledger_holds(tmp_path, fast_spec, eval_path, adapters):
+    from server.federation.run import held_owners
+
+    job = _job(tmp_path, fast_spec, eval_path)
+    assert held_owners(job) == set(), "no ledger yet"
+    assert run_job(job, Collector(adapters, only={"ann", "cyd"}, then=FairPoolError("down"))) is None
+    assert held_owners(job) == {"ann", "cyd"}
+    assert held_owners(dataclasses.replace(job, run_id="run-2")) == set(), "another run holds nothing"
+
+
+def test_a_run_whose_owners_all_trained_is_valued_here_without_asking_anyone(
+        tmp_path, fast_spec, eval_path, adapters, reference):
+    """Crashed after the last adapter was stored (before any game): the re-run values from the
+    ledger in this process; nobody is asked, and the values are the uninterrupted run's."""
+    from server.federation.run import run_held
+
+    job = _job(tmp_path, fast_spec, eval_path)
+    assert run_job(job, Collector(adapters, then=FairPoolError("crash after the last adapter"))) is None
+    seen: list[dict] = []
+    report = run_held(job, seen.append)
+    assert _values(report) == _values(reference[1]) and report["payout"] == reference[1]["payout"]
+    resume = next(e for e in seen if e["stage"] == "resume")
+    assert resume["held"] == resume["total"] == len(OWNERS)
+    assert not any(e["stage"] == "train" for e in seen), "nobody trains"
+    assert seen == list(read_all(Path(job.out_dir) / PROGRESS_FILE)), "the caller sees every event of the file"
+
+
+def test_a_finished_run_is_replayed_without_loading_a_model_or_redrawing(
+        tmp_path, fast_spec, eval_path, adapters, monkeypatch):
+    from server.federation import run as run_module
+
+    job = _job(tmp_path, fast_spec, eval_path)
+    first = run_job(job, Collector(adapters))
+    out = Path(job.out_dir)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.suffix in (".json", ".md", ".html", ".png")}
+
+    def no_work(*_a, **_k):
+        raise AssertionError("a finished run must not be valued again")
+
+    monkeypatch.setattr(run_module, "run_job", no_work)
+    monkeypatch.setattr(run_module, "write_report", no_work)
+    report = run_module.run_held(job)
+    assert report == first
+    assert {n: (out / n).read_bytes() for n in before} == before
+    (out / "report.html").unlink()  # a file of the report is missing: it is written again
+    monkeypatch.undo()
+    assert run_module.run_held(job) == first and (out / "report.html").exists()
+    events = list(read_all(out / PROGRESS_FILE))
+    assert [e["stage"] for e in events] == ["start", "resume", "done"]
+    with Ledger(out / LEDGER_FILE) as ledger:
+        assert ledger.events(job.run_id)[-1][1]["stage"] == "done", "the replay's events reach the ledger"
+
+
+def test_run_held_refuses_a_job_whose_owners_must_still_train(tmp_path, fast_spec, eval_path, adapters):
+    from server.federation.run import run_held
+
+    job = _job(tmp_path, fast_spec, eval_path)
+    assert run_job(job, Collector(adapters, only={"ann"}, then=FairPoolError("down"))) is None
+    with pytest.raises(FairPoolError, match="the ledger holds no adapter of bob, cyd: they must train"):
+        run_held(job)
+
+
+def test_the_progress_bar_counts_held_owners_as_done():
+    from server.cli.progress_view import ProgressView
+
+    with ProgressView(3) as view:
+        view.show({"stage": "resume", "message": "2 held", "held": 2, "total": 3})
+        assert view.owners_done == 2
+        view.show({"stage": "train", "message": "x: adapter accepted", "done": 1, "total": 1})
+        assert view.owners_done == 3

@@ -87,6 +87,13 @@ def _mps_available() -> bool:
     return bool(backend and backend.is_available())
 
 
+def check_device_exists(name: str) -> None:
+    """An explicitly named device this machine lacks is a ConfigError; ``auto`` and ``cpu`` always
+    exist, so checking them imports nothing (torch takes seconds to import)."""
+    if name not in ("auto", "cpu"):
+        resolve_device(name)
+
+
 def resolve_device(name: str) -> str:
     """``auto`` → the best device here; an explicit device this machine lacks is a ConfigError."""
     if name == "auto":

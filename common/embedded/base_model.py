@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.embedded.corpus import CORPUS_VERSION, corpus_lines
+from common.storage.atomic import atomic_write
 from common.storage.home import fairpool_home
 from common.trust.canonical import json_sha256
 from common.trust.digest import tensors_sha256
@@ -67,18 +68,43 @@ def _read_manifest(directory: Path) -> dict | None:
         return None
 
 
+def file_digests(directory: Path) -> dict[str, str]:
+    """SHA-256 of every file of a build (the manifest aside), by name: what the manifest records."""
+    import hashlib
+
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(Path(directory).iterdir())
+            if f.is_file() and f.name != MANIFEST and not f.name.startswith(".")}
+
+
 def cached_model_is_valid(directory: Path) -> bool:
-    """True when ``directory`` holds a complete build whose weights match its manifest."""
+    """True when ``directory`` holds a complete build that matches its manifest.
+
+    A manifest listing the build's file digests is checked by hashing the files (milliseconds;
+    a resumed demo must not load torch for it). An older manifest, with only the weights'
+    fingerprint, is checked by loading the model, and on success gains the file list.
+    """
     manifest = _read_manifest(directory)
     if not manifest:
         return False
+    if "files" in manifest:
+        try:
+            return file_digests(directory) == manifest["files"]
+        except OSError:
+            return False
     from common.model.base import load_base_model
 
     try:
         model, _ = load_base_model(directory)
     except Exception:  # any unreadable file means "rebuild", never a crash
         return False
-    return model_fingerprint(model) == manifest.get("fingerprint")
+    if model_fingerprint(model) != manifest.get("fingerprint"):
+        return False
+    try:
+        upgraded = {**manifest, "files": file_digests(directory)}
+        atomic_write(Path(directory) / MANIFEST, json.dumps(upgraded, indent=2).encode())
+    except OSError:  # a read-only cache stays valid, only slower to check
+        pass
+    return True
 
 
 def _train_tokenizer(lines: list[str], vocab_size: int):
@@ -196,6 +222,7 @@ def _build(config: TinyModelConfig, directory: Path, progress: Callable[[str], N
             "fingerprint": model_fingerprint(model),
             "build_seconds": round(time.perf_counter() - started, 2),
         }
+        manifest["files"] = file_digests(staging)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
         if directory.exists():
             shutil.rmtree(directory)

@@ -17,13 +17,15 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def spec_for(base_model: str, **overrides) -> TrainingSpec:
+def spec_for(base_model: str, *, built_here: bool = False, **overrides) -> TrainingSpec:
     """A spec bound to the base model's weight files, so owners verify they train on π₀.
 
-    The directory is checked (a causal LM with a tokenizer) and resolved to an absolute path
-    first: the spec travels to processes with other working directories.
+    The directory is checked (a causal LM with a tokenizer; ``built_here`` skips that for the
+    embedded build, which its manifest already checked, and saves importing transformers) and
+    resolved to an absolute path first: the spec travels to processes with other working
+    directories.
     """
-    path = check_model_dir(base_model)
+    path = str(Path(base_model).resolve()) if built_here else check_model_dir(base_model)
     return TrainingSpec(base_model=path, base_fingerprint=weights_fingerprint(path), **overrides)
 
 
@@ -49,7 +51,7 @@ def default_job(out_dir: str | Path | None = None, seed: int = 0, progress=lambd
         owners=tuple(OwnerEntry(name, str(path)) for name, path in market.owners.items()),
         eval_path=str(market.eval_path),
         out_dir=str(out_dir or fairpool_home() / "runs" / run_id),
-        spec=spec_for(str(base), seed=seed),
+        spec=spec_for(str(base), built_here=True, seed=seed),
         embedded_market=True,
         **job_options,
     )

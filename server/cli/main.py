@@ -22,11 +22,12 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from common.config.games import ValuationSettings
-from common.config.hardware import Hardware
+from common.config.hardware import Hardware, check_device_exists
 from common.config.job import (
     ValuationJob,
     check_declared_sizes,
@@ -97,7 +98,7 @@ def add_hardware_options(p: argparse.ArgumentParser) -> None:
 def hardware_from_args(args: argparse.Namespace) -> Hardware:
     """The requested hardware, checked now: ``--device cuda`` on a machine without CUDA fails before any work."""
     hardware = build(Hardware, chosen_options(args, Hardware))
-    hardware.resolve()
+    check_device_exists(hardware.device)
     return hardware
 
 
@@ -426,12 +427,16 @@ def _record_interruption(job, how: str) -> None:
 
 def _run_and_print(job) -> int:
     from server.cli.progress_view import ProgressView
-    from server.federation.simulation import run_simulation
+    from server.federation.run import held_owners
+    from server.federation.simulation import run_local
 
-    _say(f"FairPool run {job.run_id}: {len(job.owners)} owners in Flower's Simulation Engine")
+    instant = set(job.owner_names) <= held_owners(job)  # run_local's choice, said before it starts
+    _say(f"FairPool run {job.run_id}: {len(job.owners)} owners "
+         + ("(every adapter is in the ledger: valued without starting Flower)" if instant
+            else "in Flower's Simulation Engine"))
     with ProgressView(len(job.owners)) as view:
         try:
-            report = run_simulation(job, on_event=view.show)
+            report = run_local(job, on_event=view.show)
         except FairPoolError as exc:
             view.close()
             _say(f"error: {as_cli(exc)}")
@@ -776,6 +781,9 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     set_offline_environment()
+    # transformers' deprecation notices about its own internals are not the user's to act on
+    # (Flower's processes run with PYTHONWARNINGS=ignore; a run valued in this process too).
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers(\.|$)")
     args = build_parser().parse_args(argv)
     handler = COMMANDS[(args.command, getattr(args, "action", None))]
     if args.command in ("value", "demo"):

@@ -13,10 +13,20 @@ class ProgressView:
     def __init__(self, num_owners: int) -> None:
         self._bar = tqdm(total=num_owners, desc="owners trained", unit="owner", file=sys.stderr,
                          dynamic_ncols=True, leave=True, disable=None)  # no bar when not a terminal
+        self._held = 0  # owners whose adapters the ledger held at the start: done before any training
+
+    @property
+    def owners_done(self) -> int:
+        """Owners with an adapter so far: those the ledger held plus those trained in this run."""
+        return int(self._bar.n)
 
     def show(self, event: dict) -> None:
-        if event.get("stage") == "train" and "done" in event:
-            self._bar.n = int(event["done"])
+        if event.get("stage") == "resume" and "held" in event:
+            self._held = int(event["held"])
+            self._bar.n = self._held
+            self._bar.refresh()
+        elif event.get("stage") == "train" and "done" in event:
+            self._bar.n = self._held + int(event["done"])
             self._bar.refresh()
         tqdm.write(f"[{event.get('t', 0):7.1f}s] {event.get('stage', '?'):>10}: {event.get('message', '')}",
                    file=sys.stderr)

@@ -12,6 +12,7 @@ Flower process from outside, can tell the user the actual reason.
 from __future__ import annotations
 
 import json
+import sqlite3
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,11 +21,11 @@ from common.config.job import ValuationJob
 from common.errors import FairPoolError
 from common.status import RunStatus, SubmissionStatus
 from common.storage.locks import LockHeld, exclusive_lock
-from common.storage.progress import ProgressLog
+from common.storage.progress import PROGRESS_FILE, ProgressLog
 from common.trust import faults
 from server.federation.admission import Admission
 from server.federation.ledger import Ledger
-from server.report.write import write_report
+from server.report.write import report_is_written, write_report
 from server.valuation.pipeline import Submission, value_submissions
 
 ERROR_FILE = "error.json"
@@ -37,13 +38,17 @@ Collector = Callable[[Admission, Sequence[str], Callable[..., None]], dict[str, 
 submissions go through ``admission.admit`` into the ledger."""
 
 
-def run_job(job: ValuationJob, collect: Collector) -> dict | None:
-    """Collect the adapters still missing with ``collect``, then value; return the report (None on error)."""
+def run_job(job: ValuationJob, collect: Collector, on_event: Callable[[dict], object] | None = None) -> dict | None:
+    """Collect the adapters still missing with ``collect``, then value; return the report (None on error).
+
+    Every progress event goes to ``progress.jsonl`` and the ledger, and to ``on_event`` when given
+    (a caller in this process draws it at once instead of following the file).
+    """
     out = Path(job.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     try:
         with exclusive_lock(out / LEDGER_LOCK, f"the ledger in {out}"):
-            return _run_locked(job, collect, out)
+            return _run_locked(job, collect, out, on_event)
     except LockHeld as exc:
         # Another coordinator (one orphaned by a killed CLI) is live on this ledger: its run is left
         # untouched; only this CLI hears why (the CLI's own lock means no other CLI follows OUT).
@@ -51,7 +56,72 @@ def run_job(job: ValuationJob, collect: Collector) -> dict | None:
         return None
 
 
-def _run_locked(job: ValuationJob, collect: Collector, out: Path) -> dict | None:
+def held_owners(job: ValuationJob) -> set[str]:
+    """Owners whose accepted adapter the ledger in ``OUT`` already holds for this run (none without one).
+
+    A ledger that cannot be read here (another schema version, a wrong key, altered rows) holds
+    nothing for this question: the run itself then stops with the reason.
+    """
+    path = Path(job.out_dir) / LEDGER_FILE
+    if not path.exists():
+        return set()
+    try:
+        with Ledger(path, _ledger_key(job)) as ledger:
+            return set(ledger.stored_adapters(job.run_id))
+    except (FairPoolError, OSError, sqlite3.Error):
+        return set()
+
+
+def run_held(job: ValuationJob, on_event: Callable[[dict], object] | None = None) -> dict:
+    """Value ``job`` in this process from what its ledger holds: every owner's adapter is stored,
+    so nobody is asked to train and no federation is started (a re-run of a finished or
+    crashed-after-training job resumes in seconds). Raises :class:`FairPoolError` on failure."""
+    missing = set(job.owner_names) - held_owners(job)
+    if missing:
+        raise FairPoolError(f"the ledger holds no adapter of {', '.join(sorted(missing))}: they must train")
+
+    def ask_nobody(_admission, wanted, _progress) -> dict[str, str]:  # cannot happen: all are held
+        raise FairPoolError(f"asked to collect {', '.join(wanted)} although the ledger held every adapter")
+
+    out = Path(job.out_dir)
+    (out / PROGRESS_FILE).unlink(missing_ok=True)  # the events of this run only, as a Flower run writes
+    finished = _replay_finished(job, out, on_event)
+    if finished is not None:
+        return finished
+    report = run_job(job, ask_nobody, on_event)
+    if report is None:
+        raise FairPoolError(json.loads((out / ERROR_FILE).read_text())["error"])
+    return report
+
+
+def _replay_finished(job: ValuationJob, out: Path, on_event: Callable[[dict], object] | None) -> dict | None:
+    """A finished run's signed report, from the ledger (authenticated), its files written again;
+    None when the run has not finished. Nothing is loaded or recomputed: the report is the run's."""
+    with exclusive_lock(out / LEDGER_LOCK, f"the ledger in {out}"), Ledger(out / LEDGER_FILE, _ledger_key(job)) as ledger:
+        row = ledger.run(job.run_id)
+        if row is None or row["status"] != RunStatus.DONE or not isinstance(row.get("report"), dict):
+            return None
+        report = row["report"]
+
+        def sink(event: dict) -> None:
+            ledger.add_event(job.run_id, event)
+            if on_event is not None:
+                on_event(event)
+
+        log = ProgressLog(out, sink=sink)
+        owners = len(job.owners)
+        log.emit("start", f"run {job.run_id}: {owners} owner(s) (finished: its report is replayed from the ledger)",
+                 total=owners)
+        log.emit("resume", f"{owners} accepted adapter(s) already in the ledger: nobody trains", held=owners,
+                 total=owners)
+        if not report_is_written(report, out):
+            write_report(report, job.out_dir, public=job.public_report)
+        log.emit("done", f"report written to {out / 'report.json'}")
+        return report
+
+
+def _run_locked(job: ValuationJob, collect: Collector, out: Path,
+                on_event: Callable[[dict], object] | None = None) -> dict | None:
     (out / ERROR_FILE).unlink(missing_ok=True)
     try:
         mac_key = _ledger_key(job)
@@ -59,7 +129,12 @@ def _run_locked(job: ValuationJob, collect: Collector, out: Path) -> dict | None
         _fail(out, ProgressLog(out), str(exc))
         return None
     with Ledger(out / LEDGER_FILE, mac_key) as ledger:
-        log = ProgressLog(out, sink=lambda event: ledger.add_event(job.run_id, event))
+        def sink(event: dict) -> None:
+            ledger.add_event(job.run_id, event)
+            if on_event is not None:
+                on_event(event)
+
+        log = ProgressLog(out, sink=sink)
         try:
             previous = ledger.run_job(job.run_id)
             if previous is not None and not job.same_work_as(ValuationJob.from_json(previous)):
@@ -94,7 +169,7 @@ def _run(job: ValuationJob, ledger: Ledger, log: ProgressLog, collect: Collector
     held = admission.stored()
     if held:
         log.emit("resume", f"{len(held)} accepted adapter(s) already in the ledger: "
-                           f"{', '.join(sorted(held))} will not retrain")
+                           f"{', '.join(sorted(held))} will not retrain", held=len(held), total=len(job.owners))
     wanted = [name for name in job.owner_names if name not in held]
     reasons: dict[str, str] = {}
     if wanted:

@@ -26,6 +26,7 @@ from common.storage.progress import PROGRESS_FILE, follow
 from server.federation.process_owner import RUN_TAG_VAR, Watchdog, new_tag, stop_tagged
 from server.federation.run import ERROR_FILE
 from server.report.schema import REPORT_JSON
+from server.valuation.scorers import IMPORT_PATH_VAR
 
 FLOWER_LOG = "flower.log"
 
@@ -150,6 +151,16 @@ def flwr_executable() -> str:
     return str(candidate) if candidate.exists() else (shutil.which("flwr") or "flwr")
 
 
+def run_local(job: ValuationJob, on_event: Callable[[dict], None] = lambda _e: None) -> dict:
+    """Run ``job`` on this machine: from the ledger alone when it holds every owner's adapter
+    (instant resume: no Flower, no training), else in Flower's Simulation Engine."""
+    from server.federation.run import held_owners, run_held
+
+    if set(job.owner_names) <= held_owners(job):
+        return run_held(job, on_event)
+    return run_simulation(job, on_event)
+
+
 def run_simulation(
     job: ValuationJob,
     on_event: Callable[[dict], None] = lambda _e: None,
@@ -169,7 +180,9 @@ def run_simulation(
     flwr_home = write_flower_home(scratch / "flwr-home", len(job.owners), gpus=simulation_gpus(job.hardware))
     app_dir = write_flower_app(scratch / "app", job_path)
     tag = new_tag()
-    env = {**flower_env(flwr_home), RUN_TAG_VAR: tag}  # every process of the run inherits the tag
+    env = {**flower_env(flwr_home), RUN_TAG_VAR: tag,  # every process of the run inherits the tag
+           # a user's `--scorer module:function` is found where the user ran the command
+           IMPORT_PATH_VAR: os.pathsep.join(filter(None, [os.getcwd(), os.environ.get(IMPORT_PATH_VAR, "")]))}
     limit = timeout_s or job.owner_timeout_s + 600
     offset = 0
     proc = None

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from common.storage.atomic import atomic_write
 from common.trust.signing import report_file_bytes
-from server.report.figures import render_plot, render_signature
 from server.report.html import render_html
 from server.report.markdown import render_markdown
 from server.report.schema import (
@@ -26,6 +25,23 @@ from server.report.schema import (
 )
 
 
+def report_files(report: dict) -> tuple[str, ...]:
+    """The names of the files :func:`write_report` writes for ``report``."""
+    figures = (VALUES_PNG, SIGNATURE_PNG) if len(report["games"]) >= 2 else (VALUES_PNG,)
+    return (*figures, REPORT_MD, REPORT_HTML, REPORT_JSON)
+
+
+def report_is_written(report: dict, out_dir: str | Path) -> bool:
+    """``out_dir`` already holds ``report``: its ``report.json`` has these exact bytes and every
+    other file of it exists (a replayed run then rewrites nothing, and renders no figure)."""
+    out = Path(out_dir)
+    try:
+        same = (out / REPORT_JSON).read_bytes() == report_file_bytes(report)
+    except OSError:
+        return False
+    return same and all((out / name).is_file() for name in report_files(report))
+
+
 def write_report(report: dict, out_dir: str | Path, *, public: bool = False) -> Path:
     """Write the report files into ``out_dir``; return the path of ``report.json``.
 
@@ -34,6 +50,8 @@ def write_report(report: dict, out_dir: str | Path, *, public: bool = False) -> 
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from server.report.figures import render_plot, render_signature  # matplotlib: only when drawing
+
     mode = PUBLIC_FILE_MODE if public else PRIVATE_FILE_MODE
     render_plot(report, out / VALUES_PNG, mode)
     if len(report["games"]) >= 2:

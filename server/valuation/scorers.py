@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -70,15 +72,39 @@ class RewardModelScorer:
         return scores
 
 
+IMPORT_PATH_VAR = "FAIRPOOL_IMPORT_PATH"
+"""Folders (``os.pathsep``-separated) where a user's ``module:function`` is looked for when the
+interpreter cannot import it: the CLI sets it to its working directory for the run's processes."""
+
+
+def import_user_module(module_name: str):
+    """Import ``module_name`` as users expect: from the interpreter's path, else from the current
+    working directory and the folders of ``$FAIRPOOL_IMPORT_PATH`` (a console script's path does not
+    hold the folder it was started in). Those folders go *after* everything else on ``sys.path``,
+    so a user's ``common.py`` can never shadow FairPool's own packages."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name.split(".")[0]:
+            raise  # the module was found; something it imports is missing
+        extra = [os.getcwd(), *filter(None, os.environ.get(IMPORT_PATH_VAR, "").split(os.pathsep))]
+        added = [d for d in dict.fromkeys(extra) if d not in sys.path]
+        if not added:
+            raise
+        sys.path.extend(added)
+        importlib.invalidate_caches()
+        return importlib.import_module(module_name)
+
+
 def import_scorer(reference: str) -> Scorer:
     """Load ``module:function``; the function takes (prompts, responses) lists."""
     module_name, sep, attribute = reference.partition(":")
     if not sep or not module_name or not attribute:
         raise ConfigError(f"scorer {reference!r}: expected module:function")
     try:
-        target = getattr(importlib.import_module(module_name), attribute)
+        target = getattr(import_user_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"scorer {reference!r}: {exc}") from exc
+        raise ConfigError(f"scorer {reference!r}: {exc} (looked in the current folder too)") from exc
     if not callable(target):
         raise ConfigError(f"scorer {reference!r} is not callable")
     return target
