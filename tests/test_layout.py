@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("server.publication",),
     ("server.studies",),
     ("server.cli",),
+    ("fairpool",),
 )
 """Bottom to top: a module may import its own layer or one below it, never one above."""
 
@@ -53,7 +54,7 @@ def _layer(module: str) -> int:
 
 def _modules() -> list[tuple[str, Path]]:
     found = []
-    for top in ("common", "server", "client"):
+    for top in ("common", "server", "client", "fairpool"):
         for path in sorted((ROOT / top).rglob("*.py")):
             parts = path.relative_to(ROOT).with_suffix("").parts
             found.append((".".join(parts[:-1] if parts[-1] == "__init__" else parts), path))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,9 @@ def cast_field(f, value: Any) -> Any:
 
 SPEC_FILE_KEYS = tuple(f.name for f in fields(TrainingSpec) if f.metadata.get("cli", True)) + ("seed",)
 """What a ``--spec FILE`` may set: every training setting (the base model comes from --base-model)."""
+SETTABLE_KEYS = SPEC_FILE_KEYS + ("chat_template",)
+"""What a caller may set by name: a spec file's keys and the chat template's text (the CLI reads
+``--chat-template FILE`` into it)."""
 
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:
@@ -155,15 +159,23 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"spec file {path}: not valid {path.suffix[1:].upper()}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"spec file {path}: expected a table of settings")
+    return spec_settings(data, where=f"spec file {path}")
+
+
+def spec_settings(data: Mapping[str, Any], where: str = "training spec",
+                  keys: tuple[str, ...] = SPEC_FILE_KEYS) -> dict[str, Any]:
+    """Training settings given by name (a spec file's table, a Python caller's ``spec={...}``),
+    each checked and cast to its field's type: ``epochs=1`` becomes ``1.0``, as the command line
+    gives it, so the spec's digest is the same whichever way it was set."""
     by_name = {f.name: f for f in fields(TrainingSpec)}
     out: dict[str, Any] = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
         if name == "lora_target_modules":
             name = "target_modules"
-        if name not in SPEC_FILE_KEYS:
-            raise ConfigError(f"spec file {path}: unknown setting {key!r}; known: "
-                              + ", ".join(k.replace("_", "-") for k in SPEC_FILE_KEYS))
+        if name not in keys:
+            raise ConfigError(f"{where}: unknown setting {key!r}; known: "
+                              + ", ".join(k.replace("_", "-") for k in keys))
         if name == "target_modules" and isinstance(value, list):
             value = ",".join(map(str, value))
         out[name] = cast_field(by_name[name], value)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from common.valuation.bits import check_masks
+from common.valuation.bits import check_masks, mask_of, members_of
 
 BatchUtility = Callable[[np.ndarray], np.ndarray]
 
@@ -112,19 +112,41 @@ class Game:
         return masks, self._recall(masks)
 
     @classmethod
+    def from_function(cls, players: Sequence[str], value: Callable[[frozenset[str]], float], **kw: Any) -> "Game":
+        """A game whose utility is ``value(coalition)``, a coalition being the frozenset of its
+        members' names: the plain-Python way to state a game (it is called once per coalition)."""
+        names = tuple(players)
+
+        def batch(masks: np.ndarray) -> np.ndarray:
+            return np.array([float(value(frozenset(names[i] for i in members_of(int(m), len(names)))))
+                             for m in masks.tolist()], dtype=np.float64)
+
+        return cls(names, batch, **kw)
+
+    @classmethod
+    def from_utilities(cls, players: Sequence[str], utilities: Mapping[frozenset[str], float], **kw: Any) -> "Game":
+        """A game given by stored utilities, ``{frozenset of member names: v(S)}`` (e.g. a report's
+        coalition table): estimators read them and compute nothing. A coalition that is not
+        stored is a ``KeyError`` naming it, never a silent zero."""
+        names = tuple(players)
+        unknown = {name for coalition in utilities for name in coalition} - set(names)
+        if unknown:
+            raise ValueError(f"stored coalitions name players outside the game: {sorted(unknown)}")
+        table = {mask_of(names.index(name) for name in coalition): float(v) for coalition, v in utilities.items()}
+
+        def lookup(masks: np.ndarray) -> np.ndarray:
+            missing = [m for m in masks.tolist() if m not in table]
+            if missing:
+                shown = sorted(names[i] for i in members_of(missing[0], len(names)))
+                raise KeyError(f"no stored utility for the coalition {shown} ({len(missing)} missing)")
+            return np.array([table[m] for m in masks.tolist()], dtype=np.float64)
+
+        return cls(names, lookup, **kw)
+
+    @classmethod
     def from_table(cls, players: Sequence[str], table: np.ndarray | Sequence[float], **kw: Any) -> "Game":
         """A game given by its full utility table ``table[mask]``."""
         values = np.asarray(table, dtype=np.float64)
         if values.shape != (1 << len(players),):
             raise ValueError(f"table must have 2**{len(players)} entries, got {values.shape}")
         return cls(players, lambda masks: values[masks], **kw)
-
-    @classmethod
-    def from_function(cls, players: Sequence[str], fn: Callable[[frozenset[int]], float], **kw: Any) -> "Game":
-        """A game from a scalar set function of member indices (convenient in tests)."""
-        n = len(players)
-
-        def batch(masks: np.ndarray) -> np.ndarray:
-            return np.array([fn(frozenset(i for i in range(n) if m >> i & 1)) for m in masks.tolist()])
-
-        return cls(players, batch, **kw)

@@ -25,7 +25,8 @@ _HAND_DECLARED = {
     "owner_timeout_s": "--timeout", "min_owners": "--min-owners", "composition": "--composition",
     "payout_policy": "--payout-policy", "budget": "--budget", "adapter_examples": "--adapter-examples",
     "split": "--split", "default_split": "--split", "out_dir": "--out", "seed": "--seed",
-    "chat_template": "--chat-template", "force": "--force", "ca_cert": "--ca-cert",
+    "chat_template": "--chat-template", "eval": "--eval", "owners": "--owner", "adapters": "--adapter",
+    "force": "--force", "ca_cert": "--ca-cert",
 }
 
 _SETTING = re.compile(r"`([a-z][a-z0-9_]*)`")

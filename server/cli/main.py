@@ -43,6 +43,7 @@ from common.trust.passphrase import passphrase_from_env
 from common.valuation.composition import COMPOSITION_RULES
 from common.valuation.payout import PAYOUT_POLICIES
 from server.cli.flags import as_cli
+from server.federation.local_job import OUT_LOCK, check_data_needs, data_ref, make_value_job, prepare_job
 from server.federation.process_owner import Interrupted, raise_on_termination
 from server.valuation.scorers import resolve_scorers
 
@@ -291,20 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_data_ref(option: str, text: str, default_split: str | None = None) -> str:
-    """A data file, or ``DIR:SPLIT``, as an absolute reference; checked to exist now.
-
-    ``default_split`` (``--split``) applies to datasets directories named without a split.
-    Absolute, because the reference travels to Flower processes with other working directories.
-    """
-    from common.data import parse_data_ref
-
-    path, split = parse_data_ref(str(text))
-    local = Path(path).expanduser()
-    if not local.exists():
-        raise ConfigError(f"{option} {text}: no such file or directory")
-    split = split or (default_split if local.is_dir() else None)
-    resolved = str(local.resolve())
-    return f"{resolved}:{split}" if split else resolved
+    """A data file, or ``DIR:SPLIT``, as an absolute reference, checked now (errors name ``option``)."""
+    return data_ref(text, default_split, what=option)
 
 
 def parse_owner_args(items: Sequence[str], default_split: str | None = None) -> list[tuple[str, str]]:
@@ -319,21 +308,6 @@ def checked_overrides(args: argparse.Namespace) -> dict:
     overrides = spec_overrides(args)
     TrainingSpec(base_model="-", **overrides)  # raises ConfigError naming the bad setting
     return overrides
-
-
-def check_data_needs(spec: TrainingSpec, datasets: Sequence[Sequence], evaluation: Sequence = (),
-                     eval_ref: str = "") -> None:
-    """What the data needs of the model, checked once before any Flower process starts:
-    conversational data needs a chat template, and the evaluation set a pair that fits ``max_length``."""
-    from common.model.base import load_tokenizer
-    from common.model.tokenization import require_chat_template, usable_pairs
-
-    firsts = [data[0] for data in (*datasets, evaluation) if data]
-    tokenizer = load_tokenizer(spec.base_model, spec.chat_template)
-    if any(getattr(e, "conversational", False) for e in firsts):
-        require_chat_template(tokenizer, spec.base_model, firsts)
-    if evaluation:
-        usable_pairs(tokenizer, evaluation, spec.max_length, spec.max_prompt_length, where=f"--eval {eval_ref}")
 
 
 def base_model_arg(args: argparse.Namespace) -> str:
@@ -387,28 +361,13 @@ def job_options(args: argparse.Namespace, default_utilities: tuple[str, ...] = (
             "public_report": bool(getattr(args, "public_report", False))}
 
 
-OUT_LOCK = ".fairpool.lock"
-"""Held by the CLI from preparing ``--out`` (keys, job file) until the run has ended."""
-
-
 def _locked_run(job, args: argparse.Namespace) -> int:
     """Prepare and run ``job`` holding ``--out``'s lock: a second command on it gets exit 2 at once."""
     from common.storage.locks import exclusive_lock
 
     with exclusive_lock(Path(job.out_dir) / OUT_LOCK, f"--out {job.out_dir}"):
-        return _run_and_print(_prepare(job, args))
-
-
-def _prepare(job, args: argparse.Namespace):
-    """Keys for the job (created under OUT/keys unless given) and, for a re-run, its earlier run id."""
-    from common.embedded.default_job import resume_or_start, with_trust_material
-
-    job = with_trust_material(job, coordinator_key=args.coordinator_key and args.coordinator_key.resolve(),
-                              storage_key=args.storage_key and args.storage_key.resolve())
-    job, resumed = resume_or_start(job)
-    if resumed:
-        _say(f"resuming run {job.run_id} in {job.out_dir} (same job): stored adapters and utilities are reused")
-    return job
+        return _run_and_print(prepare_job(job, coordinator_key=args.coordinator_key, storage_key=args.storage_key,
+                                          say=_say))
 
 
 def _record_interruption(job, how: str) -> None:
@@ -547,11 +506,6 @@ def adapter_examples_arg(items: Sequence[str], adapters: dict[str, str]) -> dict
 
 
 def cmd_value(args: argparse.Namespace) -> int:
-    from common.config.job import OwnerEntry, ValuationJob
-    from common.data import load_preferences
-    from common.embedded.default_job import new_run_id, spec_for
-    from common.model.adapter_files import check_adapter_dirs
-
     owners = parse_owner_args(args.owner, args.split)
     adapters = parse_pairs(args.adapter, "--adapter", what="DIR")
     for name in adapters:
@@ -567,22 +521,8 @@ def cmd_value(args: argparse.Namespace) -> int:
     options = job_options(args)  # option errors first: before any file is read or model built
     overrides = checked_overrides(args)
     eval_ref = resolve_data_ref("--eval", args.eval, args.split)
-    base = base_model_arg(args)
-    datasets = [load_preferences(ref)[0] for _name, ref in owners]  # fail fast, before any Flower process
-    evaluation, _ = load_preferences(eval_ref)
-    spec = spec_for(base, **overrides)
-    check_data_needs(spec, datasets, evaluation, eval_ref)
-    check_adapter_dirs(adapters, spec.base_model, spec)  # every adapter, before anything is written
-    job = ValuationJob(
-        run_id=new_run_id(),
-        owners=tuple(OwnerEntry(name, ref) for name, ref in owners)
-        + tuple(OwnerEntry(name, adapter=path, adapter_examples=examples.get(name, 0))
-                for name, path in adapters.items()),
-        eval_path=eval_ref,
-        out_dir=str(args.out.resolve()),
-        spec=spec,
-        **options,
-    )
+    job = make_value_job(dict(owners), eval_ref, args.out, adapters=adapters, adapter_examples=examples,
+                         base_model=base_model_arg(args), spec=overrides, **options)
     return _locked_run(job, args)
 
 
