@@ -110,3 +110,39 @@ def test_checking_an_auto_or_cpu_device_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "False"
+
+
+def test_the_shipped_base_model_matches_its_fingerprint():
+    """Issue 14 #5: the embedded π₀ ships with the package (the same model, hence the README's
+    numbers, on every machine); its files match the manifest and its weights the fingerprint."""
+    from common.embedded.base_model import (
+        SHIPPED_DIR,
+        TinyModelConfig,
+        file_digests,
+        model_fingerprint,
+        shipped_model_dir,
+    )
+    from common.model.base import weights_fingerprint
+
+    shipped = SHIPPED_DIR / TinyModelConfig().cache_key()
+    assert shipped_model_dir() == shipped, "the default configuration's build ships"
+    manifest = json.loads((shipped / MANIFEST).read_text())
+    assert manifest["files"] == file_digests(shipped)
+    model, _ = load_base_model(shipped)
+    assert model_fingerprint(model) == manifest["fingerprint"]
+    assert weights_fingerprint(shipped)  # the identity owners check
+    assert shipped_model_dir(SMALL) is None, "other configurations are built"
+
+
+def test_the_default_build_installs_the_shipped_copy_and_force_rebuilds(tmp_path, monkeypatch):
+    from common.embedded import base_model as module
+
+    said: list[str] = []
+    target = module.build_base_model(directory=tmp_path / "home" / "m", progress=said.append)
+    assert said == [f"base model: the shipped build, copied to {target}"]
+    assert module.file_digests(target) == module.file_digests(module.shipped_model_dir())
+    calls = []
+    monkeypatch.setattr(module, "_build", lambda config, directory, progress: calls.append(directory) or directory)
+    assert module.build_base_model(directory=target) == target and calls == [], "a valid cache is kept"
+    module.build_base_model(directory=target, force=True)
+    assert calls == [target], "--force trains it again from the corpus"

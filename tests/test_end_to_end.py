@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from tests.processes import assert_all_gone_within, marked_processes
 
 pytestmark = pytest.mark.slow
 FAIRPOOL = [sys.executable, "-m", "server.cli.main"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
@@ -71,6 +73,14 @@ def test_demo_recovers_the_market_ground_truth(tmp_path, base_model_dir):
 
     with Ledger(tmp_path / "demo" / "ledger.sqlite") as ledger:
         assert ledger.run(report["run_id"])["report"] == report
+
+    # Issue 14 #5: with the shipped base model the README's demo table is what a demo gives.
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("owner        examples"):].split("```")[0]
+    printed = re.findall(r"^(\S+)\s+\d+\s+valued\s+([+-]\d\.\d{4})\s+(\d+\.\d)%", table, re.M)
+    assert {name for name, _, _ in printed} == set(values)
+    for name, value, share in printed:
+        assert (f"{values[name]:+.4f}", f"{100 * report['payout']['shares'][name]:.1f}") == (value, share), name
 
     # Issue 14 #4: the same command again resumes from the ledger alone: no Flower, same report.
     before = (tmp_path / "demo" / "report.json").read_bytes()

@@ -196,7 +196,38 @@ def build_base_model(
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, however the process ends
         if not force and cached_model_is_valid(directory):
             return directory
+        shipped = shipped_model_dir(config)
+        if not force and shipped is not None:
+            return _install_shipped(shipped, directory, progress)
         return _build(config, directory, progress)
+
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
+"""Builds that ship inside the package, by cache key: the same π₀ (and the README's numbers)
+on every machine, since pretraining's floating point differs between machines."""
+
+
+def shipped_model_dir(config: TinyModelConfig | None = None) -> Path | None:
+    """The shipped build of ``config``, when the package carries one and it matches its manifest."""
+    candidate = SHIPPED_DIR / (config or TinyModelConfig()).cache_key()
+    return candidate if cached_model_is_valid(candidate) else None
+
+
+def _install_shipped(shipped: Path, directory: Path, progress: Callable[[str], None]) -> Path:
+    """Copy the shipped build into the cache (staged, then renamed: never half-written)."""
+    staging = Path(tempfile.mkdtemp(prefix=".installing-", dir=directory.parent))
+    try:
+        for source in shipped.iterdir():
+            if source.is_file():
+                shutil.copyfile(source, staging / source.name)
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    progress(f"base model: the shipped build, copied to {directory}")
+    return directory
 
 
 def _build(config: TinyModelConfig, directory: Path, progress: Callable[[str], None]) -> Path:
