@@ -29,6 +29,23 @@ def _reply(msg: Message, meta: ReplyMeta, adapter: ArrayRecord | None = None, me
     return Message(content=content, reply_to=msg)
 
 
+def _live_progress(roster: Roster | None, owner: str):
+    """Training steps appended to the coordinator's progress file, when the roster names one
+    (simulated owners share its machine); a deployed owner's progress stays its own."""
+    if roster is None or not roster.progress:
+        return None
+    from common.storage.progress import append_event
+
+    def report(event: dict) -> None:
+        try:
+            append_event(roster.progress, {"stage": "owner", "owner": owner, **event,
+                                           "message": f"{owner}: {event['message']}"})
+        except OSError:  # progress is a courtesy: never fail a training for it
+            pass
+
+    return report
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train this owner's DPO adapter with the coordinator's spec (or read the adapter it already
@@ -39,7 +56,8 @@ def train(msg: Message, context: Context) -> Message:
     torch.set_num_threads(int(os.environ.get("FAIRPOOL_CLIENT_THREADS", "1")))
     content = msg.content
     try:
-        roster = Roster.from_record(dict(content[Records.ROSTER])).to_record() if Records.ROSTER in content else None
+        listed = Roster.from_record(dict(content[Records.ROSTER])) if Records.ROSTER in content else None
+        roster = listed.to_record() if listed is not None else None
         request = TrainingRequest.from_record(dict(content[Records.REQUEST]) if Records.REQUEST in content else None)
         identity = resolve_identity(context.node_config, roster)
     except (FairPoolError, WireError) as exc:
@@ -50,7 +68,8 @@ def train(msg: Message, context: Context) -> Message:
         spec = TrainingSpec.from_record(dict(content[Records.SPEC]))
         requested = dict(content[Records.HARDWARE]) if Records.HARDWARE in content else None
         hardware = node_hardware(context.node_config, requested)
-        result, attempts = train_with_retries(spec, identity, hardware=hardware)
+        result, attempts = train_with_retries(spec, identity, hardware=hardware,
+                                              on_step=_live_progress(listed, identity.name))
         signature = sign_submission(identity, request.run_id, request.nonce, result, spec)
     except FairPoolError as exc:
         return _reply(msg, ReplyMeta(identity.name, error=str(exc)))

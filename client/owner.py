@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from client.trainer import AdapterResult, train_adapter
+from client.trainer import AdapterResult, StepReport, train_adapter
 from common.config.hardware import Hardware
 from common.config.spec import TrainingSpec
 from common.data import load_preferences
@@ -105,13 +105,13 @@ def node_hardware(node_config: Mapping[str, object], requested: Mapping[str, obj
 
 
 def train_owner(spec: TrainingSpec, identity: OwnerIdentity, hardware: Hardware | None = None,
-                progress: Callable[[str], None] = lambda _m: None) -> AdapterResult:
+                progress: Callable[[str], None] = lambda _m: None, on_step: StepReport | None = None) -> AdapterResult:
     """Load and validate the owner's own data, then train its adapter (or read its existing one)."""
     faults.hit("client_training")
     if identity.adapter_path:
         return existing_adapter(spec, identity)
     examples, report = load_preferences(identity.data_path)
-    result = train_adapter(spec, examples, hardware=hardware, progress=progress)
+    result = train_adapter(spec, examples, hardware=hardware, progress=progress, on_step=on_step)
     result.dropped.update({reason: count for reason, count in report.dropped.items() if count})
     return result
 
@@ -134,7 +134,7 @@ def existing_adapter(spec: TrainingSpec, identity: OwnerIdentity) -> AdapterResu
 
 def train_with_retries(spec: TrainingSpec, identity: OwnerIdentity, attempts: int = 3, backoff_s: float = 1.0,
                        progress: Callable[[str], None] = lambda _m: None,
-                       hardware: Hardware | None = None) -> tuple[AdapterResult, int]:
+                       hardware: Hardware | None = None, on_step: StepReport | None = None) -> tuple[AdapterResult, int]:
     """:func:`train_owner`, retried on transient errors; returns the result and the attempts used.
 
     User mistakes (:class:`FairPoolError`: bad data, wrong base model) are never retried: they
@@ -142,7 +142,7 @@ def train_with_retries(spec: TrainingSpec, identity: OwnerIdentity, attempts: in
     """
     for attempt in range(1, attempts + 1):
         try:
-            return train_owner(spec, identity, hardware, progress), attempt
+            return train_owner(spec, identity, hardware, progress, on_step), attempt
         except FairPoolError:
             raise
         except TRANSIENT_ERRORS as exc:

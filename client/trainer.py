@@ -159,6 +159,38 @@ def make_dpo_trainer(spec: TrainingSpec, model, tokenizer, examples: Sequence[Pr
     return trainer
 
 
+StepReport = Callable[[dict], None]
+"""Receives a training-progress event: ``step``, ``steps``, ``epoch``, ``loss``, ``eta_s``, ``message``."""
+
+
+def step_reporter(report: StepReport, every_s: float = 2.0):
+    """A ``TrainerCallback`` that reports the step, epoch, loss and ETA at most every ``every_s``
+    seconds, and once at the end: what a user watching a long training wants to see."""
+    from transformers import TrainerCallback
+
+    class StepReporter(TrainerCallback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.started = time.monotonic()
+            self.last = float("-inf")
+            self.loss = float("nan")
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.loss = float(logs["loss"])
+            now = time.monotonic()
+            done = state.global_step >= state.max_steps
+            if now - self.last >= every_s or done:
+                self.last = now
+                step, steps = int(state.global_step), int(state.max_steps)
+                eta = (now - self.started) / step * (steps - step) if step else float("nan")
+                report({"step": step, "steps": steps, "epoch": round(float(state.epoch or 0.0), 3),
+                        "loss": self.loss, "eta_s": round(eta, 1),
+                        "message": f"step {step}/{steps}, epoch {float(state.epoch or 0.0):.2f}, "
+                                   f"loss {self.loss:.4f}, ETA {eta:.0f}s"})
+
+    return StepReporter()
+
+
 def prepare_training() -> None:
     """Quiet the libraries' per-step logging and progress bars (owners report their own)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -172,7 +204,8 @@ def prepare_training() -> None:
 
 
 def fit_lora(spec: TrainingSpec, model, tokenizer, examples: Sequence[PreferenceExample],
-             progress: Callable[[str], None] = lambda _msg: None, resolved: ResolvedHardware | None = None):
+             progress: Callable[[str], None] = lambda _msg: None, resolved: ResolvedHardware | None = None,
+             on_step: StepReport | None = None):
     """DPO-train a fresh LoRA adapter on ``model``, whose own weights are the reference.
 
     Returns ``(trainer, metrics, kept, dropped)``; ``trainer.model`` is the PeftModel.
@@ -193,6 +226,8 @@ def fit_lora(spec: TrainingSpec, model, tokenizer, examples: Sequence[Preference
     with tempfile.TemporaryDirectory(prefix="fairpool-dpo-") as scratch, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TRL calls deprecated transformers helpers
         trainer = make_dpo_trainer(spec, model, tokenizer, kept, scratch, resolved)
+        if on_step is not None:
+            trainer.add_callback(step_reporter(on_step))
         progress(f"training on {len(kept)} examples")
         output = trainer.train()
         history = [h for h in trainer.state.log_history if "loss" in h]
@@ -223,14 +258,17 @@ def train_adapter(
     *,
     hardware: Hardware | None = None,
     progress: Callable[[str], None] = lambda _msg: None,
+    on_step: StepReport | None = None,
 ) -> AdapterResult:
     """Fine-tune a LoRA adapter with DPO on ``examples``; reference = π₀ (adapters disabled).
 
-    ``hardware`` defaults to ``auto``: a GPU when this machine has one.
+    ``hardware`` defaults to ``auto``: a GPU when this machine has one. ``on_step`` receives
+    the training's progress every few seconds (:func:`step_reporter`).
     """
     prepare_training()
     check_base_identity(spec)
     hardware = hardware or Hardware()
     model, tokenizer = load_spec_model(spec, hardware)
-    trainer, metrics, kept, dropped = fit_lora(spec, model, tokenizer, examples, progress, hardware.resolve())
+    trainer, metrics, kept, dropped = fit_lora(spec, model, tokenizer, examples, progress, hardware.resolve(),
+                                               on_step)
     return AdapterResult(adapter_tensors(trainer.model), len(kept), dropped, metrics)

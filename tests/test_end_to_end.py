@@ -74,6 +74,15 @@ def test_demo_recovers_the_market_ground_truth(tmp_path, base_model_dir):
     with Ledger(tmp_path / "demo" / "ledger.sqlite") as ledger:
         assert ledger.run(report["run_id"])["report"] == report
 
+    # Issue 14 #3: each owner's training steps reached the coordinator's terminal while it trained.
+    events = [json.loads(line) for line in (tmp_path / "demo" / "progress.jsonl").read_text().splitlines()]
+    steps = [e for e in events if e["stage"] == "owner"]
+    assert {e["owner"] for e in steps} == set(values)
+    for name in values:
+        last = [e for e in steps if e["owner"] == name][-1]
+        assert last["step"] == last["steps"] > 0 and last["eta_s"] == 0.0
+        assert f"owner: {name}: step {last['steps']}/{last['steps']}" in proc.stderr
+
     # Issue 14 #5: with the shipped base model the README's demo table is what a demo gives.
     readme = (ROOT / "README.md").read_text()
     table = readme[readme.index("owner        examples"):].split("```")[0]

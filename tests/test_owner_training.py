@@ -221,3 +221,74 @@ def test_client_reply_names_the_file_when_every_row_is_dropped(fast_spec, tmp_pa
         f"{path}: no usable examples: all 2 rows dropped "
         "(empty_field: 1 (line 2), chosen_equals_rejected: 1 (line 1))"
     )
+
+
+# --------------------------------------------------------------------------- live progress (issue 14 #3)
+
+def test_training_reports_step_loss_and_eta_while_it_runs_and_once_at_the_end(fast_spec, small_owner):
+    events: list[dict] = []
+    result = train_adapter(dataclasses.replace(fast_spec, epochs=2.0), small_owner[:32], on_step=events.append)
+    assert events, "at least the final step is reported"
+    steps = [e["step"] for e in events]
+    assert steps == sorted(steps) and events[-1]["step"] == events[-1]["steps"] == int(result.metrics["steps"])
+    assert events[-1]["epoch"] == pytest.approx(2.0) and np.isfinite(events[-1]["loss"])
+    assert events[-1]["eta_s"] == 0.0 and events[-1]["message"].startswith(f"step {events[-1]['steps']}/")
+
+
+def test_a_simulated_owner_appends_its_steps_to_the_progress_file_the_roster_names(fast_spec, default_market, tmp_path):
+    from common.storage.progress import read_all
+    from common.wire.messages import Roster
+
+    progress = tmp_path / "progress.jsonl"
+    roster = Roster(("acme",), (str(default_market.owners["clean-small"]),), ("",), ("",), (0,), str(progress))
+    reply = _call_client_with(fast_spec, {"partition-id": 0}, {"roster": ConfigRecord(roster.to_record())})
+    assert "error" not in dict(reply.content["meta"]) or not dict(reply.content["meta"])["error"]
+    events = list(read_all(progress))
+    assert events and {e["stage"] for e in events} == {"owner"} and {e["owner"] for e in events} == {"acme"}
+    assert events[-1]["step"] == events[-1]["steps"] and events[-1]["message"].startswith("acme: step ")
+
+
+def test_an_older_roster_without_a_progress_file_still_reads():
+    from common.wire.messages import Roster
+
+    record = Roster(("a",), ("p",), ("",), ("",), (0,)).to_record()
+    del record["progress"]
+    assert Roster.from_record(record).progress == ""
+
+
+def _call_client_with(spec, node_config, extra_records):
+    from client.app import app
+
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    message = Message(content=RecordDict({"spec": ConfigRecord(spec.to_record()), **extra_records}), dst_node_id=1,
+                      message_type="train")
+    context = Context(run_id=1, node_id=1, node_config=node_config, state=RecordDict(), run_config={})
+    return app(message, context)
+
+
+def test_events_appended_by_several_processes_never_interleave(tmp_path):
+    import subprocess
+    import sys
+
+    from common.storage.progress import read_all
+
+    path = tmp_path / "progress.jsonl"
+    code = ("import sys; from common.storage.progress import append_event\n"
+            "for i in range(300): append_event(sys.argv[1], {'stage': 'owner', 'owner': sys.argv[2], 'step': i, "
+            "'message': 'x' * 200})")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), f"o{k}"]) for k in range(4)]
+    assert [p.wait(60) for p in procs] == [0] * 4
+    events = list(read_all(path))
+    assert len(events) == 1200
+    for k in range(4):
+        assert [e["step"] for e in events if e["owner"] == f"o{k}"] == list(range(300))
+
+
+def test_the_view_draws_owner_steps_as_lines_off_a_terminal(capsys):
+    from server.cli.progress_view import ProgressView
+
+    with ProgressView(2) as view:
+        view.show({"stage": "owner", "owner": "a", "step": 3, "steps": 10, "loss": 0.5, "eta_s": 7.0,
+                   "message": "a: step 3/10, epoch 0.30, loss 0.5000, ETA 7s"})
+    err = capsys.readouterr().err
+    assert "owner: a: step 3/10, epoch 0.30, loss 0.5000, ETA 7s" in err and view.last_step["a"]["step"] == 3

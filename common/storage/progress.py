@@ -8,6 +8,7 @@ same events serve as a durable log of what happened.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,10 +31,21 @@ class ProgressLog:
 
     def emit(self, stage: str, message: str, **fields) -> None:
         event = {"t": round(time.time() - self._start, 3), "stage": stage, "message": message, **fields}
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(event) + "\n")
+        append_event(self.path, event)
         if self._sink is not None:
             self._sink(event)
+
+
+def append_event(path: str | Path, event: dict) -> None:
+    """Append one event as one line. Simulated owners append their training steps to the
+    coordinator's file from other processes: a single ``write`` of one short line in append
+    mode lands whole (POSIX ``O_APPEND``), so lines of several writers never interleave."""
+    line = (json.dumps(event) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
 
 
 def follow(path: Path, offset: int) -> tuple[list[dict], int]:

@@ -79,10 +79,14 @@ class Roster:
     keys: tuple[str, ...]
     adapters: tuple[str, ...]
     adapter_examples: tuple[int, ...]
+    progress: str = ""
+    """The coordinator's progress file, on this same machine: simulated owners append their
+    training steps to it, so the user sees each owner's step, loss and ETA live ("" = none)."""
 
     def to_record(self) -> dict[str, object]:
         return {"names": list(self.names), "paths": list(self.paths), "keys": list(self.keys),
-                "adapters": list(self.adapters), "adapter_examples": [int(x) for x in self.adapter_examples]}
+                "adapters": list(self.adapters), "adapter_examples": [int(x) for x in self.adapter_examples],
+                "progress": self.progress}
 
     @classmethod
     def from_record(cls, record: Mapping[str, object]) -> Roster:
@@ -99,7 +103,7 @@ class Roster:
 
         examples = column("adapter_examples") or [0] * len(names)
         return cls(tuple(str(x) for x in names), texts("paths"), texts("keys"), texts("adapters"),
-                   tuple(int(str(x)) for x in examples))
+                   tuple(int(str(x)) for x in examples), str(record.get("progress", "") or ""))
 
 
 

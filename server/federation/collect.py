@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from common.config.job import ValuationJob
+from common.storage.progress import PROGRESS_FILE
 from common.trust.signing import new_nonce
 from common.wire.messages import Records, ReplyMeta, Roster, TrainingRequest
 from server.federation.admission import Admission
@@ -41,7 +43,8 @@ def training_message(job: ValuationJob, node_id: int, nonce: str, held: Sequence
     if job.simulated:
         roster = Roster(tuple(o.name for o in job.owners), tuple(o.data for o in job.owners),
                         tuple(o.signing_key for o in job.owners), tuple(o.adapter for o in job.owners),
-                        tuple(int(o.adapter_examples) for o in job.owners))
+                        tuple(int(o.adapter_examples) for o in job.owners),
+                        progress=str(Path(job.out_dir) / PROGRESS_FILE))
         content[Records.ROSTER] = ConfigRecord(roster.to_record())
     return Message(content=content, dst_node_id=node_id, message_type=MessageType.TRAIN)
 
