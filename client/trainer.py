@@ -172,6 +172,7 @@ def step_reporter(report: StepReport, every_s: float = 2.0):
         def __init__(self) -> None:
             self.started = time.monotonic()
             self.last = float("-inf")
+            self.step = -1
             self.loss = float("nan")
 
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -179,8 +180,10 @@ def step_reporter(report: StepReport, every_s: float = 2.0):
                 self.loss = float(logs["loss"])
             now = time.monotonic()
             done = state.global_step >= state.max_steps
+            if state.global_step == self.step:
+                return  # the end-of-training log repeats the last step
             if now - self.last >= every_s or done:
-                self.last = now
+                self.last, self.step = now, state.global_step
                 step, steps = int(state.global_step), int(state.max_steps)
                 eta = (now - self.started) / step * (steps - step) if step else float("nan")
                 report({"step": step, "steps": steps, "epoch": round(float(state.epoch or 0.0), 3),

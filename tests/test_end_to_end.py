@@ -5,6 +5,7 @@ Slow (about a minute each on two cores): marked ``slow``; ``make test`` and CI r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -201,6 +202,42 @@ def test_repository_is_a_flower_app(tmp_path, base_model_dir):
     assert report["run_id"] == "flwr-run-dot"
     assert {o["name"] for o in report["owners"]} == {"clean", "clean-small"}
     assert check_efficiency(report["games"][0])
+    # Issue 14 #2: progress is streamed, and the report is signed with a key under the run directory.
+    streamed = proc.stdout + proc.stderr
+    assert "FairPool [" in streamed and "adapter accepted" in streamed and "owner: clean: step" in streamed
+    from common.trust.signing import load_public_key, verify_report
+
+    verify_report(report, load_public_key(tmp_path / "out" / "keys" / "coordinator.pub"))
+
+    def flwr_run(job: ValuationJob, supernodes: int) -> tuple[subprocess.CompletedProcess, float, list[str]]:
+        """``flwr run`` of ``job``, its seconds, and the statuses Flower lists for the runs after it."""
+        home = write_flower_home(tmp_path / f"home-{job.run_id}", supernodes)
+        started = time.monotonic()
+        try:
+            done = subprocess.run([flwr_executable(), "run", str(repo), "local", "--stream", "--run-config",
+                                   f'job="{job.save(tmp_path / (job.run_id + ".json"))}"'],
+                                  capture_output=True, text=True, timeout=600, env=flower_env(home), cwd=tmp_path)
+            seconds = time.monotonic() - started
+            listed = subprocess.run([flwr_executable(), "list", "local", "--format", "json"], capture_output=True,
+                                    text=True, timeout=120, env=flower_env(home), cwd=tmp_path)
+        finally:
+            stop_local_superlink(home)
+        return done, seconds, [r["status"] for r in json.loads(listed.stdout)["runs"]]
+
+    # A failed job is one ERROR line naming error.json, and Flower records the run as failed.
+    gone = tuple(dataclasses.replace(o, data=str(tmp_path / "gone" / f"{o.name}.jsonl")) for o in job.owners)
+    broken = dataclasses.replace(job, run_id="flwr-run-fails", out_dir=str(tmp_path / "fails"), owners=gone)
+    failed, _, statuses = flwr_run(broken, 2)
+    text = failed.stdout + failed.stderr
+    assert "FairPool run flwr-run-fails failed" in text and str(tmp_path / "fails" / "error.json") in text, text[-3000:]
+    assert "no such file or directory" in text
+    assert statuses == ["finished:failed"], "Flower lists the failed job as failed (`flwr run` itself exits 0)"
+    # Too few SuperNodes for the roster: one clear error within seconds, not the owners' timeout.
+    _, seconds, statuses = flwr_run(dataclasses.replace(job, run_id="flwr-run-short", out_dir=str(tmp_path / "short")), 1)
+    assert statuses == ["finished:failed"]
+    error = json.loads((tmp_path / "short" / "error.json").read_text())["error"]
+    assert error.startswith("the simulation has 1 SuperNode(s) for 2 owners") and "num-supernodes = 2" in error
+    assert seconds < 120, f"took {seconds:.0f}s (the owners' timeout is {job.owner_timeout_s:.0f}s)"
 
 
 def test_objectives_demo_values_owners_on_helpfulness_and_harmlessness(tmp_path, base_model_dir):

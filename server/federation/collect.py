@@ -14,6 +14,7 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from common.config.job import ValuationJob
+from common.errors import FairPoolError
 from common.storage.progress import PROGRESS_FILE
 from common.trust.signing import new_nonce
 from common.wire.messages import Records, ReplyMeta, Roster, TrainingRequest
@@ -21,14 +22,29 @@ from server.federation.admission import Admission
 from server.valuation.pipeline import Submission, submission_from_meta
 
 
-def wait_for_nodes(grid: Grid, count: int, timeout_s: float, poll_s: float = 0.5) -> list[int]:
-    """Node ids once ``count`` SuperNodes have joined (the list is empty right after start)."""
+def wait_for_nodes(grid: Grid, count: int, timeout_s: float, poll_s: float = 0.5,
+                   settle_s: float | None = None) -> list[int]:
+    """Node ids once ``count`` SuperNodes have joined (the list is empty right after start).
+
+    ``settle_s`` (a simulation, whose SuperNodes all start at once): stop waiting as soon as
+    the set of nodes has not changed for that long, even if fewer than ``count`` joined — more
+    will never come, and the caller says so at once instead of after the owners' timeout.
+    """
     deadline = time.monotonic() + timeout_s
+    seen: list[int] = []
+    since = time.monotonic()
     while True:
         ids = sorted(grid.get_node_ids())
-        if len(ids) >= count or time.monotonic() > deadline:
+        if ids != seen:
+            seen, since = ids, time.monotonic()
+        settled = settle_s is not None and ids and time.monotonic() - since >= settle_s
+        if len(ids) >= count or settled or time.monotonic() > deadline:
             return ids
         time.sleep(poll_s)
+
+
+SIMULATION_SETTLE_S = 5.0
+"""How long a simulation's node set must stay the same before fewer nodes than owners is an error."""
 
 
 def training_message(job: ValuationJob, node_id: int, nonce: str, held: Sequence[str]) -> Message:
@@ -74,7 +90,14 @@ def collect_adapters(grid: Grid, job: ValuationJob, admission: Admission, wanted
     """
     expected = set(wanted)
     progress("wait", f"waiting for {len(expected)} owner node(s) to join")
-    node_ids = wait_for_nodes(grid, len(expected), job.owner_timeout_s)
+    if job.simulated:  # partition i plays roster owner i: every owner needs its own SuperNode
+        node_ids = wait_for_nodes(grid, len(job.owners), job.owner_timeout_s, settle_s=SIMULATION_SETTLE_S)
+        if len(node_ids) < len(job.owners):
+            raise FairPoolError(f"the simulation has {len(node_ids)} SuperNode(s) for {len(job.owners)} owners: it "
+                                f"needs one per owner (options.num-supernodes = {len(job.owners)} in the local "
+                                "connection of $FLWR_HOME/config.toml)")
+    else:
+        node_ids = wait_for_nodes(grid, len(expected), job.owner_timeout_s)
     messages, nonces = [], []
     for node_id in node_ids:
         nonce = new_nonce()
