@@ -15,7 +15,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -213,19 +214,27 @@ def shipped_model_dir(config: TinyModelConfig | None = None) -> Path | None:
     return candidate if cached_model_is_valid(candidate) else None
 
 
-def _install_shipped(shipped: Path, directory: Path, progress: Callable[[str], None]) -> Path:
-    """Copy the shipped build into the cache (staged, then renamed: never half-written)."""
-    staging = Path(tempfile.mkdtemp(prefix=".installing-", dir=directory.parent))
+@contextmanager
+def _staged(directory: Path, prefix: str) -> Iterator[Path]:
+    """A temporary sibling of ``directory`` to fill; renamed into its place only if the block
+    succeeds, so an interrupted build or copy never leaves a half-written model that looks valid."""
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=directory.parent))
     try:
-        for source in shipped.iterdir():
-            if source.is_file():
-                shutil.copyfile(source, staging / source.name)
+        yield staging
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(staging, directory)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _install_shipped(shipped: Path, directory: Path, progress: Callable[[str], None]) -> Path:
+    """Copy the shipped build into the cache."""
+    with _staged(directory, ".installing-") as staging:
+        for source in shipped.iterdir():
+            if source.is_file():
+                shutil.copyfile(source, staging / source.name)
     progress(f"base model: the shipped build, copied to {directory}")
     return directory
 
@@ -242,8 +251,7 @@ def _build(config: TinyModelConfig, directory: Path, progress: Callable[[str], N
         model = _pretrain(config, tokenizer, lines, progress)
     finally:
         torch.set_num_threads(threads)
-    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=directory.parent))
-    try:
+    with _staged(directory, ".building-") as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         manifest = {
@@ -255,11 +263,5 @@ def _build(config: TinyModelConfig, directory: Path, progress: Callable[[str], N
         }
         manifest["files"] = file_digests(staging)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     progress(f"base model ready in {time.perf_counter() - started:.1f}s at {directory}")
     return directory
