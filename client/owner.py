@@ -12,8 +12,9 @@ checked against the spec and the base, and sent as it is, without training.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from client.trainer import AdapterResult, StepReport, train_adapter
 from common.config.hardware import Hardware
@@ -64,7 +65,7 @@ def _examples(value: object, where: str) -> int:
     return count
 
 
-def resolve_identity(node_config: Mapping[str, object], roster: Mapping[str, Sequence[str]] | None) -> OwnerIdentity:
+def resolve_identity(node_config: Mapping[str, object], roster: Mapping[str, Any] | None) -> OwnerIdentity:
     """Who this node is: its own node config first, else its slot in a simulated roster."""
     if NODE_OWNER_KEY in node_config:
         has_data, has_adapter = NODE_DATA_KEY in node_config, bool(node_config.get(NODE_ADAPTER_KEY))

@@ -19,6 +19,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -106,7 +107,7 @@ def dpo_trainer_class():
     return FairPoolDPOTrainer
 
 
-def precision_flags(resolved: ResolvedHardware) -> dict[str, bool]:
+def precision_flags(resolved: ResolvedHardware) -> dict[str, Any]:
     """TrainingArguments flags for the resolved device and dtype (bf16/fp16 mixed precision)."""
     import torch
 
@@ -168,7 +169,7 @@ def step_reporter(report: StepReport, every_s: float = 2.0):
     seconds, and once at the end: what a user watching a long training wants to see."""
     from transformers import TrainerCallback
 
-    class StepReporter(TrainerCallback):  # type: ignore[misc]
+    class StepReporter(TrainerCallback):
         def __init__(self) -> None:
             self.started = time.monotonic()
             self.last = float("-inf")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from common.errors import ConfigError
 
@@ -49,7 +50,7 @@ class Hardware:
         device = resolve_device(self.device)
         return ResolvedHardware(device, resolve_dtype(self.dtype, device))
 
-    def to_record(self) -> dict[str, object]:
+    def to_record(self) -> dict[str, Any]:
         return {"device": self.device, "dtype": self.dtype, "gpus_per_owner": float(self.gpus_per_owner)}
 
     @classmethod

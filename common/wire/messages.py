@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["WIRE_VERSION", "Records", "ReplyMeta", "Roster", "TrainingRequest", "WireError"]
 
@@ -57,7 +58,7 @@ class TrainingRequest:
     nonce: str = ""
     held: tuple[str, ...] = ()
 
-    def to_record(self) -> dict[str, object]:
+    def to_record(self) -> dict[str, Any]:
         return {"wire_version": WIRE_VERSION, "run_id": self.run_id, "nonce": self.nonce, "held": list(self.held)}
 
     @classmethod
@@ -83,7 +84,7 @@ class Roster:
     """The coordinator's progress file, on this same machine: simulated owners append their
     training steps to it, so the user sees each owner's step, loss and ETA live ("" = none)."""
 
-    def to_record(self) -> dict[str, object]:
+    def to_record(self) -> dict[str, Any]:
         return {"names": list(self.names), "paths": list(self.paths), "keys": list(self.keys),
                 "adapters": list(self.adapters), "adapter_examples": [int(x) for x in self.adapter_examples],
                 "progress": self.progress}
@@ -127,7 +128,7 @@ class ReplyMeta:
     error: str = ""
     skipped: bool = False
 
-    def to_record(self) -> dict[str, object]:
+    def to_record(self) -> dict[str, Any]:
         """Plain values for a ``ConfigRecord`` (``dropped`` as JSON text: records hold no maps)."""
         record: dict[str, object] = {"wire_version": WIRE_VERSION, "owner": self.owner}
         if self.error:

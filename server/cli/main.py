@@ -555,7 +555,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     decoder = CoalitionDecoder(model, tokenizer, list(adapters), args.composition, size_list,
                                max_prompt_length=args.max_prompt_length)
     names = list(adapters)
-    prompts = [(Message("user", p),) for p in args.prompt] if args.chat else args.prompt
+    prompts: list = [(Message("user", p),) for p in args.prompt] if args.chat else list(args.prompt)
     if args.chat:
         require_chat_template(tokenizer, base, [prompts[0]])
     responses = decoder.generate(prompts, [names.index(m) for m in members], config)
@@ -580,8 +580,8 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     hardware = hardware_from_args(args)
     if args.market:
         market = make_market(default_market_dir(args.seed), seed=args.seed)
-        paths = {name: market.owners[name] for name in ("clean", "clean-small", "noisy", "flipped")}
-        eval_path = market.eval_path
+        paths: dict[str, str | Path] = {name: market.owners[name] for name in ("clean", "clean-small", "noisy", "flipped")}
+        eval_path: str | Path = market.eval_path
     else:
         if args.eval is None:
             raise ConfigError("--eval is required with --owner")

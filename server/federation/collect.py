@@ -75,7 +75,7 @@ def decode_reply(reply: Message) -> Submission | None:
         return None
     tensors = None
     if Records.ADAPTER in content:
-        tensors = {name: array.numpy() for name, array in content[Records.ADAPTER].items()}
+        tensors = {name: array.numpy() for name, array in content.array_records[Records.ADAPTER].items()}
     metrics = dict(content[Records.METRICS]) if Records.METRICS in content else {}
     return submission_from_meta(meta, tensors, metrics)
 
