@@ -322,3 +322,23 @@ def test_the_cli_sets_its_offline_environment_when_it_runs():
                         f"{OFFLINE_KEYS!r}}}))")
     assert env == {"HF_HUB_OFFLINE": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
                    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def test_fairpool_flwr_runs_flower_with_this_environments_executables_first_on_path(monkeypatch, tmp_path):
+    """Issue 14 #2: Flower's `flwr` starts `flower-superlink` by name; `fairpool flwr ...` puts
+    this interpreter's scripts first on PATH, so `flwr run .` works without activating the venv."""
+    import os
+
+    from server.cli import main as cli
+
+    seen = {}
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setattr(os, "execve", lambda path, args, env: seen.update(path=path, args=args, env=env))
+    cli.main(["flwr", "run", ".", "local", "--stream"])
+    bin_dir = str(Path(sys.executable).parent)
+    assert seen["args"][1:] == ["run", ".", "local", "--stream"], "flwr's own options pass untouched"
+    assert seen["env"]["PATH"].split(os.pathsep)[0] == bin_dir
+    assert Path(seen["path"]).parent == Path(bin_dir) and (Path(bin_dir) / "flower-superlink").exists()
+    real = subprocess.run([str(Path(bin_dir) / "fairpool"), "flwr", "--version"], capture_output=True, text=True,
+                          env={**os.environ, "PATH": "/usr/bin:/bin"}, cwd=tmp_path)
+    assert real.returncode == 0 and "Flower version" in real.stdout

@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default 10)")
     fetch.add_argument("--out", type=Path, default=None, help="write the verified report here (default: stdout)")
 
+    flwr = sub.add_parser("flwr", help="Flower's `flwr` with this environment's executables on PATH "
+                                       "(`fairpool flwr run . local --stream` works without activating the venv)")
+    flwr.add_argument("flwr_args", nargs=argparse.REMAINDER, metavar="ARGS", help="passed to flwr as they are")
     value = sub.add_parser("value", help="value owners' preference datasets (or their existing adapters) "
                                          "in a simulated federation")
     value.add_argument("--owner", action="append", default=[], metavar="NAME=PATH",
@@ -505,6 +508,15 @@ def adapter_examples_arg(items: Sequence[str], adapters: dict[str, str]) -> dict
     return counts
 
 
+def cmd_flwr(flwr_args: Sequence[str]) -> int:
+    """Run Flower's ``flwr`` so that what it starts by name (``flower-superlink``, which starts
+    ``flwr-serverapp`` and ``flwr-simulation``) is this interpreter's, venv active or not."""
+    from server.federation.simulation import flwr_executable
+
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    os.execve(flwr_executable(), [flwr_executable(), *flwr_args], env)
+
+
 def cmd_value(args: argparse.Namespace) -> int:
     owners = parse_owner_args(args.owner, args.split)
     adapters = parse_pairs(args.adapter, "--adapter", what="DIR")
@@ -721,6 +733,9 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     set_offline_environment()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["flwr"]:  # everything after it is flwr's own (argparse would read its options)
+        return cmd_flwr(argv[1:])
     # transformers' deprecation notices about its own internals are not the user's to act on
     # (Flower's processes run with PYTHONWARNINGS=ignore; a run valued in this process too).
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers(\.|$)")
