@@ -288,6 +288,29 @@ def test_truncation_saves_utilities_on_a_saturating_game() -> None:
     np.testing.assert_allclose(tmc.values, perm.values, atol=1e-12)
 
 
+def test_truncation_is_blind_to_an_offset_in_the_utility() -> None:
+    """Issue 15 regression: with v = 100 + Σw the tolerance was relative to |v(N)| and tested
+    against v(∅), so every permutation was truncated before its first player: all values 0,
+    stderr 0, Σφ = 0 instead of v(N) − v(∅). An offset changes no marginal, so it must change
+    no estimate."""
+    weights = np.array([0.01, 0.02, 0.03, 0.005, 0.015])  # small next to the offset: where it bit
+    plain, phi = additive_game(weights)
+    shifted = Game.from_table(plain.players, 100.0 + plain.utilities(np.arange(1 << len(weights))))
+    a = estimate(plain, "truncated", stop=MaxSamples(16), seed=3)
+    b = estimate(shifted, "truncated", stop=MaxSamples(16), seed=3)
+    np.testing.assert_allclose(b.values, a.values, atol=1e-9)
+    np.testing.assert_allclose(b.values, phi, atol=1e-9)  # additive: every marginal is exact
+    assert b.values.sum() == pytest.approx(weights.sum()) and np.all(b.counts > 0)
+
+
+def test_a_game_whose_grand_coalition_is_worth_the_empty_one_is_never_truncated() -> None:
+    """v(N) = v(∅) does not make every value 0 (here a: +1, b: −1)."""
+    game = Game.from_function(["a", "b"], lambda s: {frozenset(): 0.0, frozenset({"a"}): 1.0,
+                                                     frozenset({"b"}): -1.0, frozenset({"a", "b"}): 0.0}[s])
+    res = estimate(game, "truncated", stop=MaxSamples(8), seed=0)
+    np.testing.assert_allclose(res.values, [1.0, -1.0])
+
+
 def test_truncation_tolerance_zero_walks_everything() -> None:
     game, _ = weighted_voting_game([1] * 6, 3)
     res = estimate(game, "truncated", stop=MaxSamples(10), seed=0, truncation_tolerance=0.0)

@@ -261,7 +261,7 @@ def _prefix_values(prefixes: np.ndarray, lookup: _Lookup, tolerance: float | Non
     Without ``tolerance`` all ``n + 1`` prefixes of every permutation go to the game in one
     call.  With it, ``v(∅)`` and ``v(N)`` come first, then ``lookahead`` positions at a time
     for the permutations still walking, batched across permutations; a permutation stops
-    at the first prefix ``t`` with ``|v(N) − v(P_t)| < tolerance·|v(N)|`` and the prefixes
+    at the first prefix ``t`` with ``|v(N) − v(P_t)| < tolerance·|v(N) − v(∅)|`` and the prefixes
     after it are given ``v(P_t)`` (their marginals are 0 and never computed).  Small
     lookaheads save more utilities; larger ones make fewer, bigger calls.
 
@@ -274,9 +274,9 @@ def _prefix_values(prefixes: np.ndarray, lookup: _Lookup, tolerance: float | Non
         return lookup(prefixes), np.full(m, n, dtype=np.int64)
     values = np.empty((m, width))
     values[:, [0, n]] = lookup(prefixes[:, [0, n]])
-    v_full = values[:, [n]]
+    v_full, v_empty = values[:, [n]], values[:, [0]]
     depth = np.full(m, n, dtype=np.int64)
-    walking = ~_near(v_full, values[:, [0]], tolerance)[:, 0]
+    walking = ~_near(v_full, v_empty, v_empty, tolerance)[:, 0]
     depth[~walking] = 0
     k = 1
     while k < n and walking.any():
@@ -284,7 +284,7 @@ def _prefix_values(prefixes: np.ndarray, lookup: _Lookup, tolerance: float | Non
         rows = np.flatnonzero(walking)
         chunk = lookup(prefixes[rows, k:end])
         values[rows, k:end] = chunk
-        hit = _near(v_full[rows], chunk, tolerance)
+        hit = _near(v_full[rows], v_empty[rows], chunk, tolerance)
         done = hit.any(axis=1)
         depth[rows[done]] = k + hit[done].argmax(axis=1)
         walking[rows[done]] = False
@@ -294,9 +294,15 @@ def _prefix_values(prefixes: np.ndarray, lookup: _Lookup, tolerance: float | Non
     return values, depth
 
 
-def _near(v_full: np.ndarray, v: np.ndarray, tolerance: float) -> np.ndarray:
-    """TMC's truncation test ``|v(N) − v(P)| < tolerance·|v(N)|``, elementwise."""
-    return np.abs(v_full - v) < tolerance * np.abs(v_full)
+def _near(v_full: np.ndarray, v_empty: np.ndarray, v: np.ndarray, tolerance: float) -> np.ndarray:
+    """TMC's truncation test ``|v(N) − v(P)| < tolerance·|v(N) − v(∅)|``, elementwise.
+
+    Relative to what the players share, ``v(N) − v(∅)``, not to ``|v(N)|``: a utility with an
+    offset (``v = 100 + Σw``) is the same game, and a tolerance relative to ``|v(N)|`` would
+    truncate every permutation before its first player (all values 0, Σφ ≠ v(N) − v(∅)).
+    With ``v(N) = v(∅)`` nothing is truncated: the values need not be 0 there.
+    """
+    return np.abs(v_full - v) < tolerance * np.abs(v_full - v_empty)
 
 
 def _to_players(perms: np.ndarray, by_position: np.ndarray) -> np.ndarray:
@@ -374,13 +380,14 @@ def truncated(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0,
     """Truncated Monte Carlo Shapley (TMC-Shapley, Ghorbani & Zou 2019).
 
     Like :func:`permutation`, but a permutation stops being walked once its prefix is
-    within ``truncation_tolerance·|v(N)|`` of ``v(N)``: the remaining players are assumed to
+    within ``truncation_tolerance·|v(N) − v(∅)|`` of ``v(N)``: the remaining players are assumed to
     add nothing.  On games that saturate early (a few owners already give the full model)
     this saves most utilities, at the price of a bias of at most that tolerance per
     permutation.  Prefixes are evaluated ``lookahead`` positions at a time (default
     ``max(1, n // 8)``), batched across the permutations of a batch, so truncation saves
     real evaluations.  ``counts`` include only the marginals actually evaluated.
-    With ``v(N) = 0`` nothing is ever truncated (the tolerance is relative).
+    With ``v(N) = v(∅)`` nothing is ever truncated (the tolerance is relative to what the
+    players share, so adding a constant to the utility changes nothing).
     """
     if not isinstance(truncation_tolerance, (int, float)) or not truncation_tolerance >= 0:
         raise ValueError(f"truncation_tolerance must be a non-negative number, got {truncation_tolerance!r}")
