@@ -65,3 +65,13 @@ def no_failpoints(monkeypatch):
     faults.reset()
     yield
     faults.reset()
+
+
+def pytest_collection_modifyitems(config, items):
+    """The Flower runs (marked ``slow``) first, in their own order: with two pytest-xdist workers
+    the longest tests then start at once and the short ones fill in around them, instead of one
+    long test running alone at the end while the other worker idles."""
+    def rank(item) -> tuple[bool, bool]:  # the kill/resume runs of test_end_to_end are the longest
+        return item.get_closest_marker("slow") is None, "test_end_to_end" not in item.nodeid
+
+    items.sort(key=rank)
