@@ -24,10 +24,9 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/fairpool demo
 
-# One worker per core (at most four); `load` hands tests out a few at a time from the front of the
-# list, where conftest.py puts the long Flower runs, so they run side by side from the start.
+# Two workers on two cores (at most four elsewhere); worksteal evens out the long Flower runs.
 test: $(STAMP) lint
-	$(VENV)/bin/python -m pytest -q -n auto --maxprocesses 4 --dist load
+	$(VENV)/bin/python -m pytest -q -n auto --maxprocesses 4 --dist worksteal
 
 # ruff (pyflakes, pycodestyle, isort) and mypy (strict on common/valuation); config in pyproject.toml.
 lint: $(STAMP)
