@@ -30,7 +30,6 @@ from common.config.games import ValuationSettings
 from common.config.hardware import Hardware, check_device_exists
 from common.config.job import (
     ValuationJob,
-    check_declared_sizes,
     check_min_owners,
     check_owner_name,
     check_owner_timeout,
@@ -529,7 +528,6 @@ def cmd_value(args: argparse.Namespace) -> int:
         raise ConfigError(f"{both[0]} is named by both --owner and --adapter: an owner brings data or an "
                           "adapter, not both")
     examples = adapter_examples_arg(args.adapter_examples, adapters)
-    check_declared_sizes(args.composition, [n for n in adapters if n not in examples])
     options = job_options(args)  # option errors first: before any file is read or model built
     overrides = checked_overrides(args)
     eval_ref = resolve_data_ref("--eval", args.eval, args.split)

@@ -304,6 +304,13 @@ class Ledger:
         return [{"owner": r[0], "received_at": r[1], "status": r[2], "reason": r[3], "meta": json.loads(r[4])}
                 for r in rows]
 
+    def stored_owners(self, run_id: str) -> set[str]:
+        """Owners of ``run_id`` whose accepted adapter is stored, without reading the (sealed,
+        possibly large) adapters themselves: enough to decide whether anyone must train."""
+        accepted = {row["owner"] for row in self.submissions(run_id) if row["status"] == SubmissionStatus.ACCEPTED}
+        stored = {owner for (owner,) in self._db.execute("SELECT owner FROM adapters WHERE run_id=?", (run_id,))}
+        return accepted & stored
+
     def stored_adapters(self, run_id: str) -> dict[str, tuple[str, bytes, dict]]:
         """Accepted adapters: owner → (digest, sealed blob, the accepted submission's meta)."""
         metas = {}

@@ -67,7 +67,7 @@ def held_owners(job: ValuationJob) -> set[str]:
         return set()
     try:
         with Ledger(path, _ledger_key(job)) as ledger:
-            return set(ledger.stored_adapters(job.run_id))
+            return ledger.stored_owners(job.run_id)
     except (FairPoolError, OSError, sqlite3.Error):
         return set()
 
@@ -94,6 +94,16 @@ def run_held(job: ValuationJob, on_event: Callable[[dict], object] | None = None
     return report
 
 
+def _run_log(out: Path, ledger: Ledger, run_id: str, on_event: Callable[[dict], object] | None) -> ProgressLog:
+    """The run's progress log: ``progress.jsonl``, the ledger (for live watchers) and ``on_event``."""
+    def sink(event: dict) -> None:
+        ledger.add_event(run_id, event)
+        if on_event is not None:
+            on_event(event)
+
+    return ProgressLog(out, sink=sink)
+
+
 def _replay_finished(job: ValuationJob, out: Path, on_event: Callable[[dict], object] | None) -> dict | None:
     """A finished run's signed report, from the ledger (authenticated), its files written again;
     None when the run has not finished. Nothing is loaded or recomputed: the report is the run's."""
@@ -102,13 +112,7 @@ def _replay_finished(job: ValuationJob, out: Path, on_event: Callable[[dict], ob
         if row is None or row["status"] != RunStatus.DONE or not isinstance(row.get("report"), dict):
             return None
         report = row["report"]
-
-        def sink(event: dict) -> None:
-            ledger.add_event(job.run_id, event)
-            if on_event is not None:
-                on_event(event)
-
-        log = ProgressLog(out, sink=sink)
+        log = _run_log(out, ledger, job.run_id, on_event)
         owners = len(job.owners)
         log.emit("start", f"run {job.run_id}: {owners} owner(s) (finished: its report is replayed from the ledger)",
                  total=owners)
@@ -129,12 +133,7 @@ def _run_locked(job: ValuationJob, collect: Collector, out: Path,
         _fail(out, ProgressLog(out), str(exc))
         return None
     with Ledger(out / LEDGER_FILE, mac_key) as ledger:
-        def sink(event: dict) -> None:
-            ledger.add_event(job.run_id, event)
-            if on_event is not None:
-                on_event(event)
-
-        log = ProgressLog(out, sink=sink)
+        log = _run_log(out, ledger, job.run_id, on_event)
         try:
             previous = ledger.run_job(job.run_id)
             if previous is not None and not job.same_work_as(ValuationJob.from_json(previous)):
