@@ -6,207 +6,75 @@ care whether values were enumerated or sampled.  The estimators, registered in
 :data:`ESTIMATORS`:
 
 * ``exact`` — Shapley by enumerating all ``2**n`` coalitions in one batch; stderr 0.
+* ``stratified`` — stratified sampling by coalition size with full sample reuse
+  (stratified SVARM); per-stratum stderr.  :mod:`common.valuation.stratified`.
+* ``leverage`` — Leverage SHAP: constrained regression on paired coalitions spread evenly
+  over sizes; stratified sandwich stderr.  :mod:`common.valuation.regression`.
+* ``kernel`` — KernelSHAP: the same regression with the kernel's size distribution.
 * ``permutation`` — Monte Carlo over permutations with antithetic pairs (π and reversed π);
   stderr across pairs.
-* ``truncated`` — TMC-Shapley: each permutation is walked only until ``v(prefix) ≈ v(N)``;
-  stderr across samples.
-* ``kernel`` — KernelSHAP: paired kernel sampling, least squares with efficiency imposed
-  exactly; analytic sandwich (delta-method) stderr.
+* ``truncated`` — TMC-Shapley: each permutation is walked only until ``v(prefix) ≈ v(N)``.
 * ``banzhaf`` — *Banzhaf* values (another semivalue, not efficient) by maximum sample
   reuse; stderr from the two group variances.
 * ``loo`` — leave-one-out ``v(N) − v(N∖{i})``; stderr 0.
 
-``"auto"`` picks ``exact`` when ``n <= exact_max_players`` (default :data:`EXACT_MAX_PLAYERS`,
-which the CLI's ``--exact-max-players`` shares: the preference utility makes ``2**n`` coalitions
-cheap up to n ≈ 20) and ``permutation`` otherwise.
+Budgets count **distinct** coalitions per run (:class:`~common.valuation.sampling.Lookup`): a
+coalition requested again in the same run is a memo hit and costs nothing.  The stratified
+and regression estimators draw without replacement and enumerate the smallest and largest
+coalition sizes first (the border), and every Shapley sampler enumerates outright when the
+budget buys all ``2ⁿ`` coalitions, so a large enough budget always gives the exact values.
 
-Sampling estimators share one driver (:func:`_drive`): draw a batch, update the estimate,
-check the stopping rule (:mod:`common.valuation.stopping`), repeat.  All randomness comes from one
-``numpy.random.Generator`` seeded by ``seed``, so the same seed on the same game gives an
-identical result.  Every utility goes through ``game.utilities`` in batches; the game's memo
-makes repeated coalitions free, which is why budgets count *requested* evaluations
-(reproducible) and ``game.computed`` counts what really had to be computed.
+``"auto"`` (:func:`auto_estimator`) enumerates when that is affordable — ``n <=
+exact_max_players`` (default :data:`EXACT_MAX_PLAYERS`, which the CLI's ``--exact-max-players``
+shares) and no explicit budget below ``2ⁿ``, or any budget of at least ``2ⁿ`` — and otherwise
+samples with the estimator that ``benchmarks/estimators.py`` measured most accurate at equal
+budget: ``stratified``.
+
+All randomness comes from one ``numpy.random.Generator`` seeded by ``seed``, so the same seed
+on the same game gives an identical result.  Every utility goes through ``game.utilities``
+in batches.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import time
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from common.valuation.game import Game
-from common.valuation.shapley import ValuationResult, ValueKind, estimate_exact
-from common.valuation.stopping import (
-    CONVERGED,
-    StoppingRule,
-    StopState,
-    default_stop,
-    status_of,
+from common.valuation.regression import RegressionSampler
+from common.valuation.sampling import (
+    Lookup,
+    Moments,
+    Sampler,
+    Seed,
+    check_positive_int,
+    deterministic,
+    drive,
+    enumerated,
+    fresh_rule,
+    full_mask,
+    masks_of,
+    pooled_variance,
+    rng_and_seed,
 )
+from common.valuation.shapley import ValuationResult, ValueKind, estimate_exact, exact_banzhaf, exact_shapley
+from common.valuation.stopping import CONVERGED, StoppingRule
+from common.valuation.stratified import StratifiedSampler
 
-__all__ = ["ESTIMATORS", "EXACT_MAX_PLAYERS", "estimate", "exact", "permutation", "truncated", "kernel", "banzhaf",
-           "loo"]
-
-Seed = int | np.random.Generator
+__all__ = ["ESTIMATORS", "ESTIMATOR_KINDS", "EXACT_MAX_PLAYERS", "auto_estimator", "banzhaf", "estimate", "exact",
+           "kernel", "leverage", "loo", "permutation", "stratified", "truncated"]
 
 EXACT_MAX_PLAYERS = 20
 """The largest ``n`` that ``"auto"`` enumerates exactly unless told otherwise (2²⁰ coalitions)."""
 
+MAX_ENUMERATED_PLAYERS = 24
+"""A sampling estimator whose budget covers ``2ⁿ`` enumerates instead, up to this many players."""
 
-# --------------------------------------------------------------------------- plumbing
-
-
-class _Lookup:
-    """``game.utilities`` that counts what the estimator requested (memo hits included)."""
-
-    def __init__(self, game: Game) -> None:
-        self.game = game
-        self.evaluations = 0
-
-    def __call__(self, masks: np.ndarray) -> np.ndarray:
-        masks = np.asarray(masks, dtype=np.int64)
-        self.evaluations += int(masks.size)
-        return self.game.utilities(masks.ravel()).reshape(masks.shape)
-
-
-def _masks_of(members: np.ndarray) -> np.ndarray:
-    """Coalition masks of the rows of a boolean membership matrix."""
-    n = members.shape[1]
-    return members.astype(np.int64) @ (np.int64(1) << np.arange(n, dtype=np.int64))
-
-
-def _full(n: int) -> int:
-    return (1 << n) - 1
-
-
-def _rng_and_seed(seed: Seed) -> tuple[np.random.Generator, Any]:
-    """The generator to draw from and a JSON-friendly record of the seed."""
-    if isinstance(seed, np.random.Generator):
-        return seed, repr(seed)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an int or a numpy Generator, got {seed!r}")
-    return np.random.default_rng(int(seed)), int(seed)
-
-
-class _Moments:
-    """Per-player running count, mean and sum of squared deviations (Chan et al.).
-
-    Batches are merged exactly, so the mean and variance do not depend on how the samples
-    were split into batches, and the update is stable where naive ``Σx²`` would cancel.
-    ``where`` selects which entries of a batch belong to each player (Banzhaf MSR splits the
-    samples into coalitions with and without the player).
-    """
-
-    def __init__(self, n: int) -> None:
-        self.count = np.zeros(n, dtype=np.int64)
-        self.mean = np.zeros(n)
-        self.m2 = np.zeros(n)
-
-    def add(self, x: np.ndarray, where: np.ndarray | None = None) -> None:
-        x = np.asarray(x, dtype=np.float64)
-        w = np.ones(x.shape, dtype=bool) if where is None else np.broadcast_to(where, x.shape)
-        nb = w.sum(axis=0)
-        mean_b = np.where(w, x, 0.0).sum(axis=0) / np.maximum(nb, 1)
-        m2_b = np.where(w, (x - mean_b) ** 2, 0.0).sum(axis=0)
-        total = self.count + nb
-        safe = np.maximum(total, 1)
-        delta = mean_b - self.mean
-        self.mean = self.mean + delta * nb / safe
-        self.m2 = self.m2 + m2_b + delta**2 * self.count * nb / safe
-        self.count = total
-
-    def variance(self) -> np.ndarray:
-        """Sample variance (ddof 1); ``inf`` where fewer than two samples make it undefined."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(self.count >= 2, self.m2 / np.maximum(self.count - 1, 1), np.inf)
-
-    def stderr(self) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.sqrt(self.variance() / np.maximum(self.count, 1))
-
-
-class _Sampler(Protocol):
-    """What :func:`_drive` needs from a sampling estimator."""
-
-    cost: int
-    """Upper bound on the utilities one sample requests (to size batches to a budget)."""
-    samples: int
-    """Independent samples drawn so far."""
-
-    def batch(self) -> int:
-        """Preferred number of samples in the next batch."""
-
-    def step(self, k: int) -> None:
-        """Draw ``k`` samples and evaluate their coalitions."""
-
-    def estimate(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Current ``(values, stderr, counts)``."""
-
-
-def _drive(game: Game, lookup: _Lookup, sampler: _Sampler, stop: StoppingRule | None, *,
-           name: str, params: dict[str, Any]) -> ValuationResult:
-    """Run ``sampler`` batch by batch until ``stop`` fires; package the result.
-
-    The rule is deep-copied and reset so the caller's object never carries state from one
-    run into another.  Each batch is capped by the rule's :meth:`samples_left` (but is at
-    least one sample, so every check sees progress).
-    """
-    rule = copy.deepcopy(stop if stop is not None else default_stop(game.n))
-    rule.reset()
-    start = time.perf_counter()
-    iteration = 0
-    snapshots: list[dict[str, Any]] = []
-    while True:
-        k = sampler.batch()
-        room = rule.samples_left(lookup.evaluations, sampler.samples, sampler.cost)
-        if room is not None:
-            k = max(1, min(k, room))
-        sampler.step(k)
-        iteration += 1
-        values, stderr, counts = sampler.estimate()
-        state = StopState(values=values, stderr=stderr, counts=counts, evaluations=lookup.evaluations,
-                          samples=sampler.samples, elapsed=time.perf_counter() - start, iteration=iteration)
-        snapshots.append(_snapshot(game.players, lookup.evaluations, values, stderr))
-        fired = rule.check(state)
-        if fired:
-            break
-    record = {**params, "evaluations": lookup.evaluations, "samples": sampler.samples,
-              "iterations": iteration, "stop": repr(rule), "stopped_by": [repr(r) for r in fired]}
-    return ValuationResult(game.players, values, stderr, counts, name, status_of(fired), record,
-                           trace=thin_trace(snapshots), kind=ESTIMATOR_KINDS[name])
-
-
-TRACE_MAX_POINTS = 200
-"""Snapshots kept of a sampling run (a long run has thousands of iterations)."""
-
-
-def _snapshot(players: Sequence[str], evaluations: int, values: np.ndarray, stderr: np.ndarray) -> dict[str, Any]:
-    """One point of the convergence trace; a non-finite stderr (first iterations) is ``None``."""
-    return {"evaluations": int(evaluations),
-            "values": {p: float(v) for p, v in zip(players, values)},
-            "stderr": {p: (float(e) if np.isfinite(e) else None) for p, e in zip(players, stderr)}}
-
-
-def thin_trace(snapshots: list[dict[str, Any]], limit: int = TRACE_MAX_POINTS) -> tuple[dict[str, Any], ...]:
-    """At most ``limit`` snapshots, evenly spaced, always keeping the first and the last."""
-    if len(snapshots) <= limit:
-        return tuple(snapshots)
-    keep = np.unique(np.round(np.linspace(0, len(snapshots) - 1, limit)).astype(int))
-    return tuple(snapshots[i] for i in keep)
-
-
-def _deterministic(game: Game, lookup: _Lookup, values: np.ndarray, counts: np.ndarray, *,
-                   name: str, params: dict[str, Any]) -> ValuationResult:
-    """Result of a method that computes its values outright (no sampling, stderr 0)."""
-    record = {**params, "evaluations": lookup.evaluations, "samples": 0, "iterations": 1,
-              "stop": None, "stopped_by": []}
-    n = game.n
-    return ValuationResult(game.players, values, np.zeros(n), counts, name, CONVERGED, record,
-                           kind=ESTIMATOR_KINDS[name])
+AUTO_SAMPLER = "stratified"
+"""What ``"auto"`` samples with when it cannot enumerate (the benchmark's most accurate)."""
 
 
 # --------------------------------------------------------------------------- exact and loo
@@ -218,11 +86,11 @@ def exact(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0) -> Va
     One call lets a vectorised utility compute the whole table at once.  ``stop`` and
     ``seed`` are accepted for a uniform signature and ignored: enumeration is not iterative.
     """
-    lookup = _Lookup(game)
+    lookup = Lookup(game)
     table = lookup(np.arange(1 << game.n, dtype=np.int64))
     base = estimate_exact(game.players, table)
-    return _deterministic(game, lookup, base.values, base.counts, name="exact",
-                          params={**base.params, "seed": _rng_and_seed(seed)[1]})
+    return deterministic(game, lookup, base.values, base.counts, name="exact",
+                         params={**base.params, "seed": rng_and_seed(seed)[1]}, kind=ValueKind.SHAPLEY)
 
 
 def loo(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0) -> ValuationResult:
@@ -233,12 +101,12 @@ def loo(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0) -> Valu
     against.  Each value uses two utilities, hence ``counts = 2``; ``stop``/``seed`` ignored.
     """
     n = game.n
-    lookup = _Lookup(game)
-    full = _full(n)
+    lookup = Lookup(game)
+    full = full_mask(n)
     masks = np.array([full] + [full ^ (1 << i) for i in range(n)], dtype=np.int64)
     v = lookup(masks)
-    return _deterministic(game, lookup, v[0] - v[1:], np.full(n, 2), name="loo",
-                          params={"seed": _rng_and_seed(seed)[1]})
+    return deterministic(game, lookup, v[0] - v[1:], np.full(n, 2), name="loo",
+                         params={"seed": rng_and_seed(seed)[1]}, kind=ValueKind.LOO)
 
 
 # --------------------------------------------------------------------------- permutations
@@ -254,7 +122,7 @@ def _prefix_masks(perms: np.ndarray) -> np.ndarray:
     return np.concatenate([np.zeros((len(perms), 1), dtype=np.int64), np.cumsum(bits, axis=1)], axis=1)
 
 
-def _prefix_values(prefixes: np.ndarray, lookup: _Lookup, tolerance: float | None,
+def _prefix_values(prefixes: np.ndarray, lookup: Lookup, tolerance: float | None,
                    lookahead: int) -> tuple[np.ndarray, np.ndarray]:
     """Utilities of permutation prefixes, optionally truncated (TMC), and walk depths.
 
@@ -318,21 +186,31 @@ class _PermutationSampler:
     A sample is one permutation, or with ``antithetic`` the average over a permutation and
     its reverse: the reverse puts early players late, so their marginals are negatively
     correlated and the average has lower variance.  Each pair counts as *one* independent
-    sample in the stderr.  Every permutation requests all of its ``n + 1`` prefixes (∅ and N
-    are memo hits after the first time), so each marginal is fed by exactly two utilities.
+    sample in the stderr.  Every permutation requests all of its ``n + 1`` prefixes; ∅ and N
+    are the same for all of them and cost the budget once, so a permutation costs at most
+    ``n − 1`` new evaluations.
+
+    The stderr is the pooled one (:func:`~common.valuation.sampling.pooled_variance`): the
+    mean variance over players enters every player's variance as one pseudo-sample, so a
+    player whose sampled marginals happen to be all equal (never pivotal yet) is not reported
+    as known exactly.
     """
 
-    def __init__(self, game: Game, lookup: _Lookup, rng: np.random.Generator, *, batch_size: int,
+    def __init__(self, game: Game, lookup: Lookup, rng: np.random.Generator, *, batch_size: int,
                  antithetic: bool, tolerance: float | None, lookahead: int) -> None:
         self.n = game.n
         self.lookup, self.rng = lookup, rng
         self.batch_size, self.antithetic = batch_size, antithetic
         self.tolerance, self.lookahead = tolerance, lookahead
         self.per_sample = 2 if antithetic else 1
-        self.cost = self.per_sample * (self.n + 1)
+        self.cost = self.per_sample * max(1, self.n - 1)
         self.samples = 0
-        self.moments = _Moments(self.n)
+        self.moments = Moments(self.n)
         self.counts = np.zeros(self.n, dtype=np.int64)
+
+    @property
+    def exhausted(self) -> bool:
+        return False  # permutations never run out (a run that saw all 2ⁿ coalitions ends in drive)
 
     def batch(self) -> int:
         return self.batch_size
@@ -348,13 +226,13 @@ class _PermutationSampler:
         self.samples += k
 
     def estimate(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self.moments.mean.copy(), self.moments.stderr(), self.counts.copy()
-
-
-def _check_positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
+        m = self.moments
+        spread = m.m2 / np.maximum(m.count - 1, 1)
+        prior = float(spread.mean()) if m.count.max() >= 2 else np.inf
+        variance = pooled_variance(m.m2, m.count, prior) if m.count.max() >= 2 else np.full(self.n, np.inf)
+        with np.errstate(invalid="ignore"):
+            stderr = np.sqrt(variance / np.maximum(m.count, 1))
+        return m.mean.copy(), stderr, self.counts.copy()
 
 
 def permutation(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0,
@@ -364,14 +242,14 @@ def permutation(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0,
     Each batch draws ``batch_size`` samples (antithetic pairs by default) and evaluates all
     prefixes of all their permutations in a single ``game.utilities`` call.  Every
     permutation's marginals sum to ``v(N) − v(∅)``, so the estimate is efficient up to
-    rounding at any budget.  ``stderr`` = sample std / √samples.
+    rounding at any budget.  ``stderr`` = pooled sample std / √samples.  A budget that buys
+    all ``2ⁿ`` coalitions is spent on enumerating them (exact).
     """
-    rng, seed_record = _rng_and_seed(seed)
-    lookup = _Lookup(game)
-    sampler = _PermutationSampler(game, lookup, rng, batch_size=_check_positive_int("batch_size", batch_size),
-                                  antithetic=bool(antithetic), tolerance=None, lookahead=game.n)
+    rng, seed_record = rng_and_seed(seed)
     params = {"seed": seed_record, "batch_size": batch_size, "antithetic": bool(antithetic)}
-    return _drive(game, lookup, sampler, stop, name="permutation", params=params)
+    size = check_positive_int("batch_size", batch_size)
+    return _sample(game, stop, "permutation", params, lambda lookup, _budget: _PermutationSampler(
+        game, lookup, rng, batch_size=size, antithetic=bool(antithetic), tolerance=None, lookahead=game.n))
 
 
 def truncated(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0,
@@ -391,110 +269,80 @@ def truncated(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0,
     """
     if not isinstance(truncation_tolerance, (int, float)) or not truncation_tolerance >= 0:
         raise ValueError(f"truncation_tolerance must be a non-negative number, got {truncation_tolerance!r}")
-    look = max(1, game.n // 8) if lookahead is None else _check_positive_int("lookahead", lookahead)
-    rng, seed_record = _rng_and_seed(seed)
-    lookup = _Lookup(game)
-    sampler = _PermutationSampler(game, lookup, rng, batch_size=_check_positive_int("batch_size", batch_size),
-                                  antithetic=bool(antithetic), tolerance=float(truncation_tolerance),
-                                  lookahead=look)
+    look = max(1, game.n // 8) if lookahead is None else check_positive_int("lookahead", lookahead)
+    rng, seed_record = rng_and_seed(seed)
     params = {"seed": seed_record, "batch_size": batch_size, "antithetic": bool(antithetic),
               "truncation_tolerance": float(truncation_tolerance), "lookahead": look}
-    return _drive(game, lookup, sampler, stop, name="truncated", params=params)
+    size = check_positive_int("batch_size", batch_size)
+    return _sample(game, stop, "truncated", params, lambda lookup, _budget: _PermutationSampler(
+        game, lookup, rng, batch_size=size, antithetic=bool(antithetic), tolerance=float(truncation_tolerance),
+        lookahead=look))
 
 
-# --------------------------------------------------------------------------- KernelSHAP
+# --------------------------------------------------------------------------- by coalition size
 
 
-class _KernelSampler:
-    """KernelSHAP with paired sampling and the efficiency constraint imposed exactly.
+def stratified(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0,
+               batch_size: int = 64) -> ValuationResult:
+    """Shapley values by stratified sampling over coalition sizes (stratified SVARM).
 
-    Coalitions ``S`` are drawn from the Shapley kernel itself (size ``s ∈ 1..n−1`` with
-    probability ∝ ``1/(s(n−s))``, then uniformly among sets of that size), so the weighted
-    least-squares problem becomes an *unweighted* average over samples.  Each draw also
-    adds its complement (paired sampling: the two errors largely cancel).  With one
-    sample = one pair, ``p``, and ``z`` the membership vector, the estimate solves
-
-        min_φ  Σ_p Σ_{S∈p} (v(S) − v(∅) − zᵀφ)²   s.t.  Σφ = v(N) − v(∅)
-
-    through its KKT system ``K = [[Ā, 1], [1ᵀ, 0]]``, ``Ā = mean_p Σ_{S∈p} z zᵀ``.
-
-    The stderr is the analytic *sandwich* (delta-method) estimate, not a bootstrap: the
-    solution is a smooth function of the pair averages, and perturbing the KKT system gives
-    ``δφ = Q·mean_p(g_p)`` with ``Q`` the top-left ``n×n`` block of ``K⁻¹`` and
-    ``g_p = Σ_{S∈p} z (v(S) − v(∅) − zᵀφ)`` the per-pair score, hence
-    ``Var φ ≈ Q Cov(g) Q / #pairs``.  It costs one pass over the samples per check instead
-    of ~50 re-solves, and is exactly 0 when the game is additive (the fit is perfect).
+    Every evaluation updates every player; sizes are enumerated from the border inwards as
+    the budget allows, and the estimate is exact once it covers all ``2ⁿ`` coalitions.  Per
+    stratum variances give the stderr; ``Σφ = v(N) − v(∅)`` holds at every budget.  See
+    :mod:`common.valuation.stratified`.
     """
-
-    def __init__(self, game: Game, lookup: _Lookup, rng: np.random.Generator, *, batch_size: int) -> None:
-        n = self.n = game.n
-        self.lookup, self.rng, self.batch_size = lookup, rng, batch_size
-        self.cost = 2
-        self.samples = 0
-        ends = lookup(np.array([0, _full(n)], dtype=np.int64))
-        self.v_empty, self.total = float(ends[0]), float(ends[1] - ends[0])
-        sizes = np.arange(1, n)
-        weights = 1.0 / (sizes * (n - sizes))
-        self.sizes, self.size_p = sizes, weights / weights.sum()
-        self.members: list[np.ndarray] = []  # one (k, n) bool block per batch
-        self.targets: list[np.ndarray] = []  # one (k, 2) block: v(S) − v(∅), v(Sᶜ) − v(∅)
-
-    def batch(self) -> int:
-        # A check costs one pass over all pairs, so batches grow with the sample count:
-        # the total checking cost stays O(samples · n · log samples).
-        return max(self.batch_size, self.samples // 8)
-
-    def step(self, k: int) -> None:
-        n = self.n
-        size = self.rng.choice(self.sizes, size=k, p=self.size_p)
-        ranks = self.rng.random((k, n)).argsort(axis=1).argsort(axis=1)
-        members = ranks < size[:, None]  # a uniform subset of the drawn size
-        masks = _masks_of(members)
-        v = self.lookup(np.stack([masks, _full(n) ^ masks], axis=1))
-        self.members.append(members)
-        self.targets.append(v - self.v_empty)
-        self.samples += k
-
-    def estimate(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n, m = self.n, self.samples
-        z = np.concatenate(self.members).astype(np.float64)
-        y = np.concatenate(self.targets)
-        zc = 1.0 - z
-        a_bar = (z.T @ z + zc.T @ zc) / m
-        b_bar = (z.T @ y[:, 0] + zc.T @ y[:, 1]) / m
-        kkt = np.block([[a_bar, np.ones((n, 1))], [np.ones((1, n)), np.zeros((1, 1))]])
-        kkt_inv = np.linalg.pinv(kkt)
-        phi = kkt_inv @ np.append(b_bar, self.total)
-        phi = phi[:n]
-        phi += (self.total - phi.sum()) / n  # pinv rounding: keep efficiency to the last bit
-        counts = np.full(n, 2 * m + 2, dtype=np.int64)
-        if m <= n:  # no more pairs than unknowns: the fit can interpolate them, leaving no residual
-            return phi, np.full(n, np.inf), counts  # to measure, so the error is not known yet
-        scores = z * (y[:, 0] - z @ phi)[:, None] + zc * (y[:, 1] - zc @ phi)[:, None]
-        h = (scores - scores.mean(axis=0)) @ kkt_inv[:n, :n]
-        stderr = np.sqrt((h**2).sum(axis=0) / (m - 1) / m)
-        return phi, stderr, counts
+    rng, seed_record = rng_and_seed(seed)
+    size = check_positive_int("batch_size", batch_size)
+    params = {"seed": seed_record, "batch_size": batch_size, "stderr_method": "per-stratum"}
+    return _sample(game, stop, "stratified", params,
+                   lambda lookup, budget: StratifiedSampler(game.n, lookup, rng, batch_size=size, budget=budget))
 
 
 def kernel(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0,
            batch_size: int = 64) -> ValuationResult:
-    """Shapley values by KernelSHAP regression (Lundberg & Lee 2017), see :class:`_KernelSampler`.
+    """Shapley values by KernelSHAP regression (Lundberg & Lee 2017), see :mod:`common.valuation.regression`.
 
-    ``Σφ = v(N) − v(∅)`` holds exactly at every budget.  ``batch_size`` coalition pairs are
-    drawn per batch at first (batches then grow with the sample count); ``counts`` are the
-    coalitions the regression used (all pairs plus ∅ and N), since every value depends on
-    all of them.  With one player there is nothing to sample and the constraint alone
-    gives ``φ = v(N) − v(∅)``.
+    Paired coalitions, sampled size by size without replacement in proportion to the Shapley
+    kernel, the border enumerated as the budget allows; ``Σφ = v(N) − v(∅)`` holds exactly at
+    every budget and the fit is exact once the budget covers all ``2ⁿ`` coalitions.
+    ``counts`` are the coalitions the regression used (every value depends on all of them).
     """
-    rng, seed_record = _rng_and_seed(seed)
-    params = {"seed": seed_record, "batch_size": batch_size, "stderr_method": "sandwich"}
-    if game.n == 1:
-        lookup = _Lookup(game)
-        v = lookup(np.array([0, 1], dtype=np.int64))
-        return _deterministic(game, lookup, np.array([v[1] - v[0]]), np.array([2]), name="kernel", params=params)
-    lookup = _Lookup(game)
-    sampler = _KernelSampler(game, lookup, rng, batch_size=_check_positive_int("batch_size", batch_size))
-    return _drive(game, lookup, sampler, stop, name="kernel", params=params)
+    return _regression(game, stop, seed, batch_size, "kernel")
+
+
+def leverage(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0,
+             batch_size: int = 64) -> ValuationResult:
+    """Shapley values by Leverage SHAP (Musco & Witter 2025), see :mod:`common.valuation.regression`.
+
+    The same constrained regression as :func:`kernel`, with the budget spread evenly over
+    coalition sizes (their leverage scores) instead of by the kernel's weight.
+    """
+    return _regression(game, stop, seed, batch_size, "leverage")
+
+
+def _regression(game: Game, stop: StoppingRule | None, seed: Seed, batch_size: int, weights: str) -> ValuationResult:
+    rng, seed_record = rng_and_seed(seed)
+    size = check_positive_int("batch_size", batch_size)
+    params = {"seed": seed_record, "batch_size": batch_size, "stderr_method": "stratified sandwich",
+              "size_weights": weights}
+    return _sample(game, stop, weights, params, lambda lookup, budget: RegressionSampler(
+        game.n, lookup, rng, batch_size=size, budget=budget, size_weights=weights))
+
+
+def _sample(game: Game, stop: StoppingRule | None, name: str, params: dict[str, Any],
+            make: Callable[[Lookup, int | None], Sampler]) -> ValuationResult:
+    """Run a Shapley sampler under ``stop`` — or enumerate, where that is cheaper or trivial.
+
+    A budget that buys all ``2ⁿ`` coalitions is spent on enumerating them (exact, and no
+    dearer than sampling them); a one-player game has nothing to sample either.
+    """
+    rule = fresh_rule(stop, game.n)
+    budget = rule.max_evaluations()
+    if game.n == 1 or (budget is not None and game.n <= MAX_ENUMERATED_PLAYERS and budget >= 1 << game.n):
+        return enumerated(game, name=name, params=params)
+    lookup = Lookup(game)
+    return drive(game, lookup, make(lookup, budget), rule, name=name, params=params, kind=ValueKind.SHAPLEY,
+                 from_table=exact_shapley)
 
 
 # --------------------------------------------------------------------------- Banzhaf (MSR)
@@ -506,21 +354,26 @@ class _BanzhafSampler:
     ``S`` is uniform over all ``2**n`` coalitions, so for each player the samples split into
     an independent-looking "with i" and "without i" group; the Banzhaf value is the
     difference of the group means, and its stderr combines the two group variances,
-    ``√(s²_in/n_in + s²_out/n_out)``.  Each sample is one utility, reused n times.
+    ``√(s²_in/n_in + s²_out/n_out)``.  Each sample is one utility, reused n times; a repeated
+    draw costs no budget but still counts as a sample (MSR's estimate needs it).
     """
 
-    def __init__(self, game: Game, lookup: _Lookup, rng: np.random.Generator, *, batch_size: int) -> None:
+    def __init__(self, game: Game, lookup: Lookup, rng: np.random.Generator, *, batch_size: int) -> None:
         self.n, self.lookup, self.rng, self.batch_size = game.n, lookup, rng, batch_size
         self.cost = 1
         self.samples = 0
-        self.inside, self.outside = _Moments(self.n), _Moments(self.n)
+        self.inside, self.outside = Moments(self.n), Moments(self.n)
+
+    @property
+    def exhausted(self) -> bool:
+        return False  # with replacement: drive ends a run that has seen all 2ⁿ coalitions
 
     def batch(self) -> int:
         return self.batch_size
 
     def step(self, k: int) -> None:
         members = self.rng.random((k, self.n)) < 0.5
-        v = self.lookup(_masks_of(members))
+        v = self.lookup(masks_of(members))
         y = np.broadcast_to(v[:, None], members.shape)
         self.inside.add(y, members)
         self.outside.add(y, ~members)
@@ -541,34 +394,55 @@ def banzhaf(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0,
     of all coalition *sizes* equally, and it is not efficient (Σβ ≠ v(N) − v(∅) in
     general), so its values must not be paid out as Shapley shares.  It is reported under
     its own estimator name, ``"banzhaf"``.  It is more robust to noisy utilities, which is
-    why it is offered.  ``counts`` = coalitions sampled (each feeds every player).
+    why it is offered.  ``counts`` = coalitions sampled (each feeds every player).  Once a
+    run has requested all ``2ⁿ`` coalitions, the exact values replace the estimate.
     """
-    rng, seed_record = _rng_and_seed(seed)
-    lookup = _Lookup(game)
-    sampler = _BanzhafSampler(game, lookup, rng, batch_size=_check_positive_int("batch_size", batch_size))
+    rng, seed_record = rng_and_seed(seed)
+    lookup = Lookup(game)
+    sampler = _BanzhafSampler(game, lookup, rng, batch_size=check_positive_int("batch_size", batch_size))
     params = {"seed": seed_record, "batch_size": batch_size, "semivalue": "banzhaf"}
-    return _drive(game, lookup, sampler, stop, name="banzhaf", params=params)
+    return drive(game, lookup, sampler, fresh_rule(stop, game.n), name="banzhaf", params=params,
+                 kind=ValueKind.BANZHAF, from_table=exact_banzhaf)
 
 
 # --------------------------------------------------------------------------- entry point
 
 Estimator = Callable[..., ValuationResult]
 
-#: Every estimator by name; each takes ``(game, *, stop, seed, **params)``.
 ESTIMATOR_KINDS: dict[str, ValueKind] = {
-    "exact": ValueKind.SHAPLEY, "permutation": ValueKind.SHAPLEY, "truncated": ValueKind.SHAPLEY,
-    "kernel": ValueKind.SHAPLEY, "banzhaf": ValueKind.BANZHAF, "loo": ValueKind.LOO,
+    "exact": ValueKind.SHAPLEY, "stratified": ValueKind.SHAPLEY, "leverage": ValueKind.SHAPLEY,
+    "kernel": ValueKind.SHAPLEY, "permutation": ValueKind.SHAPLEY, "truncated": ValueKind.SHAPLEY,
+    "banzhaf": ValueKind.BANZHAF, "loo": ValueKind.LOO,
 }
 """The kind of values each estimator computes (a config check can refuse a payout before any work)."""
 
+#: Every estimator by name; each takes ``(game, *, stop, seed, **params)``.
 ESTIMATORS: dict[str, Estimator] = {
     "exact": exact,
+    "stratified": stratified,
+    "leverage": leverage,
+    "kernel": kernel,
     "permutation": permutation,
     "truncated": truncated,
-    "kernel": kernel,
     "banzhaf": banzhaf,
     "loo": loo,
 }
+
+
+def auto_estimator(n: int, stop: StoppingRule | None, exact_max_players: int = EXACT_MAX_PLAYERS) -> str:
+    """What ``"auto"`` runs for ``n`` players under ``stop`` (``None``: no explicit budget).
+
+    Enumerate when it is affordable: up to ``exact_max_players`` players unless the caller
+    set a budget smaller than ``2ⁿ``, and at any ``n`` whose ``2ⁿ`` the budget covers.
+    Otherwise :data:`AUTO_SAMPLER`, the most accurate sampler per evaluation in
+    ``benchmarks/estimators.py`` (see docs/valuation.md for the table).
+    """
+    budget = stop.max_evaluations() if stop is not None else None
+    if budget is not None and n <= MAX_ENUMERATED_PLAYERS and budget >= 1 << n:
+        return "exact"
+    if n <= exact_max_players and budget is None:
+        return "exact"
+    return AUTO_SAMPLER
 
 
 def estimate(game: Game, estimator: str = "auto", *, stop: StoppingRule | None = None, seed: Seed = 0,
@@ -577,29 +451,28 @@ def estimate(game: Game, estimator: str = "auto", *, stop: StoppingRule | None =
 
     Args:
         game: the game; all utilities are requested through ``game.utilities``.
-        estimator: a key of :data:`ESTIMATORS`, or ``"auto"``: ``exact`` when
-            ``game.n <= exact_max_players``, else ``permutation``.
+        estimator: a key of :data:`ESTIMATORS`, or ``"auto"`` (:func:`auto_estimator`).
         stop: stopping rule for sampling estimators (default
             :func:`common.valuation.stopping.default_stop`); ignored by ``exact`` and ``loo``.
+            Under ``"auto"``, a rule whose evaluation budget is below ``2ⁿ`` means sampling
+            even where ``n <= exact_max_players``.
         seed: int or ``numpy.random.Generator``; the same int gives the same result.
-        exact_max_players: the largest ``n`` for which ``"auto"`` enumerates.
+        exact_max_players: the largest ``n`` for which ``"auto"`` enumerates without a budget.
         **params: estimator-specific settings (see each function), recorded in
             ``result.params`` with the seed, evaluations, samples and the rule that fired.
 
     A game without players has nothing to value: every estimator returns an empty,
     converged result without touching the game.
     """
-    name = estimator
-    if name == "auto":
-        name = "exact" if game.n <= exact_max_players else "permutation"
-    if name not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {estimator!r}; choose 'auto' or one of {sorted(ESTIMATORS)}")
     if stop is not None and not isinstance(stop, StoppingRule):
         raise TypeError(f"stop must be a StoppingRule, got {stop!r}")
+    name = auto_estimator(game.n, stop, exact_max_players) if estimator == "auto" else estimator
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; choose 'auto' or one of {sorted(ESTIMATORS)}")
     if game.n == 0:
         empty = np.zeros(0)
         return ValuationResult((), empty, empty, np.zeros(0, dtype=np.int64), name, CONVERGED,
-                               {"seed": _rng_and_seed(seed)[1], "evaluations": 0, "samples": 0},
+                               {"seed": rng_and_seed(seed)[1], "evaluations": 0, "samples": 0},
                                kind=ESTIMATOR_KINDS[name])
     result = ESTIMATORS[name](game, stop=stop, seed=seed, **params)
     if estimator == "auto":

@@ -21,7 +21,7 @@ import numpy as np
 
 from common.valuation.bits import check_players, popcount
 
-__all__ = ["EFFICIENT_KINDS", "ValuationResult", "ValueKind", "estimate_exact", "exact_shapley"]
+__all__ = ["EFFICIENT_KINDS", "ValuationResult", "ValueKind", "estimate_exact", "exact_banzhaf", "exact_shapley"]
 
 
 class ValueKind(StrEnum):
@@ -148,6 +148,22 @@ def exact_shapley(utilities: np.ndarray, n: int) -> np.ndarray:
         w_without_i = weights.reshape(shape)[:, 0, :]
         phi[i] = np.sum(w_without_i * (table[:, 1, :] - table[:, 0, :]))
     return phi
+
+
+def exact_banzhaf(utilities: np.ndarray, n: int) -> np.ndarray:
+    """Exact Banzhaf values ``β_i = 2^{1−n} Σ_{S∌i} [v(S∪{i}) − v(S)]`` from the full table.
+
+    The same reshaping as :func:`exact_shapley`, with every coalition weighted equally.
+    """
+    n = check_players(n)
+    v = np.asarray(utilities, dtype=np.float64)
+    if v.ndim != 1 or v.shape[0] != 1 << n:
+        raise ValueError(f"utilities must have length 2**{n} = {1 << n}, got shape {v.shape}")
+    out = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        table = v.reshape(1 << (n - i - 1), 2, 1 << i)
+        out[i] = float(np.mean(table[:, 1, :] - table[:, 0, :]))
+    return out
 
 
 def estimate_exact(players: Sequence[str], utilities: np.ndarray) -> ValuationResult:

@@ -82,8 +82,9 @@ class StopState:
         values: current estimate, one per player.
         stderr: its standard error (``inf`` while it is not yet defined).
         counts: utility evaluations that fed each value so far.
-        evaluations: coalition utilities requested by the estimator so far, memo hits
-            included (what the estimator *asked for*, not what the game had to compute).
+        evaluations: distinct coalitions the estimator run has requested so far (a repeat
+            within the run is free; what the game had memoised from earlier runs still
+            counts, so the figure does not depend on history).
         samples: independent samples drawn so far (what a stderr is based on: an
             antithetic pair of permutations, a coalition pair, one coalition, ...).
         elapsed: seconds since the estimator started.
@@ -121,6 +122,14 @@ class StoppingRule:
 
         ``None`` means this rule sets no such limit.  Estimators size their next batch
         with it so that a budget is overshot by less than one sample, not one batch.
+        """
+        return None
+
+    def max_evaluations(self) -> int | None:
+        """The most evaluations a run under this rule can use; ``None`` when unbounded.
+
+        Estimators plan with it: a budget that buys all ``2ⁿ`` coalitions is spent on exact
+        enumeration, and stratified estimators enumerate the coalition sizes it can afford.
         """
         return None
 
@@ -179,6 +188,10 @@ class AnyOf(_Combination):
         known = [x for x in limits if x is not None]
         return min(known) if known else None
 
+    def max_evaluations(self) -> int | None:
+        known = [x for x in (r.max_evaluations() for r in self.rules) if x is not None]
+        return min(known) if known else None
+
 
 class AllOf(_Combination):
     """Stop only when every part says stop (``a & b``), e.g. a minimum budget."""
@@ -199,13 +212,18 @@ class AllOf(_Combination):
             return None
         return max(limits)  # type: ignore[type-var]
 
+    def max_evaluations(self) -> int | None:
+        limits = [r.max_evaluations() for r in self.rules]
+        return None if any(x is None for x in limits) else max(limits)  # type: ignore[type-var]
+
 
 class MaxEvaluations(StoppingRule):
-    """Budget: stop once ``n`` coalition utilities have been requested.
+    """Budget: stop once ``n`` distinct coalitions have been requested.
 
-    Requests include memo hits: the budget is a property of the *estimator run* and
-    therefore reproducible, whereas how many of them the game really had to compute
-    depends on what it had memoised before (see ``Game.computed``).
+    A coalition requested twice in one run counts once (the game's memo makes the repeat
+    free), but one the game had memoised from an *earlier* run counts: the budget is a
+    property of the estimator run and therefore reproducible, whereas how many utilities
+    the game really had to compute depends on its history (see ``Game.computed``).
     """
 
     kind = BUDGET
@@ -220,6 +238,9 @@ class MaxEvaluations(StoppingRule):
 
     def samples_left(self, evaluations: int, samples: int, cost: int) -> int | None:
         return max(0, (self.n - evaluations) // max(1, cost))
+
+    def max_evaluations(self) -> int | None:
+        return self.n
 
     def __repr__(self) -> str:
         return f"MaxEvaluations({self.n})"

@@ -1,0 +1,146 @@
+"""Shapley values by constrained weighted least squares over sampled coalition pairs.
+
+The Shapley values are the solution of (Charnes et al. 1988; Lundberg & Lee 2017)
+
+    min_φ  Σ_{∅≠S⊊N} w(S) · (v(S) − v(∅) − Σ_{i∈S} φ_i)²   s.t.  Σφ = v(N) − v(∅),
+    w(S) = 1 / (C(n,|S|) · |S| · (n−|S|))      (up to a constant),
+
+so any unbiased estimate of that objective from a sample of coalitions gives an estimator.
+Here the sample is **stratified by size**: coalitions come in pairs ``(S, Sᶜ)`` (paired
+sampling: the two errors largely cancel), a *unit* ``k`` holds the pairs with ``|S| = k``
+(``k = 1..⌊n/2⌋``; at ``k = n/2`` a coalition and its complement are one pair), and each
+unit's share of the objective is its population total estimated from its ``m_k`` pairs
+drawn without replacement.  Only how the budget is split across units differs:
+
+* ``"kernel"`` — in proportion to the Shapley kernel's mass of the unit, ``∝ 1/(k(n−k))``
+  (KernelSHAP's sampling distribution);
+* ``"leverage"`` — in proportion to the unit's *leverage*, which is the same for every
+  size (Musco & Witter, "Provably accurate Shapley value estimation via leverage score
+  sampling", ICLR 2025): Leverage SHAP, which spends more on the middle sizes, where most
+  coalitions are.
+
+Units are allocated by water-filling (:func:`~common.valuation.sizes.water_fill`), so a unit
+whose share covers its population is enumerated (the border), and once the budget covers
+all ``2ⁿ`` coalitions the fit uses every one of them and is exact.  Unit 1 (the ``n``
+singletons with their complements) is enumerated first when it costs at most half the budget.
+
+Standard errors are the stratified sandwich (delta-method) estimate: the solution is a
+smooth function of the units' mean scores, ``δφ = Q · Σ_k c_k · mean_k(g)`` with ``Q`` the
+top-left block of the inverse KKT matrix and ``g`` the per-pair score, so
+``Var φ_i = Σ_k c_k² · (1 − m_k/P_k) · (Q Cov_k(g) Q)_ii / m_k``; each unit's covariance
+borrows the pooled one as a pseudo-sample (:func:`~common.valuation.sampling.pooled_variance`),
+and enumerated units contribute nothing.  With no more pairs than players the fit can
+interpolate them and leaves no residual to measure, so the stderr is ``inf`` until then.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from common.valuation.sampling import Lookup, full_mask, pooled_variance
+from common.valuation.sizes import DistinctDraws, allocate, water_fill
+
+__all__ = ["SIZE_WEIGHTS", "RegressionSampler"]
+
+SIZE_WEIGHTS = ("kernel", "leverage")
+"""How a regression estimator may split its budget across coalition sizes."""
+
+
+class RegressionSampler:
+    """The sampler behind ``kernel`` and ``leverage`` (see the module docstring)."""
+
+    def __init__(self, n: int, lookup: Lookup, rng: np.random.Generator, *, batch_size: int,
+                 budget: int | None, size_weights: str) -> None:
+        if size_weights not in SIZE_WEIGHTS:
+            raise ValueError(f"size_weights must be one of {SIZE_WEIGHTS}, got {size_weights!r}")
+        self.n, self.lookup, self.batch_size = n, lookup, batch_size
+        self.draws = DistinctDraws(n, rng)
+        self.cost = 2
+        self.samples = 0
+        self.units = np.arange(1, n // 2 + 1)
+        self.canonical = [2 * k == n for k in self.units]
+        self.population = np.array([self.draws.population(int(k), c) for k, c in zip(self.units, self.canonical)],
+                                   dtype=np.float64)
+        # c_k: the unit's weight in the objective per unit of "mean over its pairs"; a pair
+        # at k = n/2 covers its size twice over (S and Sᶜ both have n/2 players), hence ½.
+        half = np.where(self.canonical, 0.5, 1.0)
+        self.factor = half / (self.units * (n - self.units))
+        self.weights = self.factor if size_weights == "kernel" else half.copy()
+        self.drawn = np.zeros(self.units.size, dtype=np.int64)
+        self.members: list[list[np.ndarray]] = [[] for _ in self.units]
+        self.targets: list[list[np.ndarray]] = [[] for _ in self.units]
+        self.border_first = budget is None or 2 * n <= budget / 2
+        ends = lookup(np.array([0, full_mask(n)], dtype=np.int64))
+        self.v_empty, self.total = float(ends[0]), float(ends[1] - ends[0])
+
+    @property
+    def exhausted(self) -> bool:
+        return bool((self.drawn >= self.population).all())
+
+    def batch(self) -> int:
+        # A check costs one pass over all pairs, so batches grow with the sample count:
+        # the total checking cost stays O(samples · n² · log samples).
+        return max(self.batch_size, self.samples // 8)
+
+    def step(self, k: int) -> None:
+        counts = np.zeros(self.units.size, dtype=np.int64)
+        if self.border_first and self.samples == 0:
+            counts[0] = self.population[0]
+            k = max(0, k - int(counts[0]))
+        target = water_fill(self.weights, self.population, float(self.drawn.sum() + counts.sum() + k))
+        room = self.population - self.drawn - counts
+        counts += allocate(np.minimum(np.maximum(target - self.drawn - counts, 0.0), room), k)
+        if not counts.any():
+            gap = np.where(room > 0, target - self.drawn, -np.inf)
+            counts[int(np.argmax(gap))] = 1
+        blocks = [(u, self.draws.draw(int(self.units[u]), int(c), self.canonical[u]))
+                  for u, c in enumerate(counts) if c > 0]
+        masks = np.concatenate([m for _, m in blocks])
+        full = full_mask(self.n)
+        values = self.lookup(np.stack([masks, full ^ masks], axis=1)) - self.v_empty
+        offset = 0
+        for u, m in blocks:
+            self.members[u].append(((m[:, None] >> np.arange(self.n, dtype=np.int64)) & 1).astype(bool))
+            self.targets[u].append(values[offset:offset + m.size])
+            offset += m.size
+            self.drawn[u] += m.size
+        self.samples += int(masks.size)
+
+    def estimate(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = self.n
+        used = [u for u in range(self.units.size) if self.drawn[u] > 0]
+        z = {u: np.concatenate(self.members[u]).astype(np.float64) for u in used}
+        y = {u: np.concatenate(self.targets[u]) for u in used}
+        a = np.zeros((n, n))
+        b = np.zeros(n)
+        for u in used:
+            f = self.factor[u] / self.drawn[u]
+            zu, zc = z[u], 1.0 - z[u]
+            a += f * (zu.T @ zu + zc.T @ zc)
+            b += f * (zu.T @ y[u][:, 0] + zc.T @ y[u][:, 1])
+        kkt = np.block([[a, np.ones((n, 1))], [np.ones((1, n)), np.zeros((1, 1))]])
+        kkt_inv = np.linalg.pinv(kkt)
+        phi = (kkt_inv @ np.append(b, self.total))[:n]
+        phi += (self.total - phi.sum()) / n  # pinv rounding: keep efficiency to the last bit
+        counts = np.full(n, 2 * self.samples + 2, dtype=np.int64)
+        if self.samples <= n:  # the fit can interpolate the pairs: no residual to measure yet
+            return phi, np.full(n, np.inf), counts
+        q = kkt_inv[:n, :n]
+        spread: dict[int, np.ndarray] = {}
+        for u in used:
+            zu, zc = z[u], 1.0 - z[u]
+            scores = zu * (y[u][:, 0] - zu @ phi)[:, None] + zc * (y[u][:, 1] - zc @ phi)[:, None]
+            h = (scores - scores.mean(axis=0)) @ q
+            spread[u] = (h**2).sum(axis=0)
+        dof = sum(int(self.drawn[u]) - 1 for u in used)
+        prior = sum(spread.values()) / dof if dof > 0 else np.full(n, np.inf)
+        variance = np.zeros(n)
+        for u in used:
+            m = int(self.drawn[u])
+            fpc = max(0.0, 1.0 - m / self.population[u])
+            if fpc == 0.0:
+                continue
+            cov = pooled_variance(spread[u], np.array(m), prior)
+            variance += self.factor[u] ** 2 * fpc * cov / m
+        return phi, np.sqrt(variance), counts
+

@@ -1,0 +1,155 @@
+"""Coalitions by size: how many to draw of each size, and drawing them without repeats.
+
+Shapley values weigh every coalition *size* equally, and the stratified and regression
+estimators sample size by size.  Two ideas from the literature live here, once:
+
+* **Water-filling allocation** (:func:`water_fill`): a budget is split across sizes in
+  proportion to each size's weight, but never more than a size holds.  A size whose share
+  would exceed its population is enumerated outright and the rest of the budget flows to
+  the others.  The smallest and largest sizes hold few coalitions (``n`` of size 1), so a
+  budget enumerates them first — the "border" trick — and once it reaches ``2ⁿ`` every size
+  is enumerated and the estimate is exact.
+* **Distinct draws** (:class:`DistinctDraws`): coalitions of a size are drawn uniformly
+  *without replacement*, so no evaluation is spent twice and the finite-population
+  correction of each stratum's variance is valid.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from common.valuation.bits import popcount
+
+__all__ = ["DistinctDraws", "allocate", "masks_of_size", "water_fill"]
+
+LIST_MAX = 200_000
+"""Sizes with at most this many coalitions left may be listed outright to draw from."""
+
+_SIZES_CACHE: dict[int, np.ndarray] = {}
+_BY_SIZE_CACHE: dict[tuple[int, int], np.ndarray] = {}
+"""Listed coalitions by ``(n, size)``: drawing near exhaustion lists a size again and again."""
+
+
+def water_fill(weights: np.ndarray, capacity: np.ndarray, total: float) -> np.ndarray:
+    """``m_s = min(capacity_s, λ·weights_s)`` with ``Σ m = min(total, Σ capacity)``.
+
+    The allocation that is proportional to ``weights`` wherever the capacity allows it.
+    Zero weights get nothing unless every positive-weight cell is full.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    capacity = np.asarray(capacity, dtype=np.float64)
+    total = min(float(total), float(capacity.sum()))
+    out = np.zeros_like(capacity)
+    free = (capacity > 0) & (weights > 0)
+    left = total
+    while free.any() and left > 1e-9:
+        lam = left / weights[free].sum()
+        full = free & (lam * weights >= capacity)
+        if not full.any():
+            out[free] = lam * weights[free]
+            return out
+        out[full] = capacity[full]
+        left -= float(capacity[full].sum())
+        free &= ~full
+    if left > 1e-9:  # positive weights are all full: spill onto zero-weight cells
+        rest = (capacity > out)
+        out[rest] += water_fill(np.ones(int(rest.sum())), capacity[rest] - out[rest], left)
+    return out
+
+
+def allocate(targets: np.ndarray, k: int) -> np.ndarray:
+    """Integers summing to ``min(k, ⌊Σ targets⌋)``, proportional to ``targets`` (largest remainder).
+
+    No cell gets more than ``⌈targets⌉``, so a target's cap (what is left to draw) holds.
+    """
+    targets = np.maximum(np.asarray(targets, dtype=np.float64), 0.0)
+    total = targets.sum()
+    if total <= 0 or k <= 0:
+        return np.zeros(targets.shape, dtype=np.int64)
+    scaled = targets * min(1.0, k / total)
+    base = np.floor(scaled + 1e-9).astype(np.int64)
+    short = min(k, int(math.floor(scaled.sum() + 1e-9))) - int(base.sum())
+    if short > 0:
+        room = np.ceil(targets - 1e-9).astype(np.int64) - base
+        order = np.argsort(-(scaled - base) - (room <= 0) * 2.0, kind="stable")
+        for i in order[:short]:
+            if room[i] > 0:
+                base[i] += 1
+    return base
+
+
+def masks_of_size(n: int, k: int, *, with_player: int | None = None) -> np.ndarray:
+    """All coalitions of ``k`` of ``n`` players, ascending (optionally only those holding a player)."""
+    key = (n, k)
+    if key not in _BY_SIZE_CACHE:
+        if n <= 22 and math.comb(n, k) > 50_000:  # filtering 2ⁿ masks beats listing combinations
+            if n not in _SIZES_CACHE:
+                _SIZES_CACHE[n] = popcount(np.arange(1 << n, dtype=np.int64)).astype(np.int8)
+            masks = np.flatnonzero(_SIZES_CACHE[n] == k).astype(np.int64)
+        else:
+            masks = np.array(sorted(sum(1 << i for i in c) for c in itertools.combinations(range(n), k)),
+                             dtype=np.int64)
+        _BY_SIZE_CACHE[key] = masks
+    masks = _BY_SIZE_CACHE[key]
+    if with_player is not None:
+        masks = masks[(masks >> with_player) & 1 == 1]
+    return masks
+
+
+class DistinctDraws:
+    """Uniform draws of coalitions of a given size, never the same coalition twice.
+
+    With ``canonical`` a size-``n/2`` coalition and its complement are one unit (the
+    representative holds player 0): the regression estimator evaluates each coalition
+    with its complement, so drawing both would repeat the pair.
+    """
+
+    def __init__(self, n: int, rng: np.random.Generator) -> None:
+        self.n, self.rng = n, rng
+        self._drawn: dict[tuple[int, bool], set[int]] = {}
+
+    def population(self, size: int, canonical: bool = False) -> int:
+        count = math.comb(self.n, size)
+        return count // 2 if canonical else count
+
+    def drawn(self, size: int, canonical: bool = False) -> int:
+        return len(self._drawn.get((size, canonical), ()))
+
+    def draw(self, size: int, count: int, canonical: bool = False) -> np.ndarray:
+        """``count`` new coalitions of ``size`` (fewer if fewer are left), uniformly at random."""
+        seen = self._drawn.setdefault((size, canonical), set())
+        left = self.population(size, canonical) - len(seen)
+        count = min(count, left)
+        if count <= 0:
+            return np.zeros(0, dtype=np.int64)
+        if left <= LIST_MAX and (count * 2 >= left or len(seen) * 4 >= left):
+            pool = masks_of_size(self.n, size, with_player=0 if canonical else None)
+            pool = pool[~np.isin(pool, np.fromiter(seen, dtype=np.int64, count=len(seen)))]
+            chosen = pool if count == pool.size else self.rng.choice(pool, size=count, replace=False)
+        else:
+            chosen = self._rejection(size, count, seen, canonical)
+        seen.update(chosen.tolist())
+        return np.asarray(chosen, dtype=np.int64)
+
+    def _rejection(self, size: int, count: int, seen: set[int], canonical: bool) -> np.ndarray:
+        """Random subsets of ``size``, redrawing repeats (used while few of the size are taken)."""
+        out: list[int] = []
+        taken: set[int] = set()
+        full = (1 << self.n) - 1
+        while len(out) < count:
+            want = count - len(out)
+            keys = self.rng.random((want + want // 4 + 1, self.n))
+            members = keys.argsort(axis=1)[:, :size]
+            masks = (np.int64(1) << members.astype(np.int64)).sum(axis=1)
+            if canonical:
+                masks = np.where(masks & 1, masks, full ^ masks)
+            for m in masks.tolist():
+                if m not in seen and m not in taken:
+                    taken.add(m)
+                    out.append(m)
+                    if len(out) == count:
+                        break
+        return np.array(out, dtype=np.int64)
