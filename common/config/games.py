@@ -43,9 +43,11 @@ class ValuationSettings:
                 "games add signature.png"})
     estimator: str = field(default="auto", metadata={
         "metavar": "NAME", "choices": ESTIMATOR_NAMES,
-        "help": "auto (exact up to --exact-max-players owners, else permutation), exact, permutation "
-                "(antithetic Monte Carlo), truncated (TMC), kernel (KernelSHAP with the efficiency "
-                "constraint), banzhaf (Banzhaf values, maximum sample reuse) or loo (leave-one-out)"})
+        "help": "auto (exact when affordable: up to --exact-max-players owners without --max-evaluations/"
+                "--max-seconds, or whenever --max-evaluations covers all 2ⁿ coalitions; else stratified), "
+                "exact, stratified (by coalition size, per-stratum stderr), leverage (Leverage SHAP "
+                "regression), kernel (KernelSHAP), permutation (Monte Carlo), truncated (TMC), banzhaf "
+                "(Banzhaf values, maximum sample reuse) or loo (leave-one-out)"})
     exact_max_players: int = field(default=EXACT_MAX_PLAYERS, metadata={
         "metavar": "K",
         "help": "largest number of owners valued exactly (all 2ⁿ coalitions) under auto; reward games, "
@@ -106,6 +108,15 @@ class ValuationSettings:
             raise ConfigError("`max_seconds` must be positive")
         if not 1 <= self.exact_max_players <= 24:
             raise ConfigError("`exact_max_players` must be between 1 and 24")
+
+    @property
+    def sets_budget(self) -> bool:
+        """Whether the user bounded the sampling effort (evaluations or seconds).
+
+        Without a bound, ``auto`` enumerates up to ``exact_max_players`` owners as before;
+        with one, it samples unless the bound buys all ``2ⁿ`` coalitions.
+        """
+        return self.max_evaluations is not None or self.max_seconds is not None
 
     @property
     def reward_scorers(self) -> tuple[str, ...]:

@@ -84,9 +84,9 @@ class RegressionSampler:
 
     def step(self, k: int) -> None:
         counts = np.zeros(self.units.size, dtype=np.int64)
-        if self.border_first and self.samples == 0:
-            counts[0] = self.population[0]
-            k = max(0, k - int(counts[0]))
+        if self.border_first:  # the pairs of size 1 and n − 1 first, as far as this batch allows
+            counts[0] = min(int(self.population[0] - self.drawn[0]), k)
+            k -= int(counts[0])
         target = water_fill(self.weights, self.population, float(self.drawn.sum() + counts.sum() + k))
         room = self.population - self.drawn - counts
         counts += allocate(np.minimum(np.maximum(target - self.drawn - counts, 0.0), room), k)

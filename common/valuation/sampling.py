@@ -148,17 +148,18 @@ class Moments:
             return np.sqrt(self.variance() / np.maximum(self.count, 1))
 
 
-def pooled_variance(m2: np.ndarray, count: np.ndarray, prior: np.ndarray | float) -> np.ndarray:
-    """Per-cell variance with the family's spread ``prior`` counted as one extra sample.
+def pooled_variance(m2: np.ndarray, count: np.ndarray, prior: np.ndarray | float,
+                    weight: float = 1.0) -> np.ndarray:
+    """Per-cell variance with the family's spread ``prior`` counted as ``weight`` extra samples.
 
-    ``(m2 + prior) / count``: with many samples this is the usual ddof-1 variance (the prior
-    weighs like one sample among ``count``); with one sample, or ``count`` identical ones, it
-    is ``prior / count`` instead of undefined or 0.  That is what keeps a player never seen
-    pivotal from being reported with stderr 0 while its estimate is really uncertain.
+    ``(m2 + weight·prior) / (count − 1 + weight)``: with many samples this is the usual ddof-1
+    variance; with one sample, or ``count`` identical ones, it is a share of ``prior``
+    instead of undefined or 0.  That is what keeps a player never seen pivotal from being
+    reported with stderr 0 while its estimate is really uncertain.
     """
     count = np.asarray(count)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(count >= 1, (m2 + prior) / np.maximum(count, 1), np.inf)
+        return np.where(count >= 1, (m2 + weight * prior) / np.maximum(count - 1 + weight, 1e-300), np.inf)
 
 
 class Sampler(Protocol):

@@ -74,10 +74,9 @@ def allocate(targets: np.ndarray, k: int) -> np.ndarray:
     short = min(k, int(math.floor(scaled.sum() + 1e-9))) - int(base.sum())
     if short > 0:
         room = np.ceil(targets - 1e-9).astype(np.int64) - base
-        order = np.argsort(-(scaled - base) - (room <= 0) * 2.0, kind="stable")
-        for i in order[:short]:
-            if room[i] > 0:
-                base[i] += 1
+        order = np.argsort(-(scaled - base), kind="stable")
+        for i in order[room[order] > 0][:short]:  # largest remainders first, full cells never
+            base[i] += 1
     return base
 
 

@@ -133,6 +133,14 @@ class StoppingRule:
         """
         return None
 
+    def max_seconds(self) -> float | None:
+        """The longest a run under this rule can last; ``None`` when it sets no time limit.
+
+        A time limit means the caller cannot afford every evaluation the budget allows, so
+        estimators do not trade it for an up-front enumeration of all ``2ⁿ`` coalitions.
+        """
+        return None
+
     def reset(self) -> None:
         """Forget any state from earlier checks (a no-op for stateless rules)."""
 
@@ -192,6 +200,10 @@ class AnyOf(_Combination):
         known = [x for x in (r.max_evaluations() for r in self.rules) if x is not None]
         return min(known) if known else None
 
+    def max_seconds(self) -> float | None:
+        known = [x for x in (r.max_seconds() for r in self.rules) if x is not None]
+        return min(known) if known else None
+
 
 class AllOf(_Combination):
     """Stop only when every part says stop (``a & b``), e.g. a minimum budget."""
@@ -214,6 +226,10 @@ class AllOf(_Combination):
 
     def max_evaluations(self) -> int | None:
         limits = [r.max_evaluations() for r in self.rules]
+        return None if any(x is None for x in limits) else max(limits)  # type: ignore[type-var]
+
+    def max_seconds(self) -> float | None:
+        limits = [r.max_seconds() for r in self.rules]
         return None if any(x is None for x in limits) else max(limits)  # type: ignore[type-var]
 
 
@@ -282,6 +298,9 @@ class MaxSeconds(StoppingRule):
 
     def check(self, state: StopState) -> tuple[StoppingRule, ...]:
         return (self,) if state.elapsed >= self.seconds else ()
+
+    def max_seconds(self) -> float | None:
+        return self.seconds
 
     def __repr__(self) -> str:
         return f"MaxSeconds({self.seconds:g})"

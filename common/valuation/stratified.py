@@ -105,10 +105,11 @@ class StratifiedSampler:
 
     def step(self, k: int) -> None:
         counts = np.zeros(self.n - 1, dtype=np.int64)
-        if self.border_first and self.samples == 0:
-            for s in {1, self.n - 1}:
-                counts[s - 1] = self.population[s - 1]
-            k = max(0, k - int(counts.sum()))
+        if self.border_first:  # sizes 1 and n − 1 first, as far as this batch allows
+            for s in sorted({1, self.n - 1}):
+                take = min(int(self.population[s - 1] - self.drawn[s - 1]), k)
+                counts[s - 1] = take
+                k -= take
         target = water_fill(self.weights, self.population, float(self.drawn.sum() + counts.sum() + k))
         room = self.population - self.drawn - counts
         counts += allocate(np.minimum(np.maximum(target - self.drawn - counts, 0.0), room), k)

@@ -205,10 +205,13 @@ def play_game(job: ValuationJob, utility: str, game: Game, described: dict,
               progress: Callable[..., None]) -> dict:
     """Estimate one game's values and describe it for the report."""
     settings = job.valuation
-    stop = None if settings.estimator in ("exact", "loo") else settings.stopping_rule(game.n)
     exact_bound = settings.exact_max_players
     if reward_scorer(utility):
         exact_bound = min(exact_bound, REWARD_EXACT_MAX_PLAYERS)
+    # Under auto with no budget given, enumerate up to exact_bound (the default rule's 10000·n
+    # evaluations would otherwise read as a budget below 2ⁿ and make it sample).
+    unbounded_auto = settings.estimator == "auto" and not settings.sets_budget and game.n <= exact_bound
+    stop = None if settings.estimator in ("exact", "loo") or unbounded_auto else settings.stopping_rule(game.n)
     progress("valuation", f"{utility}: estimating values ({settings.estimator})")
     result = estimate(game, settings.estimator, stop=stop, seed=job.spec.seed, exact_max_players=exact_bound)
     empty, grand = game.utilities(np.array([0, (1 << game.n) - 1]))
