@@ -29,8 +29,10 @@ smooth function of the units' mean scores, ``δφ = Q · Σ_k c_k · mean_k(g)``
 top-left block of the inverse KKT matrix and ``g`` the per-pair score, so
 ``Var φ_i = Σ_k c_k² · (1 − m_k/P_k) · (Q Cov_k(g) Q)_ii / m_k``; each unit's covariance
 borrows the pooled one as a pseudo-sample (:func:`~common.valuation.sampling.pooled_variance`),
-and enumerated units contribute nothing.  With no more pairs than players the fit can
-interpolate them and leaves no residual to measure, so the stderr is ``inf`` until then.
+and enumerated units contribute nothing; the HC1 factor ``m/(m − n + 1)`` accounts for the
+``n − 1`` values the fit chose.  With fewer than ``2n`` pairs the residuals say too little
+(measured: a 6-player fit on 9 pairs reported a symmetric pair 10 stderr apart), so the
+stderr is ``inf`` until then.
 """
 
 from __future__ import annotations
@@ -78,9 +80,11 @@ class RegressionSampler:
         return bool((self.drawn >= self.population).all())
 
     def batch(self) -> int:
-        # A check costs one pass over all pairs, so batches grow with the sample count:
-        # the total checking cost stays O(samples · n² · log samples).
-        return max(self.batch_size, self.samples // 8)
+        # Each check (an estimate after the batch) has a fixed cost of O(n²) or more, so
+        # batches grow with the sample count (geometrically: a run makes O(log samples)
+        # checks), and the first one takes the whole border when that comes first.
+        border = 2 * self.n if self.border_first and self.samples == 0 else 0
+        return max(self.batch_size, self.samples // 2, border)
 
     def step(self, k: int) -> None:
         counts = np.zeros(self.units.size, dtype=np.int64)
@@ -93,8 +97,9 @@ class RegressionSampler:
         if not counts.any():
             gap = np.where(room > 0, target - self.drawn, -np.inf)
             counts[int(np.argmax(gap))] = 1
-        blocks = [(u, self.draws.draw(int(self.units[u]), int(c), self.canonical[u]))
-                  for u, c in enumerate(counts) if c > 0]
+        used = [u for u, c in enumerate(counts) if c > 0]
+        drawn = self.draws.draw_many([(int(self.units[u]), int(counts[u]), self.canonical[u]) for u in used])
+        blocks = list(zip(used, drawn))
         masks = np.concatenate([m for _, m in blocks])
         full = full_mask(self.n)
         values = self.lookup(np.stack([masks, full ^ masks], axis=1)) - self.v_empty
@@ -108,39 +113,47 @@ class RegressionSampler:
 
     def estimate(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = self.n
-        used = [u for u in range(self.units.size) if self.drawn[u] > 0]
-        z = {u: np.concatenate(self.members[u]).astype(np.float64) for u in used}
-        y = {u: np.concatenate(self.targets[u]) for u in used}
-        a = np.zeros((n, n))
-        b = np.zeros(n)
-        for u in used:
-            f = self.factor[u] / self.drawn[u]
-            zu, zc = z[u], 1.0 - z[u]
-            a += f * (zu.T @ zu + zc.T @ zc)
-            b += f * (zu.T @ y[u][:, 0] + zc.T @ y[u][:, 1])
+        used = np.flatnonzero(self.drawn > 0)
+        # All pairs in one matrix, unit by unit, so every per-unit sum is one reduceat.
+        z = np.concatenate([np.concatenate(self.members[u]) for u in used]).astype(np.float64)
+        y = np.concatenate([np.concatenate(self.targets[u]) for u in used])
+        sizes = self.drawn[used]
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        row_weight = np.repeat(self.factor[used] / sizes, sizes)
+        zc = 1.0 - z
+        a = (z * row_weight[:, None]).T @ z + (zc * row_weight[:, None]).T @ zc
+        b = (z * row_weight[:, None]).T @ y[:, 0] + (zc * row_weight[:, None]).T @ y[:, 1]
         kkt = np.block([[a, np.ones((n, 1))], [np.ones((1, n)), np.zeros((1, 1))]])
-        kkt_inv = np.linalg.pinv(kkt)
+        kkt_inv = _inverse(kkt)
         phi = (kkt_inv @ np.append(b, self.total))[:n]
-        phi += (self.total - phi.sum()) / n  # pinv rounding: keep efficiency to the last bit
+        phi += (self.total - phi.sum()) / n  # rounding: keep efficiency to the last bit
         counts = np.full(n, 2 * self.samples + 2, dtype=np.int64)
-        if self.samples <= n:  # the fit can interpolate the pairs: no residual to measure yet
+        if self.samples < 2 * n:  # too few pairs beyond the n − 1 free values to measure a residual
             return phi, np.full(n, np.inf), counts
-        q = kkt_inv[:n, :n]
-        spread: dict[int, np.ndarray] = {}
-        for u in used:
-            zu, zc = z[u], 1.0 - z[u]
-            scores = zu * (y[u][:, 0] - zu @ phi)[:, None] + zc * (y[u][:, 1] - zc @ phi)[:, None]
-            h = (scores - scores.mean(axis=0)) @ q
-            spread[u] = (h**2).sum(axis=0)
-        dof = sum(int(self.drawn[u]) - 1 for u in used)
-        prior = sum(spread.values()) / dof if dof > 0 else np.full(n, np.inf)
-        variance = np.zeros(n)
-        for u in used:
-            m = int(self.drawn[u])
-            fpc = max(0.0, 1.0 - m / self.population[u])
-            if fpc == 0.0:
-                continue
-            cov = pooled_variance(spread[u], np.array(m), prior)
-            variance += self.factor[u] ** 2 * fpc * cov / m
+        scores = z * (y[:, 0] - z @ phi)[:, None] + zc * (y[:, 1] - zc @ phi)[:, None]
+        centred = scores - np.repeat(np.add.reduceat(scores, starts, axis=0) / sizes[:, None], sizes, axis=0)
+        h = centred @ kkt_inv[:n, :n]
+        spread = np.add.reduceat(h**2, starts, axis=0)  # (units used, n)
+        dof = int((sizes - 1).sum())
+        prior = spread.sum(axis=0) / dof if dof > 0 else np.full(n, np.inf)
+        fpc = np.maximum(0.0, 1.0 - sizes / self.population[used])
+        live = fpc > 0
+        cov = pooled_variance(spread[live], sizes[live, None], prior)
+        variance = ((self.factor[used][live] ** 2 * fpc[live] / sizes[live])[:, None] * cov).sum(axis=0)
+        variance *= self.samples / (self.samples - (n - 1))  # HC1: the fit used n − 1 degrees of freedom
         return phi, np.sqrt(variance), counts
 
+
+def _inverse(matrix: np.ndarray) -> np.ndarray:
+    """The inverse of the KKT matrix, or its pseudo-inverse while the pairs leave it singular.
+
+    A plain inverse is an order of magnitude cheaper than the SVD behind ``pinv``; the
+    check ``M·M⁻¹ ≈ I`` catches the early, rank-deficient fits where it would be garbage.
+    """
+    try:
+        inverse = np.linalg.inv(matrix)
+    except np.linalg.LinAlgError:
+        return np.asarray(np.linalg.pinv(matrix))
+    if np.allclose(matrix @ inverse, np.eye(matrix.shape[0]), atol=1e-8):
+        return np.asarray(inverse)
+    return np.asarray(np.linalg.pinv(matrix))

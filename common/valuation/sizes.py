@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -119,36 +120,64 @@ class DistinctDraws:
 
     def draw(self, size: int, count: int, canonical: bool = False) -> np.ndarray:
         """``count`` new coalitions of ``size`` (fewer if fewer are left), uniformly at random."""
-        seen = self._drawn.setdefault((size, canonical), set())
-        left = self.population(size, canonical) - len(seen)
-        count = min(count, left)
-        if count <= 0:
-            return np.zeros(0, dtype=np.int64)
-        if left <= LIST_MAX and (count * 2 >= left or len(seen) * 4 >= left):
-            pool = masks_of_size(self.n, size, with_player=0 if canonical else None)
-            pool = pool[~np.isin(pool, np.fromiter(seen, dtype=np.int64, count=len(seen)))]
-            chosen = pool if count == pool.size else self.rng.choice(pool, size=count, replace=False)
-        else:
-            chosen = self._rejection(size, count, seen, canonical)
-        seen.update(chosen.tolist())
-        return np.asarray(chosen, dtype=np.int64)
+        return self.draw_many([(size, count, canonical)])[0]
 
-    def _rejection(self, size: int, count: int, seen: set[int], canonical: bool) -> np.ndarray:
-        """Random subsets of ``size``, redrawing repeats (used while few of the size are taken)."""
-        out: list[int] = []
-        taken: set[int] = set()
+    def draw_many(self, requests: Sequence[tuple[int, int, bool]]) -> list[np.ndarray]:
+        """:meth:`draw` for each ``(size, count, canonical)``, with one random draw for them all.
+
+        A size that is nearly used up (or small) is listed and chosen from; the others draw
+        random subsets together and redraw repeats.  One vectorised draw per batch instead
+        of one per size keeps the per-evaluation overhead low when a batch spans many sizes.
+        """
+        out: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(requests)
+        pending: list[tuple[int, int, int, bool]] = []
+        for i, (size, count, canonical) in enumerate(requests):
+            seen = self._drawn.setdefault((size, canonical), set())
+            left = self.population(size, canonical) - len(seen)
+            count = min(count, left)
+            if count <= 0:
+                continue
+            if left <= LIST_MAX and (count * 2 >= left or len(seen) * 4 >= left):
+                pool = masks_of_size(self.n, size, with_player=0 if canonical else None)
+                pool = pool[~np.isin(pool, np.fromiter(seen, dtype=np.int64, count=len(seen)))]
+                chosen = pool if count == pool.size else self.rng.choice(pool, size=count, replace=False)
+                seen.update(chosen.tolist())
+                out[i] = np.asarray(chosen, dtype=np.int64)
+            else:
+                pending.append((i, size, count, canonical))
+        if pending:
+            for (i, size, _, canonical), chosen in zip(pending, self._rejection(pending)):
+                self._drawn[(size, canonical)].update(chosen.tolist())
+                out[i] = chosen
+        return out
+
+    def _rejection(self, pending: list[tuple[int, int, int, bool]]) -> list[np.ndarray]:
+        """Random subsets of each pending size, redrawing repeats (sizes with few taken so far).
+
+        A row's subset is the first ``size`` players of a random order: the cumulative sum
+        of the ordered players' bits, read at column ``size − 1``.
+        """
         full = (1 << self.n) - 1
-        while len(out) < count:
-            want = count - len(out)
-            keys = self.rng.random((want + want // 4 + 1, self.n))
-            members = keys.argsort(axis=1)[:, :size]
-            masks = (np.int64(1) << members.astype(np.int64)).sum(axis=1)
-            if canonical:
-                masks = np.where(masks & 1, masks, full ^ masks)
-            for m in masks.tolist():
-                if m not in seen and m not in taken:
-                    taken.add(m)
-                    out.append(m)
-                    if len(out) == count:
+        got: list[list[int]] = [[] for _ in pending]
+        taken: list[set[int]] = [set() for _ in pending]
+        while True:
+            want = np.array([c - len(g) for (_, _, c, _), g in zip(pending, got)], dtype=np.int64)
+            if not want.any():
+                return [np.array(g, dtype=np.int64) for g in got]
+            rows = want + want // 4 + np.where(want > 0, 1, 0)
+            sizes = np.repeat([p[1] for p in pending], rows)
+            order = self.rng.random((int(rows.sum()), self.n)).argsort(axis=1)
+            masks = np.cumsum(np.int64(1) << order.astype(np.int64), axis=1)[np.arange(sizes.size), sizes - 1]
+            start = 0
+            for j, ((_, size, count, canonical), r) in enumerate(zip(pending, rows.tolist())):
+                chunk = masks[start:start + r]
+                start += r
+                if canonical:
+                    chunk = np.where(chunk & 1, chunk, full ^ chunk)
+                seen = self._drawn[(size, canonical)]
+                for m in chunk.tolist():
+                    if len(got[j]) == count:
                         break
-        return np.array(out, dtype=np.int64)
+                    if m not in seen and m not in taken[j]:
+                        taken[j].add(m)
+                        got[j].append(m)

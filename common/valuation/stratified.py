@@ -100,8 +100,11 @@ class StratifiedSampler:
         return bool((self.drawn >= self.population).all())
 
     def batch(self) -> int:
-        # Checks cost O(n²); growing batches keep their total cost small on long runs.
-        return max(self.batch_size, self.samples // 8)
+        # Each check (an estimate after the batch) has a fixed cost of O(n²) or more, so
+        # batches grow with the sample count (geometrically: a run makes O(log samples)
+        # checks), and the first one takes the whole border when that comes first.
+        border = 2 * self.n if self.border_first and self.samples == 0 else 0
+        return max(self.batch_size, self.samples // 2, border)
 
     def step(self, k: int) -> None:
         counts = np.zeros(self.n - 1, dtype=np.int64)
@@ -116,7 +119,7 @@ class StratifiedSampler:
         if not counts.any():  # rounding left nothing: take the size furthest below its target
             gap = np.where(room > 0, target - self.drawn, -np.inf)
             counts[int(np.argmax(gap))] = 1
-        blocks = [self.draws.draw(int(s), int(c)) for s, c in zip(self.sizes, counts) if c > 0]
+        blocks = self.draws.draw_many([(int(s), int(c), False) for s, c in zip(self.sizes, counts) if c > 0])
         masks = np.concatenate(blocks)
         y = self.lookup(masks) - self.ref
         members = ((masks[:, None] >> np.arange(self.n, dtype=np.int64)) & 1).astype(np.float64)
