@@ -13,7 +13,7 @@ pipeline as ``fairpool value`` (Flower's Simulation Engine, the ledger, signed r
 Or value any cooperative game with FairPool's estimators and stopping rules::
 
     game = fairpool.Game.from_function(["a", "b", "c"], lambda coalition: len(coalition) ** 1.5)
-    result = fairpool.estimate(game, "permutation", stop=fairpool.MaxEvaluations(2_000), seed=0)
+    result = fairpool.estimate(game, "stratified", stop=fairpool.MaxEvaluations(2_000), seed=0)
     fairpool.to_dataframe(result)
 
 A report's own coalition utilities rebuild its game (``report.game()``), so another estimator

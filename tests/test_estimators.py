@@ -115,6 +115,15 @@ def test_every_shapley_sampler_is_exact_once_the_budget_buys_every_coalition(nam
     assert res.estimator == estimator  # under its own name, with the reason in params
 
 
+def test_kernel_on_a_ten_player_airport_game_is_exact_at_ten_thousand_evaluations() -> None:
+    """Issue 15 regression: kernel never switched to enumeration (MAE 0.30 at 10,000
+    evaluations on a 10-player airport game that 1,024 evaluations solve exactly)."""
+    game, phi = airport_game([3, 1, 4, 1, 5, 9, 2, 6, 5, 3])
+    res = estimate(game, "kernel", stop=MaxEvaluations(10_000), seed=0)
+    np.testing.assert_allclose(res.values, phi, atol=1e-12)
+    assert res.params["evaluations"] == 1_024 == game.computed
+
+
 @pytest.mark.parametrize("estimator", ["stratified", "leverage", "kernel"])
 def test_size_stratified_samplers_end_exact_when_they_get_through_every_size(estimator: str) -> None:
     """Under a time limit they do not enumerate up front, but drawing without replacement they
