@@ -10,7 +10,7 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test lint bench venv clean proto
+.PHONY: demo test lint bench bench-venv bench-estimators venv clean proto
 
 venv: $(STAMP)
 
@@ -33,8 +33,26 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) bench-estimators
 	$(VENV)/bin/python benchmarks/run.py --with-fidelity --with-midsize
+
+# Estimator accuracy vs shapiq and pyDVL (benchmarks/estimators.py) in its own venv: shapiq >= 1.5 needs
+# Python >= 3.12, and pyDVL 0.10 is installed with --no-deps (it pins numpy<2 but runs on numpy 2).
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_PYTHON ?= python3.12
+
+bench-venv: $(BENCH_STAMP)
+
+$(BENCH_STAMP): benchmarks/requirements-peers.txt
+	test -x $(BENCH_VENV)/bin/python || $(BENCH_PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q -r benchmarks/requirements-peers.txt
+	$(BENCH_VENV)/bin/python -m pip install -q --no-deps 'pydvl==0.10.*'
+	touch $(BENCH_STAMP)
+
+bench-estimators: $(BENCH_STAMP)
+	PYTHONPATH=. $(BENCH_VENV)/bin/python -W ignore benchmarks/estimators.py
 
 # Regenerate the committed gRPC code from common/wire/publication.proto (needs the dev extra).
 proto: $(STAMP)
