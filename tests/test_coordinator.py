@@ -99,35 +99,39 @@ def test_composition_rules_change_the_game(fast_spec, default_market, quick_adap
 
 
 def test_sampling_estimator_and_payout_game(fast_spec, default_market, quick_adapters, tmp_path):
+    """The pipeline hands the estimator, its budget and the payout game through. 3 owners have
+    2³ = 8 coalitions: a budget of 400 buys them all, so permutation enumerates (exact, stderr 0);
+    a budget of 5 makes it sample, and the budget stops it."""
     names = ["clean", "clean-small", "flipped"]
-    settings = _valuation(utilities=("preference", "preference-logsigmoid"), estimator="permutation",
-                          max_evaluations=400, payout_game="preference-logsigmoid")
-    report = value_submissions(_job(fast_spec, default_market, tmp_path, names, valuation=settings),
-                               _subs(quick_adapters, names))
+    runs = {}
+    for budget in (400, 5):
+        settings = _valuation(utilities=("preference", "preference-logsigmoid"), estimator="permutation",
+                              max_evaluations=budget, payout_game="preference-logsigmoid")
+        runs[budget] = value_submissions(_job(fast_spec, default_market, tmp_path / str(budget), names,
+                                              valuation=settings), _subs(quick_adapters, names))
+    report = runs[400]
     accuracy, logsig = report["games"]
-    # The rule is MaxEvaluations(400) | StderrBelow(1e-3, min_samples=30). An antithetic sample of 3
-    # players costs 2·4 prefixes, so the budget holds exactly 50 samples. The accuracy game is far
-    # from additive: its 3 antithetic pair averages differ by more than 0.01 for every owner
-    # (computed below from the coalition table), so 50 samples leave a stderr near 0.01, far above
-    # 1e-3: only the budget can stop it. The log-sigmoid game of these small margins is nearly
-    # additive (pair averages agree to < 1e-6), so it converges as soon as 30 samples are in.
-    spread = {g["utility"]: _pair_average_spread(g) for g in (accuracy, logsig)}
-    assert min(spread["preference"].values()) > 0.01 and max(spread["preference-logsigmoid"].values()) < 1e-6
-    assert accuracy["estimator"] == "permutation" and accuracy["status"] == "budget_exhausted"
-    assert "MaxEvaluations(400)" in str(accuracy["params"]["stopped_by"])
-    assert "StderrBelow" not in str(accuracy["params"]["stopped_by"])
-    assert accuracy["params"]["evaluations"] == 400 and accuracy["params"]["samples"] == 50
-    assert accuracy["evaluations"] == 8, "all 2³ coalitions are computed once (memo hits are not)"
-    assert all(1e-3 < v["stderr"] < 0.05 and v["count"] == 200 for v in accuracy["values"].values())
-    assert logsig["status"] == "converged" and "StderrBelow" in str(logsig["params"]["stopped_by"])
-    assert 30 <= logsig["params"]["samples"] < 50 and all(v["stderr"] < 1e-3 for v in logsig["values"].values())
-    for game, tolerance in ((accuracy, None), (logsig, 1e-6)):  # the estimates cover the exact values
+    for game in (accuracy, logsig):
+        assert game["estimator"] == "permutation" and game["status"] == "converged"
+        assert game["params"]["enumerated"] is True and game["params"]["evaluations"] == 8
         exact = _exact_shapley_from_table(game)
         for name, v in game["values"].items():
-            assert abs(v["value"] - exact[name]) <= (tolerance or 4 * v["stderr"]), (game["utility"], name)
+            assert v["stderr"] == 0 and v["value"] == pytest.approx(exact[name], abs=1e-12), (game["utility"], name)
     assert report["payout"]["game"] == "preference-logsigmoid"
     positive = {n for n, v in logsig["values"].items() if v["value"] > 0}
     assert {n for n, s in report["payout"]["shares"].items() if s > 0} == positive
+
+    sampled = runs[5]["games"][0]
+    assert sampled["estimator"] == "permutation" and "enumerated" not in sampled["params"]
+    assert sampled["params"]["stop"] == "MaxEvaluations(5) | StderrBelow(0.001, min_samples=30)"
+    assert 5 <= sampled["params"]["evaluations"] <= 8
+    exact = _exact_shapley_from_table(runs[400]["games"][0])
+    if sampled["params"].get("exhausted"):  # the last permutation happened to complete the table
+        assert sampled["status"] == "converged"
+    else:
+        assert sampled["status"] == "budget_exhausted" and "MaxEvaluations(5)" in str(sampled["params"]["stopped_by"])
+    for name, v in sampled["values"].items():
+        assert abs(v["value"] - exact[name]) <= 4 * v["stderr"] + 1e-12, name
 
 
 def _coalition_table(game):
@@ -145,23 +149,6 @@ def _exact_shapley_from_table(game):
         for k, name in enumerate(order):
             totals[name] += table[frozenset(order[: k + 1])] - table[frozenset(order[:k])]
     return {name: total / len(orders) for name, total in totals.items()}
-
-
-def _pair_average_spread(game):
-    """Per owner, max − min over antithetic pairs (π, reversed π) of the pair's mean marginal."""
-    import itertools
-
-    table, players = _coalition_table(game), sorted(game["values"])
-
-    def marginal(order, name):
-        k = order.index(name)
-        return table[frozenset(order[: k + 1])] - table[frozenset(order[:k])]
-
-    spread = {}
-    for name in players:
-        averages = [(marginal(o, name) + marginal(o[::-1], name)) / 2 for o in itertools.permutations(players)]
-        spread[name] = max(averages) - min(averages)
-    return spread
 
 
 def test_too_few_accepted_owners_is_an_error(fast_spec, default_market, quick_adapters, tmp_path):

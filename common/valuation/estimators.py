@@ -216,6 +216,9 @@ class _PermutationSampler:
         self.samples = 0
         self.moments = Moments(self.n)
         self.counts = np.zeros(self.n, dtype=np.int64)
+        # ∅ and N first: every permutation shares them, so the first batch's room (budget
+        # left ÷ n − 1 per permutation) is sized from what the budget really has left.
+        lookup(np.array([0, full_mask(self.n)], dtype=np.int64))
 
     @property
     def exhausted(self) -> bool:

@@ -68,7 +68,7 @@ def allocate(targets: np.ndarray, k: int) -> np.ndarray:
     """
     targets = np.maximum(np.asarray(targets, dtype=np.float64), 0.0)
     total = targets.sum()
-    if total <= 0 or k <= 0:
+    if total < 1e-9 or k <= 0:  # nothing (or only rounding dust) to allocate
         return np.zeros(targets.shape, dtype=np.int64)
     scaled = targets * min(1.0, k / total)
     base = np.floor(scaled + 1e-9).astype(np.int64)
