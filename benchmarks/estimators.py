@@ -49,7 +49,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
 TABLE = HERE / "estimators.json"
 
-FAIRPOOL_ESTIMATORS = ("permutation", "truncated", "stratified", "kernel", "leverage")
+FAIRPOOL_ESTIMATORS = ("permutation", "truncated", "stratified", "surrogate", "kernel", "leverage")
 GAMES = ("symmetric_voting", "weighted_voting", "airport", "glove", "soum", "pairwise")
 NS = (10, 20, 50)
 BUDGETS = (500, 2000, 10_000)

@@ -15,7 +15,7 @@ from common.valuation.known_games import additive_game, airport_game, glove_game
 from common.valuation.shapley import exact_shapley
 from common.valuation.stopping import MaxEvaluations, MaxSamples, MaxSeconds, RankStableFor, StderrBelow
 
-SHAPLEY_SAMPLERS = ("stratified", "leverage", "kernel", "permutation", "truncated")
+SHAPLEY_SAMPLERS = ("stratified", "leverage", "kernel", "permutation", "truncated", "surrogate")
 SAMPLING = SHAPLEY_SAMPLERS + ("banzhaf",)
 
 KNOWN_GAMES = {
@@ -124,7 +124,7 @@ def test_kernel_on_a_ten_player_airport_game_is_exact_at_ten_thousand_evaluation
     assert res.params["evaluations"] == 1_024 == game.computed
 
 
-@pytest.mark.parametrize("estimator", ["stratified", "leverage", "kernel"])
+@pytest.mark.parametrize("estimator", ["stratified", "surrogate", "leverage", "kernel"])
 def test_size_stratified_samplers_end_exact_when_they_get_through_every_size(estimator: str) -> None:
     """Under a time limit they do not enumerate up front, but drawing without replacement they
     run out of coalitions after 2ⁿ evaluations and then report the exact values."""
@@ -313,7 +313,7 @@ def test_max_seconds_stops_a_slow_game(estimator: str) -> None:
     res = estimate(game, estimator, stop=MaxSeconds(0.3) | MaxEvaluations(10**9), seed=0)
     assert time.perf_counter() - start < 2.0
     assert res.status == "budget_exhausted" and res.params["stopped_by"] == ["MaxSeconds(0.3)"]
-    assert auto_estimator(20, MaxSeconds(0.3) | MaxEvaluations(10**9)) == "stratified"
+    assert auto_estimator(20, MaxSeconds(0.3) | MaxEvaluations(10**9)) == "surrogate"
 
 
 def test_convergence_rule_in_a_composite_gives_converged() -> None:
@@ -363,7 +363,7 @@ def test_a_repeated_coalition_does_not_consume_budget_twice(estimator: str) -> N
     assert 800 <= res.params["evaluations"] < 800 + 11
 
 
-@pytest.mark.parametrize("estimator", ["stratified", "leverage", "kernel"])
+@pytest.mark.parametrize("estimator", ["stratified", "surrogate", "leverage", "kernel"])
 def test_size_samplers_draw_without_replacement(estimator: str) -> None:
     """Every coalition they request is new (kernel sampled with replacement: ~37% repeats at n = 20)."""
     requested: list[int] = []
@@ -427,24 +427,25 @@ def test_truncation_tolerance_zero_walks_everything() -> None:
 
 
 def test_registry_and_auto() -> None:
-    assert set(ESTIMATORS) == {"exact", "stratified", "leverage", "permutation", "truncated", "kernel", "banzhaf",
-                               "loo"}
+    assert set(ESTIMATORS) == {"exact", "surrogate", "stratified", "leverage", "permutation", "truncated", "kernel",
+                               "banzhaf", "loo"}
     small, _ = additive_game(np.arange(16.0))
     res = estimate(small, seed=0)
     assert res.estimator == "exact" and res.params["auto"] is True
     big, phi = additive_game(np.arange(EXACT_MAX_PLAYERS + 1.0))
     res = estimate(big, seed=0)
-    assert res.estimator == "stratified" and res.params["auto"] is True
-    assert np.all(np.abs(res.values - phi) <= 4 * res.stderr) and np.abs(res.values - phi).max() < 0.2
+    assert res.estimator == "surrogate" and res.params["auto"] is True
+    assert res.params["surrogate"] == "polynomial"  # an additive game: the order-1 fit is exact
+    np.testing.assert_allclose(res.values, phi, atol=1e-6)
     tiny = estimate(additive_game([1.0, 2.0])[0], exact_max_players=1)  # samples, but 4 coalitions fit the budget
-    assert tiny.estimator == "stratified" and tiny.params["enumerated"] is True
+    assert tiny.estimator == "surrogate" and tiny.params["enumerated"] is True
     # the rule: enumerate when no budget is given up to exact_max_players, or when the budget buys 2ⁿ
-    assert auto_estimator(16, None) == "exact" and auto_estimator(21, None) == "stratified"
-    assert auto_estimator(16, MaxEvaluations(1_000)) == "stratified"
+    assert auto_estimator(16, None) == "exact" and auto_estimator(21, None) == "surrogate"
+    assert auto_estimator(16, MaxEvaluations(1_000)) == "surrogate"
     assert auto_estimator(16, MaxEvaluations(1 << 16)) == "exact"
     assert auto_estimator(22, MaxEvaluations(1 << 22)) == "exact"  # above exact_max_players, but bought
     assert auto_estimator(10, StderrBelow(0.01)) == "exact"  # a convergence rule is no budget
-    assert auto_estimator(10, MaxEvaluations(5_000) | MaxSeconds(1)) == "stratified"  # time-limited
+    assert auto_estimator(10, MaxEvaluations(5_000) | MaxSeconds(1)) == "surrogate"  # time-limited
 
 
 def test_bad_arguments() -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -183,6 +183,15 @@ class Sampler(Protocol):
         """Current ``(values, stderr, counts)``."""
 
 
+@runtime_checkable
+class Finishing(Protocol):
+    """A sampler with a better final estimate than its per-batch one (see :func:`drive`)."""
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Final ``values, stderr, counts`` and what to add to ``params``."""
+        ...
+
+
 def fresh_rule(stop: StoppingRule | None, n: int) -> StoppingRule:
     """A reset deep copy of ``stop`` (or the default), so no state leaks between runs."""
     rule = copy.deepcopy(stop if stop is not None else default_stop(n))
@@ -221,14 +230,18 @@ def drive(game: Game, lookup: Lookup, sampler: Sampler, rule: StoppingRule, *,
         if fired or sampler.exhausted or complete:
             break
     exhausted = sampler.exhausted or complete
+    extra: dict[str, Any] = {}
     if complete and not sampler.exhausted and from_table is not None:
         values = from_table(lookup(np.arange(1 << game.n, dtype=np.int64)), game.n)
         stderr = np.zeros(game.n)
         counts = np.full(game.n, 1 << game.n, dtype=np.int64)
+    elif isinstance(sampler, Finishing):  # a final estimate too dear to make after every batch
+        values, stderr, counts, extra = sampler.finish()
+        snapshots[-1] = _snapshot(game.players, lookup.evaluations, values, stderr)
     status = status_of(fired) if fired and not exhausted else CONVERGED
     record = {**params, "evaluations": lookup.evaluations, "samples": sampler.samples,
               "iterations": iteration, "stop": repr(rule), "stopped_by": [repr(r) for r in fired],
-              **({"exhausted": True} if exhausted else {})}
+              **({"exhausted": True} if exhausted else {}), **extra}
     return ValuationResult(game.players, values, stderr, counts, name, status, record,
                            trace=thin_trace(snapshots), kind=kind)
 

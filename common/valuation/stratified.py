@@ -38,10 +38,11 @@ import math
 
 import numpy as np
 
+from common.valuation.bits import popcount
 from common.valuation.sampling import Lookup, full_mask, pooled_variance
 from common.valuation.sizes import DistinctDraws, allocate, water_fill
 
-__all__ = ["StratifiedSampler", "project_efficient"]
+__all__ = ["Strata", "StratifiedSampler", "project_efficient"]
 
 
 def project_efficient(values: np.ndarray, variance: np.ndarray, total: float) -> tuple[np.ndarray, np.ndarray]:
@@ -84,12 +85,9 @@ class StratifiedSampler:
         self.population = np.array([math.comb(n, s) for s in self.sizes], dtype=np.float64)
         self.weights = 1.0 / np.sqrt(self.sizes * (n - self.sizes))
         self.drawn = np.zeros(n - 1, dtype=np.int64)
-        # Populations of each player's strata: size-s coalitions with and without it.
-        self.pop_in = np.array([math.comb(n - 1, s - 1) for s in self.sizes], dtype=np.float64)[:, None]
-        self.pop_out = np.array([math.comb(n - 1, s) for s in self.sizes], dtype=np.float64)[:, None]
-        shape = (n - 1, n)
-        self.count_in, self.sum_in, self.sq_in = np.zeros(shape), np.zeros(shape), np.zeros(shape)
-        self.count_out, self.sum_out, self.sq_out = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+        self.strata = Strata(n)
+        self.kept: list[np.ndarray] = []  # every drawn mask, in order (a surrogate fits on them)
+        self.kept_y: list[np.ndarray] = []
         self.border_first = budget is None or 2 * n <= budget / 2
         ends = lookup(np.array([0, full_mask(n)], dtype=np.int64))
         self.v_empty, self.total = float(ends[0]), float(ends[1] - ends[0])
@@ -122,6 +120,39 @@ class StratifiedSampler:
         blocks = self.draws.draw_many([(int(s), int(c), False) for s, c in zip(self.sizes, counts) if c > 0])
         masks = np.concatenate(blocks)
         y = self.lookup(masks) - self.ref
+        self.strata.add(masks, y)
+        self.kept.append(masks)
+        self.kept_y.append(y)
+        self.drawn += np.bincount(popcount(masks).astype(np.int64) - 1, minlength=self.n - 1)
+        self.samples += int(masks.size)
+
+    def estimate(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        values, variance = self.strata.estimate(self.total)
+        return values, np.sqrt(variance), np.full(self.n, self.samples + 2, dtype=np.int64)
+
+
+class Strata:
+    """Counts, sums and squared sums of a game's utilities per (size, player, with/without).
+
+    Arrays are ``(n − 1, n)`` (size row × player), so one batch updates all strata with a
+    few matrix products.  The utilities given should be shifted to about zero (the caller
+    subtracts a reference) so the squared sums do not cancel.  Kept apart from the sampler
+    so that another game on the same coalitions — a surrogate's residual — can be estimated
+    the same way.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        sizes = np.arange(1, n)
+        # Populations of each player's strata: size-s coalitions with and without it.
+        self.pop_in = np.array([math.comb(n - 1, s - 1) for s in sizes], dtype=np.float64)[:, None]
+        self.pop_out = np.array([math.comb(n - 1, s) for s in sizes], dtype=np.float64)[:, None]
+        shape = (n - 1, n)
+        self.count_in, self.sum_in, self.sq_in = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+        self.count_out, self.sum_out, self.sq_out = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+        self.drawn = np.zeros(n - 1)
+
+    def add(self, masks: np.ndarray, y: np.ndarray) -> None:
         members = ((masks[:, None] >> np.arange(self.n, dtype=np.int64)) & 1).astype(np.float64)
         rows = np.zeros((masks.size, self.n - 1))
         rows[np.arange(masks.size), members.sum(axis=1).astype(np.int64) - 1] = 1.0
@@ -132,22 +163,22 @@ class StratifiedSampler:
         self.sum_out += rows.T @ (outside * y[:, None])
         self.sq_in += rows.T @ (members * (y**2)[:, None])
         self.sq_out += rows.T @ (outside * (y**2)[:, None])
-        self.drawn += rows.sum(axis=0).astype(np.int64)
-        self.samples += int(masks.size)
+        self.drawn += rows.sum(axis=0)
 
-    def estimate(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def estimate(self, total: float) -> tuple[np.ndarray, np.ndarray]:
+        """Values and their variances, projected onto ``Σφ = total`` (= v(N) − v(∅))."""
         n = self.n
         # Each size's spread over all its draws is one pseudo-sample of every stratum of that
         # size; sizes with fewer than two draws borrow the mean spread (or, before any draw,
         # the square of what the players share).
-        size_count = self.drawn.astype(np.float64)
+        size_count = self.drawn
         size_sum = (self.sum_in[:, 0] + self.sum_out[:, 0])
         size_sq = (self.sq_in[:, 0] + self.sq_out[:, 0])
         with np.errstate(divide="ignore", invalid="ignore"):
             size_var = np.where(size_count >= 2, (size_sq - size_sum**2 / np.maximum(size_count, 1))
                                 / np.maximum(size_count - 1, 1), np.nan)
         size_var = np.maximum(size_var, 0.0)
-        fallback = float(np.nanmean(size_var)) if np.isfinite(size_var).any() else self.total**2
+        fallback = float(np.nanmean(size_var)) if np.isfinite(size_var).any() else total**2
         prior = np.where(np.isfinite(size_var), size_var, fallback)[:, None]
         seen = (self.count_in > 0) & (self.count_out > 0)
         mean_in = self.sum_in / np.maximum(self.count_in, 1)
@@ -155,11 +186,9 @@ class StratifiedSampler:
         gaps = np.where(seen, mean_in - mean_out, 0.0)
         var_gap = (_mean_variance(self.count_in, self.sum_in, self.sq_in, self.pop_in, prior)
                    + _mean_variance(self.count_out, self.sum_out, self.sq_out, self.pop_out, prior))
-        values = (self.total + gaps.sum(axis=0)) / n
+        values = (total + gaps.sum(axis=0)) / n
         variance = var_gap.sum(axis=0) / n**2
-        values, variance = project_efficient(values, variance, self.total)
-        counts = np.full(n, self.samples + 2, dtype=np.int64)
-        return values, np.sqrt(variance), counts
+        return project_efficient(values, variance, total)
 
 
 def _mean_variance(count: np.ndarray, total: np.ndarray, squares: np.ndarray, population: np.ndarray,

@@ -1,0 +1,264 @@
+"""Tree surrogates of a game: fit one to evaluated coalitions, and its exact Shapley values.
+
+Why: many utilities are close to a function of a few membership tests — a cost that is
+the largest member's (airport), a sum of unanimity terms, a model that is good once a
+key owner is in.  A regression tree on the membership bits fits such a game from a few
+hundred coalitions, and a tree's Shapley values are exact and cheap: each leaf is a
+conjunction "these players present, those absent", whose game
+``u(S) = 1[P ⊆ S, A ∩ S = ∅]`` has the closed form (from its multilinear extension
+``∫₀¹ t^{|P|−1}(1−t)^{|A|} dt``)
+
+    φ_i = (|P|−1)!·|A|! / (|P|+|A|)!        for i ∈ P,
+    φ_j = −|P|!·(|A|−1)! / (|P|+|A|)!       for j ∈ A.
+
+The estimator that uses it (:class:`SurrogateSampler`) is a control variate on top of
+stratified sampling, in the spirit of shapiq's RegressionMSR (Witter et al. 2025): the
+values are ``φ(tree) + φ̂(v − tree)``, the second term estimated by the same stratified
+estimator from coalitions the tree was *not* fitted on (two-fold cross-fitting), so it stays
+unbiased however good or bad the fit, and its stderr is honest.  When the residual's
+estimated variance is not below plain stratified sampling's, the plain estimate is kept.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from common.valuation.bits import popcount
+from common.valuation.stratified import Strata, StratifiedSampler
+
+__all__ = ["SurrogateSampler", "Tree", "fit_tree", "tree_shapley"]
+
+MIN_LEAF = 1
+"""Fewest coalitions a leaf may hold."""
+
+MAX_PAIR_PLAYERS = 24
+"""Order-2 polynomial surrogates up to this many players (276 pair terms); additive beyond,
+where the pair terms would cost more to fit than the evaluations they save."""
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A binary regression tree on membership bits; node 0 is the root.
+
+    ``feature[k]`` is the player node ``k`` tests (−1 for a leaf); its ``absent`` and
+    ``present`` children take the coalitions without and with that player.
+    """
+
+    feature: np.ndarray
+    absent: np.ndarray
+    present: np.ndarray
+    value: np.ndarray
+
+    @property
+    def leaves(self) -> int:
+        return int((self.feature < 0).sum())
+
+    def predict(self, masks: np.ndarray) -> np.ndarray:
+        node = np.zeros(masks.size, dtype=np.int64)
+        while True:
+            inner = self.feature[node] >= 0
+            if not inner.any():
+                return self.value[node]
+            at = node[inner]
+            bit = (masks[inner] >> self.feature[at]) & 1
+            node[inner] = np.where(bit == 1, self.present[at], self.absent[at])
+
+
+def _best_split(z: np.ndarray, y: np.ndarray, min_leaf: int) -> tuple[float, int]:
+    """The player whose test most reduces the squared error of ``y`` (gain, player)."""
+    m = y.size
+    total = float(y.sum())
+    with_sum = z.T @ y
+    with_count = z.sum(axis=0)
+    without_count = m - with_count
+    ok = (with_count >= min_leaf) & (without_count >= min_leaf)
+    if not ok.any():
+        return 0.0, -1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = with_sum**2 / with_count + (total - with_sum) ** 2 / without_count - total**2 / m
+    gain = np.where(ok, gain, -np.inf)
+    j = int(np.argmax(gain))
+    return float(gain[j]), j
+
+
+def fit_tree(masks: np.ndarray, y: np.ndarray, n: int, *, max_leaves: int, min_leaf: int = MIN_LEAF) -> Tree:
+    """Grow a least-squares tree best split first, up to ``max_leaves`` leaves.
+
+    Best-first growth spends the leaves where they remove the most error, so a game that
+    a few membership tests explain is fitted with few leaves; a split must remove more than
+    a 1e-12 share of the total squared error.
+    """
+    z = ((masks[:, None] >> np.arange(n, dtype=np.int64)) & 1).astype(np.float64)
+    feature, absent, present, value = [-1], [-1], [-1], [float(y.mean()) if y.size else 0.0]
+    rows = {0: np.arange(y.size)}
+    floor = 1e-12 * float(((y - y.mean()) ** 2).sum()) if y.size else 0.0
+    heap: list[tuple[float, int, int]] = []
+
+    def consider(node: int) -> None:
+        idx = rows[node]
+        gain, j = _best_split(z[idx], y[idx], min_leaf)
+        if j >= 0 and gain > floor:
+            heapq.heappush(heap, (-gain, node, j))
+
+    consider(0)
+    leaves = 1
+    while heap and leaves < max_leaves:
+        _, node, j = heapq.heappop(heap)
+        idx = rows.pop(node)
+        for side in (0, 1):
+            part = idx[z[idx, j] == side]
+            child = len(feature)
+            feature.append(-1)
+            absent.append(-1)
+            present.append(-1)
+            value.append(float(y[part].mean()))
+            rows[child] = part
+            (absent if side == 0 else present)[node] = child
+        feature[node] = j
+        leaves += 1
+        consider(absent[node])
+        consider(present[node])
+    return Tree(np.array(feature, dtype=np.int64), np.array(absent, dtype=np.int64),
+                np.array(present, dtype=np.int64), np.array(value))
+
+
+def tree_shapley(tree: Tree, n: int) -> np.ndarray:
+    """Exact Shapley values of the game ``S ↦ tree(S)`` (module docstring's closed form)."""
+    phi = np.zeros(n)
+    stack: list[tuple[int, tuple[int, ...], tuple[int, ...]]] = [(0, (), ())]
+    while stack:
+        node, have, lack = stack.pop()
+        j = int(tree.feature[node])
+        if j >= 0:
+            stack.append((int(tree.absent[node]), have, lack + (j,)))
+            stack.append((int(tree.present[node]), have + (j,), lack))
+            continue
+        p, a, c = len(have), len(lack), float(tree.value[node])
+        if p + a == 0 or c == 0.0:
+            continue
+        whole = math.factorial(p + a)
+        if p:
+            phi[list(have)] += c * math.factorial(p - 1) * math.factorial(a) / whole
+        if a:
+            phi[list(lack)] -= c * math.factorial(p) * math.factorial(a - 1) / whole
+    return phi
+
+
+@dataclass(frozen=True)
+class Polynomial:
+    """``g(S) = b + Σ_{i∈S} w_i + Σ_{i<j ∈ S} a_ij``: a game of order ≤ 2.
+
+    Its Shapley values are exact in closed form, ``φ_i = w_i + ½·Σ_j a_ij``: order-2 terms
+    are shared equally by their two players.  ``pairs`` is empty for an additive fit.
+    """
+
+    n: int
+    intercept: float
+    weights: np.ndarray
+    pairs: tuple[tuple[int, int], ...]
+    pair_weights: np.ndarray
+
+    def features(self, masks: np.ndarray) -> np.ndarray:
+        z = ((masks[:, None] >> np.arange(self.n, dtype=np.int64)) & 1).astype(np.float64)
+        if not self.pairs:
+            return z
+        i, j = np.array(self.pairs).T
+        return np.concatenate([z, z[:, i] * z[:, j]], axis=1)
+
+    def predict(self, masks: np.ndarray) -> np.ndarray:
+        return self.intercept + self.features(masks) @ np.concatenate([self.weights, self.pair_weights])
+
+    def shapley(self) -> np.ndarray:
+        phi = self.weights.copy()
+        for (i, j), a in zip(self.pairs, self.pair_weights):
+            phi[i] += a / 2
+            phi[j] += a / 2
+        return phi
+
+
+def fit_polynomial(masks: np.ndarray, y: np.ndarray, n: int) -> Polynomial:
+    """Least squares of order 2 when there are at least twice as many coalitions as terms, else 1.
+
+    A small ridge keeps the solve defined when some pair is never seen together.
+    """
+    terms = n + n * (n - 1) // 2
+    pairs = tuple((i, j) for i in range(n) for j in range(i + 1, n)) if y.size >= 2 * terms and n <= MAX_PAIR_PLAYERS else ()
+    shell = Polynomial(n, 0.0, np.zeros(n), pairs, np.zeros(len(pairs)))
+    x = shell.features(masks)
+    centre_x, centre_y = x.mean(axis=0), float(y.mean())
+    xc = x - centre_x
+    gram = xc.T @ xc
+    coef = np.linalg.solve(gram + 1e-9 * (np.trace(gram) / max(1, gram.shape[0]) + 1.0) * np.eye(gram.shape[0]),
+                           xc.T @ (y - centre_y))
+    return Polynomial(n, centre_y - float(centre_x @ coef), coef[:n], pairs, coef[n:])
+
+
+class SurrogateSampler(StratifiedSampler):
+    """Stratified sampling whose final estimate uses a cross-fitted tree as control variate.
+
+    Sampling (and every check of the stopping rule during the run) is plain stratified
+    sampling; :meth:`finish`, called once at the end, fits the trees and keeps whichever of
+    the two estimates has the smaller total variance.  ``params`` records which.
+    """
+
+    min_samples_per_player = 8
+    """Below ``8·n`` coalitions a tree has too little to learn from: stay plain."""
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        plain_values, plain_stderr, counts = self.estimate()
+        if self.samples < self.min_samples_per_player * self.n or self.exhausted:
+            return plain_values, plain_stderr, counts, {"surrogate": "not used (too few coalitions)"
+                                                        if not self.exhausted else "not needed (exact)"}
+        masks = np.concatenate(self.kept)
+        y = np.concatenate(self.kept_y)  # v − ref
+        sizes = popcount(masks).astype(np.int64)
+        complete = self.drawn[sizes - 1] >= self.population[sizes - 1]
+        # Two folds, alternating within each size so both see every size equally.
+        order = np.lexsort((np.arange(masks.size), sizes))
+        fold = np.empty(masks.size, dtype=np.int64)
+        fold[order] = np.arange(masks.size) % 2
+        ends = np.array([0, (1 << self.n) - 1], dtype=np.int64)
+        v_ends = np.array([self.v_empty - self.ref, self.v_empty + self.total - self.ref])
+        # Enough leaves for a chain over every player (airport) or √m-fold detail, not more:
+        # each leaf costs a split search over its rows.
+        max_leaves = max(2, min(masks.size // 8, max(2 * self.n, 2 * int(np.sqrt(masks.size)))))
+        best: tuple[float, np.ndarray, np.ndarray, dict[str, Any]] = (float((plain_stderr**2).sum()), plain_values,
+                                                                       plain_stderr, {"surrogate": "none"})
+        for kind in ("tree", "polynomial"):
+            estimates, variances, sizes_of_fit = [], [], []
+            for k in (0, 1):
+                # A size drawn in full is in both halves: its residual mean is exact whatever
+                # the fit saw, and fitting on it teaches the small and large coalitions.
+                train = (fold == k) | complete
+                fit_masks, fit_y = np.concatenate([masks[train], ends]), np.concatenate([y[train], v_ends])
+                model: Tree | Polynomial
+                if kind == "tree":
+                    model = fit_tree(fit_masks, fit_y, self.n, max_leaves=max_leaves)
+                    phi_model = tree_shapley(model, self.n)
+                    sizes_of_fit.append(model.leaves)
+                else:
+                    model = fit_polynomial(fit_masks, fit_y, self.n)
+                    phi_model = model.shapley()
+                    sizes_of_fit.append(self.n + len(model.pairs))
+                held = (fold != k) | complete
+                residual = y[held] - model.predict(masks[held])
+                r_ends = v_ends - model.predict(ends)
+                strata = Strata(self.n)
+                strata.add(masks[held], residual)
+                values, variance = strata.estimate(float(r_ends[1] - r_ends[0]))
+                estimates.append(phi_model + values)
+                variances.append(variance)
+            values = (estimates[0] + estimates[1]) / 2
+            # The halves are two independent estimates: (φ₀ − φ₁)²/4 estimates the variance of
+            # their mean without any model, and guards the formula where every held-out
+            # residual of a stratum happened to be 0 while unseen coalitions' were not.
+            variance = np.maximum((variances[0] + variances[1]) / 4, (estimates[0] - estimates[1]) ** 2 / 4)
+            if variance.sum() < best[0]:
+                best = (float(variance.sum()), values, np.sqrt(variance), {"surrogate": kind,
+                                                                           "surrogate_terms": sizes_of_fit})
+        return best[1], best[2], counts, best[3]
