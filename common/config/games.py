@@ -44,8 +44,9 @@ class ValuationSettings:
     estimator: str = field(default="auto", metadata={
         "metavar": "NAME", "choices": ESTIMATOR_NAMES,
         "help": "auto (exact when affordable: up to --exact-max-players owners without --max-evaluations/"
-                "--max-seconds, or whenever --max-evaluations covers all 2ⁿ coalitions; else stratified), "
-                "exact, stratified (by coalition size, per-stratum stderr), leverage (Leverage SHAP "
+                "--max-seconds, or whenever --max-evaluations covers all 2ⁿ coalitions; else surrogate), "
+                "exact, surrogate (stratified sampling with a cross-fitted tree or polynomial control "
+                "variate), stratified (by coalition size, per-stratum stderr), leverage (Leverage SHAP "
                 "regression), kernel (KernelSHAP), permutation (Monte Carlo), truncated (TMC), banzhaf "
                 "(Banzhaf values, maximum sample reuse) or loo (leave-one-out)"})
     exact_max_players: int = field(default=EXACT_MAX_PLAYERS, metadata={

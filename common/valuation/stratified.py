@@ -153,17 +153,29 @@ class Strata:
         self.drawn = np.zeros(n - 1)
 
     def add(self, masks: np.ndarray, y: np.ndarray) -> None:
+        if masks.size == 0:
+            return
+        # Rows sorted by size: each size's sums are one reduceat over its run of rows, and
+        # "without i" sums are the size's totals minus the "with i" ones.
+        size = popcount(masks).astype(np.int64)
+        order = np.argsort(size, kind="stable")
+        masks, y, size = masks[order], y[order], size[order]
+        sizes, starts = np.unique(size, return_index=True)
+        rows = sizes - 1
         members = ((masks[:, None] >> np.arange(self.n, dtype=np.int64)) & 1).astype(np.float64)
-        rows = np.zeros((masks.size, self.n - 1))
-        rows[np.arange(masks.size), members.sum(axis=1).astype(np.int64) - 1] = 1.0
-        outside = 1.0 - members
-        self.count_in += rows.T @ members
-        self.count_out += rows.T @ outside
-        self.sum_in += rows.T @ (members * y[:, None])
-        self.sum_out += rows.T @ (outside * y[:, None])
-        self.sq_in += rows.T @ (members * (y**2)[:, None])
-        self.sq_out += rows.T @ (outside * (y**2)[:, None])
-        self.drawn += rows.sum(axis=0)
+        count = np.diff(np.append(starts, y.size)).astype(np.float64)[:, None]
+        total = np.add.reduceat(y, starts)[:, None]
+        squares = np.add.reduceat(y**2, starts)[:, None]
+        count_in = np.add.reduceat(members, starts, axis=0)
+        sum_in = np.add.reduceat(members * y[:, None], starts, axis=0)
+        sq_in = np.add.reduceat(members * (y**2)[:, None], starts, axis=0)
+        self.count_in[rows] += count_in
+        self.count_out[rows] += count - count_in
+        self.sum_in[rows] += sum_in
+        self.sum_out[rows] += total - sum_in
+        self.sq_in[rows] += sq_in
+        self.sq_out[rows] += squares - sq_in
+        self.drawn[rows] += count[:, 0]
 
     def estimate(self, total: float) -> tuple[np.ndarray, np.ndarray]:
         """Values and their variances, projected onto ``Σφ = total`` (= v(N) − v(∅))."""

@@ -21,7 +21,6 @@ estimated variance is not below plain stratified sampling's, the plain estimate 
 
 from __future__ import annotations
 
-import heapq
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -69,60 +68,70 @@ class Tree:
             node[inner] = np.where(bit == 1, self.present[at], self.absent[at])
 
 
-def _best_split(z: np.ndarray, y: np.ndarray, min_leaf: int) -> tuple[float, int]:
-    """The player whose test most reduces the squared error of ``y`` (gain, player)."""
-    m = y.size
-    total = float(y.sum())
-    with_sum = z.T @ y
-    with_count = z.sum(axis=0)
-    without_count = m - with_count
+def _best_splits(z: np.ndarray, y: np.ndarray, starts: np.ndarray, min_leaf: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each run of rows ``starts[k]:starts[k+1]`` (one node each): the best gain and player.
+
+    All nodes of a level at once: per-node sums are one ``reduceat`` each, so the cost is a
+    few array passes per level instead of a few per node.
+    """
+    count = np.diff(np.append(starts, y.size)).astype(np.float64)[:, None]
+    total = np.add.reduceat(y, starts)[:, None]
+    with_sum = np.add.reduceat(z * y[:, None], starts, axis=0)
+    with_count = np.add.reduceat(z, starts, axis=0)
+    without_count = count - with_count
     ok = (with_count >= min_leaf) & (without_count >= min_leaf)
-    if not ok.any():
-        return 0.0, -1
     with np.errstate(divide="ignore", invalid="ignore"):
-        gain = with_sum**2 / with_count + (total - with_sum) ** 2 / without_count - total**2 / m
+        gain = with_sum**2 / with_count + (total - with_sum) ** 2 / without_count - total**2 / count
     gain = np.where(ok, gain, -np.inf)
-    j = int(np.argmax(gain))
-    return float(gain[j]), j
+    best = gain.argmax(axis=1)
+    return gain[np.arange(best.size), best], best
 
 
 def fit_tree(masks: np.ndarray, y: np.ndarray, n: int, *, max_leaves: int, min_leaf: int = MIN_LEAF) -> Tree:
-    """Grow a least-squares tree best split first, up to ``max_leaves`` leaves.
+    """Grow a least-squares tree level by level, up to ``max_leaves`` leaves.
 
-    Best-first growth spends the leaves where they remove the most error, so a game that
-    a few membership tests explain is fitted with few leaves; a split must remove more than
-    a 1e-12 share of the total squared error.
+    Each level splits every leaf whose best split removes more than a 1e-12 share of the
+    total squared error — the largest gains first when the leaf budget runs short — so a
+    game a few membership tests explain gets few leaves.  Leaves that cannot improve leave
+    the frontier, so deep chains (airport) cost little.
     """
     z = ((masks[:, None] >> np.arange(n, dtype=np.int64)) & 1).astype(np.float64)
-    feature, absent, present, value = [-1], [-1], [-1], [float(y.mean()) if y.size else 0.0]
-    rows = {0: np.arange(y.size)}
+    feature, absent, present = [-1], [-1], [-1]
+    value = [float(y.mean()) if y.size else 0.0]
     floor = 1e-12 * float(((y - y.mean()) ** 2).sum()) if y.size else 0.0
-    heap: list[tuple[float, int, int]] = []
-
-    def consider(node: int) -> None:
-        idx = rows[node]
-        gain, j = _best_split(z[idx], y[idx], min_leaf)
-        if j >= 0 and gain > floor:
-            heapq.heappush(heap, (-gain, node, j))
-
-    consider(0)
+    node_of = np.zeros(y.size, dtype=np.int64)
+    live = np.arange(y.size)  # rows whose leaf may still split
     leaves = 1
-    while heap and leaves < max_leaves:
-        _, node, j = heapq.heappop(heap)
-        idx = rows.pop(node)
-        for side in (0, 1):
-            part = idx[z[idx, j] == side]
-            child = len(feature)
-            feature.append(-1)
-            absent.append(-1)
-            present.append(-1)
-            value.append(float(y[part].mean()))
-            rows[child] = part
-            (absent if side == 0 else present)[node] = child
-        feature[node] = j
-        leaves += 1
-        consider(absent[node])
-        consider(present[node])
+    while live.size and leaves < max_leaves:
+        order = live[np.argsort(node_of[live], kind="stable")]
+        nodes, starts = np.unique(node_of[order], return_index=True)
+        gain, player = _best_splits(z[order], y[order], starts, min_leaf)
+        split = np.flatnonzero(gain > floor)
+        if split.size == 0:
+            break
+        split = split[np.argsort(-gain[split], kind="stable")][: max_leaves - leaves]
+        chosen = {int(nodes[k]): int(player[k]) for k in split}
+        for node, j in chosen.items():
+            feature[node] = j
+            for side in (0, 1):
+                child = len(feature)
+                feature.append(-1)
+                absent.append(-1)
+                present.append(-1)
+                value.append(0.0)
+                (absent if side == 0 else present)[node] = child
+        leaves += len(chosen)
+        moving = order[np.isin(node_of[order], list(chosen))]
+        parents = node_of[moving]
+        bit = z[moving, np.array(feature, dtype=np.int64)[parents]]
+        node_of[moving] = np.where(bit == 1, np.array(present, dtype=np.int64)[parents],
+                                   np.array(absent, dtype=np.int64)[parents])
+        live = moving
+    sums = np.bincount(node_of, weights=y, minlength=len(feature))
+    counts = np.bincount(node_of, minlength=len(feature))
+    for k in range(len(feature)):
+        if counts[k]:
+            value[k] = float(sums[k] / counts[k])
     return Tree(np.array(feature, dtype=np.int64), np.array(absent, dtype=np.int64),
                 np.array(present, dtype=np.int64), np.array(value))
 
