@@ -498,6 +498,7 @@ def summarise(rows: list[dict], overhead: dict, timing: dict) -> dict:
     estimators = sorted({k for r in scored for k in r["fairpool"]})
     for name in estimators + ["best"]:
         hits = total = 0
+        sampled_hits = sampled_total = 0  # rows where this estimate is not exact to rounding
         per_row = []
         for r in scored:
             key = r.get("fairpool_best") if name == "best" else name
@@ -505,10 +506,14 @@ def summarise(rows: list[dict], overhead: dict, timing: dict) -> dict:
                 continue
             entry = r["fairpool"][key]
             hits, total = hits + entry["coverage_hits"], total + entry["coverage_total"]
+            if entry["mae"] >= SAMPLED_MAE_MIN:
+                sampled_hits += entry["coverage_hits"]
+                sampled_total += entry["coverage_total"]
             per_row.append(entry["coverage"])
         if total:
             coverage[name] = {"pooled": hits / total, "row_min": min(per_row),
-                              "rows_below_min": sum(c < COVERAGE_ROW_MIN for c in per_row)}
+                              "rows_below_min": sum(c < COVERAGE_ROW_MIN for c in per_row),
+                              "pooled_sampled": sampled_hits / sampled_total if sampled_total else None}
     summary["coverage"] = coverage
     wins: dict = {}
     for r in scored:
@@ -554,6 +559,8 @@ def figures_of(summary: dict, args: argparse.Namespace, wall_s: float) -> dict:
             "value": round(entry["pooled"], 4), "unit": "fraction",
             "target": {"min": COVERAGE_POOLED[0], "max": COVERAGE_POOLED[1], "row_min": COVERAGE_ROW_MIN},
             "meets_target": ok, "row_min": round(entry["row_min"], 4), "rows_below_min": entry["rows_below_min"],
+            "pooled_where_not_exact": (round(entry["pooled_sampled"], 4) if entry["pooled_sampled"] is not None
+                                       else None),
             "note": f"pooled fraction of (player, seed) with |est − exact| ≤ 2·stderr for {name}"
                     + (" (the best FairPool estimator of each row)" if name == "best" else ""), **common}
     overhead = summary["overhead_us_per_eval"]
@@ -635,7 +642,9 @@ def print_table(rows: list[dict], summary: dict, dropped: dict, args: argparse.N
               f"{summary['rows_ratio_over_target']} rows over)")
     for name, c in summary["coverage"].items():
         print(f"coverage {name:<12} pooled {c['pooled']:.3f} (target {COVERAGE_POOLED[0]}–{COVERAGE_POOLED[1]}), "
-              f"row min {c['row_min']:.2f}, rows < {COVERAGE_ROW_MIN}: {c['rows_below_min']}")
+              f"row min {c['row_min']:.2f}, rows < {COVERAGE_ROW_MIN}: {c['rows_below_min']}"
+              + (f"; {c['pooled_sampled']:.3f} over the rows where it is not exact"
+                 if c.get("pooled_sampled") is not None else ""))
     print(f"FairPool best by estimator: {summary['fairpool_best_wins']}; peer best: {summary['peer_best_wins']}")
     if summary["overhead_us_per_eval"]:
         print(f"FairPool overhead µs/eval (cheap game, budget 10,000): {summary['overhead_us_per_eval']} "
@@ -688,6 +697,49 @@ def _progress(results, total: int):
         yield item
 
 
+def markdown_table(table: dict) -> str:
+    """The measured table as markdown, for docs/valuation.md and the README (no hand copying)."""
+    rows, summary = table["rows"], table["summary"]
+    out = ["| game | n | budget | FairPool best | MAE | `auto` MAE | best peer | MAE | ratio | ±2·stderr coverage (best) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["enumerable"]:
+            continue
+        if "fairpool_best" not in r:
+            continue
+        peer = f"{r['peer_best']} | {r['peer_best_mae']:.1e}" if "peer_best" in r else "— | —"
+        ratio = f"{r['ratio']:.2f}" if "ratio" in r else "—"
+        cov = r["fairpool"][r["fairpool_best"]]["coverage"]
+        auto = f"{r['auto_mae']:.1e}" if "auto_mae" in r else "—"
+        out.append(f"| {r['game'].replace('_', ' ')} | {r['n']} | {r['budget']:,} | {r['fairpool_best']} | "
+                   f"{r['fairpool_best_mae']:.1e} | {auto} | {peer} | {ratio} | {cov:.2f} |")
+    cov = summary["coverage"]
+    lines = ["\n".join(out), "",
+             f"Rows with n = 10 and budgets of 2,000 or 10,000 buy all 2ⁿ = 1,024 coalitions: every FairPool "
+             f"sampler enumerates there (exact) and they are left out. Ratio = FairPool's best MAE ÷ the best "
+             f"peer's (MAEs below {MAE_FLOOR:g} count as {MAE_FLOOR:g}, so two exact answers tie at 1). "
+             f"Geometric mean of the ratio {summary['ratio_geomean']:.2f} over {summary['rows_scored']} rows, "
+             f"{summary['ratio_geomean_sampled']:.2f} over the {summary['rows_sampled']} rows where neither side is "
+             f"exact; worst {summary['ratio_max']:.2f} ({summary['ratio_worst_row']}), "
+             f"{summary['rows_ratio_over_target']} rows above 1.5.",
+             "",
+             "| estimator | pooled coverage | where not exact | worst row |",
+             "|---|---|---|---|"]
+    for name, c in cov.items():
+        where = f"{c['pooled_sampled']:.3f}" if c.get("pooled_sampled") is not None else "—"
+        lines.append(f"| {name} | {c['pooled']:.3f} | {where} | {c['row_min']:.2f} |")
+    overhead = summary.get("overhead_us_per_eval") or {}
+    if overhead:
+        lines += ["", "Overhead per evaluation (µs, cheap game, budget 10,000): " + "; ".join(
+            f"{k} {', '.join(f'{n} {v:.1f}' for n, v in per.items())}" for k, per in overhead.items()) + "."]
+    timing = summary.get("exact_timing") or {}
+    if timing:
+        lines += ["", "Exact enumeration, FairPool vs shapiq's ExactComputer: " + "; ".join(
+            f"{k} {t['fairpool_exact_s']:.3g} s vs {t['shapiq_exact_s']:.3g} s ({t['shapiq_over_fairpool']:.0f}×)"
+            for k, t in timing.items() if "shapiq_exact_s" in t) + "."]
+    return "\n".join(lines) + "\n"
+
+
 def resummarise(args: argparse.Namespace) -> int:
     """Summary and figures again from the rows of a written table (same runs, newer summary code)."""
     table = json.loads(args.resummarise.read_text())
@@ -726,7 +778,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only: write neither JSON file")
     parser.add_argument("--resummarise", type=Path, metavar="TABLE",
                         help="recompute the summary and figures from a written estimators.json (no runs)")
+    parser.add_argument("--markdown", type=Path, metavar="TABLE",
+                        help="print a written estimators.json as the markdown tables of docs/valuation.md")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown_table(json.loads(args.markdown.read_text())), end="")
+        return 0
     if args.resummarise:
         return resummarise(args)
     if args.quick:
