@@ -40,7 +40,8 @@ bench: $(STAMP) bench-estimators
 # Python >= 3.12, and pyDVL 0.10 is installed with --no-deps (it pins numpy<2 but runs on numpy 2).
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
-BENCH_PYTHON ?= python3.12
+# A pyenv 3.12 when there is one (its shim may not be active), else python3.12 on PATH.
+BENCH_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3) python3.12)
 
 bench-venv: $(BENCH_STAMP)
 
