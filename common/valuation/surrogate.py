@@ -16,7 +16,11 @@ stratified sampling, in the spirit of shapiq's RegressionMSR (Witter et al. 2025
 values are ``φ(tree) + φ̂(v − tree)``, the second term estimated by the same stratified
 estimator from coalitions the tree was *not* fitted on (two-fold cross-fitting), so it stays
 unbiased however good or bad the fit, and its stderr is honest.  When the residual's
-estimated variance is not below plain stratified sampling's, the plain estimate is kept.
+estimated variance is not below plain stratified sampling's, the plain estimate is kept.  A
+tree refitted on every evaluated coalition that interpolates all of them replaces the
+cross-fitted estimate (RegressionMSR's in-sample fit, with the cross-fitted stderr widened
+to at least the distance it moved the values): on the airport game it is exact from 2,000
+of 2²⁰ coalitions, where the halves were 10⁻⁴ off.
 """
 
 from __future__ import annotations
@@ -238,22 +242,16 @@ class SurrogateSampler(StratifiedSampler):
         max_leaves = max(2, min(masks.size // 8, max(2 * self.n, 2 * int(np.sqrt(masks.size)))))
         best: tuple[float, np.ndarray, np.ndarray, dict[str, Any]] = (float((plain_stderr**2).sum()), plain_values,
                                                                        plain_stderr, {"surrogate": "none"})
+        tolerance = 1e-12 * (abs(self.total) + float(np.abs(y).max()) + 1.0)
         for kind in ("tree", "polynomial"):
             estimates, variances, sizes_of_fit = [], [], []
             for k in (0, 1):
                 # A size drawn in full is in both halves: its residual mean is exact whatever
                 # the fit saw, and fitting on it teaches the small and large coalitions.
                 train = (fold == k) | complete
-                fit_masks, fit_y = np.concatenate([masks[train], ends]), np.concatenate([y[train], v_ends])
-                model: Tree | Polynomial
-                if kind == "tree":
-                    model = fit_tree(fit_masks, fit_y, self.n, max_leaves=max_leaves)
-                    phi_model = tree_shapley(model, self.n)
-                    sizes_of_fit.append(model.leaves)
-                else:
-                    model = fit_polynomial(fit_masks, fit_y, self.n)
-                    phi_model = model.shapley()
-                    sizes_of_fit.append(self.n + len(model.pairs))
+                model, phi_model, size = self._fit(kind, np.concatenate([masks[train], ends]),
+                                                   np.concatenate([y[train], v_ends]), max_leaves)
+                sizes_of_fit.append(size)
                 held = (fold != k) | complete
                 residual = y[held] - model.predict(masks[held])
                 r_ends = v_ends - model.predict(ends)
@@ -268,6 +266,28 @@ class SurrogateSampler(StratifiedSampler):
             # residual of a stratum happened to be 0 while unseen coalitions' were not.
             variance = np.maximum((variances[0] + variances[1]) / 4, (estimates[0] - estimates[1]) ** 2 / 4)
             if variance.sum() < best[0]:
-                best = (float(variance.sum()), values, np.sqrt(variance), {"surrogate": kind,
-                                                                           "surrogate_terms": sizes_of_fit})
+                score = float(variance.sum())  # kinds compete on their cross-fitted variance
+                record: dict[str, Any] = {"surrogate": kind, "surrogate_terms": sizes_of_fit}
+                if kind == "tree":
+                    # RegressionMSR's move: a tree that interpolates every evaluated coalition,
+                    # refitted on all of them, is the better estimate (twice the data of either
+                    # half).  It is taken only when it interpolates; its stderr keeps the
+                    # cross-fitted one, widened to at least the distance it moved the estimate.
+                    model, refit, size = self._fit(kind, np.concatenate([masks, ends]), np.concatenate([y, v_ends]),
+                                                   2 * max_leaves)
+                    if np.abs(model.predict(np.concatenate([masks, ends])) - np.concatenate([y, v_ends])).max() \
+                            <= tolerance:  # with ∅ and N: Σφ = v(N) − v(∅) holds for the refit
+                        variance = np.maximum(variance, (refit - values) ** 2)
+                        values = refit
+                        record.update({"surrogate_refit": True, "surrogate_terms": sizes_of_fit + [size]})
+                best = (score, values, np.sqrt(variance), record)
         return best[1], best[2], counts, best[3]
+
+    def _fit(self, kind: str, masks: np.ndarray, y: np.ndarray,
+             max_leaves: int) -> tuple[Tree | Polynomial, np.ndarray, int]:
+        """A fitted model, its exact Shapley values and its size (leaves or terms)."""
+        if kind == "tree":
+            tree = fit_tree(masks, y, self.n, max_leaves=max_leaves)
+            return tree, tree_shapley(tree, self.n), tree.leaves
+        poly = fit_polynomial(masks, y, self.n)
+        return poly, poly.shapley(), self.n + len(poly.pairs)
