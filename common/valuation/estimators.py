@@ -305,29 +305,31 @@ def stratified(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0,
     stratum variances give the stderr; ``Σφ = v(N) − v(∅)`` holds at every budget.  See
     :mod:`common.valuation.stratified`.
     """
-    rng, seed_record = rng_and_seed(seed)
-    size = check_positive_int("batch_size", batch_size)
-    params = {"seed": seed_record, "batch_size": batch_size, "stderr_method": "per-stratum"}
-    return _sample(game, stop, "stratified", params,
-                   lambda lookup, budget: StratifiedSampler(game.n, lookup, rng, batch_size=size, budget=budget))
+    return _by_size(game, stop, seed, batch_size, "stratified", StratifiedSampler, "per-stratum")
 
 
 def surrogate(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0,
               batch_size: int = 64) -> ValuationResult:
-    """Stratified sampling with a cross-fitted regression tree as control variate.
+    """Stratified sampling with a cross-fitted tree or polynomial as control variate.
 
-    The same draws as :func:`stratified`; at the end a tree fitted on half the coalitions
-    gives exact Shapley values of its fit, and the other half estimates the residual's, both
-    ways round (RegressionMSR's idea with FairPool's stratified residual estimate).  Where
-    a tree explains the game (airport, unanimity sums) this is orders of magnitude more
-    accurate; where it does not, the plain stratified estimate is kept
-    (``params["surrogate"]`` says which).  See :mod:`common.valuation.surrogate`.
+    The same draws as :func:`stratified`; at the end a fit on half the coalitions gives
+    exact Shapley values of the fit, and the other half estimates the residual's, both ways
+    round (RegressionMSR's idea with FairPool's stratified residual estimate).  Where a fit
+    explains the game (airport, unanimity sums, pairwise terms) this is far more accurate;
+    where none does, the plain stratified estimate is kept (``params["surrogate"]`` says
+    which).  See :mod:`common.valuation.surrogate`.
     """
+    return _by_size(game, stop, seed, batch_size, "surrogate", SurrogateSampler, "per-stratum, cross-fitted")
+
+
+def _by_size(game: Game, stop: StoppingRule | None, seed: Seed, batch_size: int, name: str,
+             sampler: type[StratifiedSampler], stderr_method: str) -> ValuationResult:
+    """Run a stratified-by-size sampler (plain or with a surrogate) under :func:`_sample`."""
     rng, seed_record = rng_and_seed(seed)
     size = check_positive_int("batch_size", batch_size)
-    params = {"seed": seed_record, "batch_size": batch_size, "stderr_method": "per-stratum, cross-fitted"}
-    return _sample(game, stop, "surrogate", params,
-                   lambda lookup, budget: SurrogateSampler(game.n, lookup, rng, batch_size=size, budget=budget))
+    params = {"seed": seed_record, "batch_size": batch_size, "stderr_method": stderr_method}
+    return _sample(game, stop, name, params,
+                   lambda lookup, budget: sampler(game.n, lookup, rng, batch_size=size, budget=budget))
 
 
 def kernel(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0,

@@ -30,7 +30,7 @@ from common.valuation.shapley import ValuationResult, ValueKind, estimate_exact
 from common.valuation.stopping import CONVERGED, StoppingRule, StopState, default_stop, status_of
 
 __all__ = ["Lookup", "Moments", "Sampler", "Seed", "TRACE_MAX_POINTS", "check_positive_int", "deterministic",
-           "drive", "enumerated", "fresh_rule", "full_mask", "masks_of", "pooled_variance", "rng_and_seed",
+           "drive", "enumerated", "fresh_rule", "growing_batch", "full_mask", "masks_of", "pooled_variance", "rng_and_seed",
            "thin_trace"]
 
 Seed = int | np.random.Generator
@@ -181,6 +181,15 @@ class Sampler(Protocol):
 
     def estimate(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Current ``(values, stderr, counts)``."""
+
+
+def growing_batch(batch_size: int, samples: int, border: int) -> int:
+    """Next batch of a sampler whose every check (an estimate) has a fixed cost of O(n²) or more.
+
+    Batches grow with the sample count (geometrically: a run makes O(log samples) checks),
+    and the first one takes the whole ``border`` (the coalitions enumerated first) if any.
+    """
+    return max(batch_size, samples // 2, border if samples == 0 else 0)
 
 
 @runtime_checkable

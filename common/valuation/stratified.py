@@ -39,7 +39,7 @@ import math
 import numpy as np
 
 from common.valuation.bits import popcount
-from common.valuation.sampling import Lookup, full_mask, pooled_variance
+from common.valuation.sampling import Lookup, full_mask, growing_batch, pooled_variance
 from common.valuation.sizes import DistinctDraws, allocate, water_fill
 
 __all__ = ["Strata", "StratifiedSampler", "project_efficient"]
@@ -98,11 +98,7 @@ class StratifiedSampler:
         return bool((self.drawn >= self.population).all())
 
     def batch(self) -> int:
-        # Each check (an estimate after the batch) has a fixed cost of O(n²) or more, so
-        # batches grow with the sample count (geometrically: a run makes O(log samples)
-        # checks), and the first one takes the whole border when that comes first.
-        border = 2 * self.n if self.border_first and self.samples == 0 else 0
-        return max(self.batch_size, self.samples // 2, border)
+        return growing_batch(self.batch_size, self.samples, 2 * self.n if self.border_first else 0)
 
     def step(self, k: int) -> None:
         counts = np.zeros(self.n - 1, dtype=np.int64)
