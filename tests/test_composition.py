@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common.valuation.bits import membership
 from common.valuation.composition import (
     COMPOSITION_RULES,
     coalition_weights,
@@ -48,6 +49,16 @@ def test_popcount_rejects_negative_and_float() -> None:
         popcount(np.array([-1]))
     with pytest.raises(ValueError):
         popcount(np.array([1.0]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, (1 << 62) - 1), max_size=40), st.integers(0, 62))
+def test_membership_holds_each_players_bit(masks: list[int], n: int) -> None:
+    """Row k, column i is bit i of mask k, for any number of players up to the limit."""
+    matrix = membership(np.array(masks, dtype=np.int64), n)
+    assert matrix.shape == (len(masks), n) and matrix.dtype == np.float64
+    assert matrix.tolist() == [[float((m >> i) & 1) for i in range(n)] for m in masks]
+    assert membership(np.array(masks, dtype=np.int64), n, bool).dtype == np.bool_
 
 
 def test_mask_round_trip() -> None:

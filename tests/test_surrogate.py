@@ -57,12 +57,12 @@ def test_a_polynomial_fits_a_pairwise_game_and_knows_its_shapley_values() -> Non
     game, phi, _ = _pairwise(8, 3)
     masks = np.random.default_rng(1).integers(0, 1 << 8, size=200).astype(np.int64)
     poly = fit_polynomial(masks, game.utilities(masks), 8)
-    assert len(poly.pairs) == 28  # 200 ≥ 2·(8 + 28) coalitions: order 2
+    assert poly.terms == 8 + 28  # 200 ≥ 2·(8 + 28) coalitions: order 2
     np.testing.assert_allclose(poly.shapley(), phi, atol=1e-6)
     table = poly.predict(np.arange(1 << 8, dtype=np.int64))
     np.testing.assert_allclose(exact_shapley(table, 8), poly.shapley(), atol=1e-9)
     additive = fit_polynomial(masks[:40], game.utilities(masks[:40]), 8)
-    assert additive.pairs == ()  # too few coalitions for the pair terms: order 1
+    assert additive.terms == 8 and not additive.interactions.any()  # too few coalitions for the pair terms: order 1
 
 
 def test_surrogate_beats_plain_stratified_where_a_tree_explains_the_game() -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["MAX_PLAYERS", "check_masks", "check_players", "mask_of", "members_of", "popcount"]
+__all__ = ["MAX_PLAYERS", "check_masks", "check_players", "mask_of", "members_of", "membership", "popcount"]
 
 #: Masks are held in int64 arrays; one bit is kept free so that ``1 << n`` (the
 #: number of coalitions) still fits.  Exact enumeration stops being affordable
@@ -51,6 +51,18 @@ def popcount(masks: np.ndarray | int) -> np.ndarray:
         x = (x + (x >> np.uint64(4))) & _M4
         x = (x * _H01) >> np.uint64(56)
     return x.astype(np.int64)
+
+
+def membership(masks: np.ndarray, n: int, dtype: type = np.float64) -> np.ndarray:
+    """``(m, n)`` matrix of membership bits: row ``k`` holds 1 in column ``i`` when player
+    ``i`` is in coalition ``masks[k]``.
+
+    The estimators build one for every batch they learn from; unpacking the masks' bytes
+    (little-endian int64) is a third of the cost of shifting and masking each column.
+    """
+    arr = np.ascontiguousarray(np.asarray(masks, dtype="<i8")).reshape(-1, 1)
+    bits = np.unpackbits(arr.view(np.uint8), axis=1, bitorder="little")[:, :n]
+    return bits.astype(dtype)
 
 
 def mask_of(members: Iterable[int]) -> int:

@@ -16,14 +16,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from common.valuation.bits import membership
 from common.valuation.game import Game
 
 __all__ = ["glove_game", "airport_game", "weighted_voting_game", "additive_game", "unanimity_game"]
-
-
-def _members(masks: np.ndarray, n: int) -> np.ndarray:
-    """``(m, n)`` 0/1 membership matrix of coalition masks."""
-    return (masks[:, None] >> np.arange(n, dtype=np.int64)) & 1
 
 
 def _shapley_weight(s: int, n: int) -> float:
@@ -46,7 +42,7 @@ def glove_game(n_left: int, n_right: int) -> tuple[Game, np.ndarray]:
     players = [f"L{i}" for i in range(n_left)] + [f"R{i}" for i in range(n_right)]
 
     def utility(masks: np.ndarray) -> np.ndarray:
-        x = _members(masks, n)
+        x = membership(masks, n)
         return np.minimum(x[:, :n_left].sum(axis=1), x[:, n_left:].sum(axis=1)).astype(np.float64)
 
     def value(own: int, other: int) -> float:
@@ -76,7 +72,7 @@ def airport_game(costs: Sequence[float]) -> tuple[Game, np.ndarray]:
     phi[order] = shares
 
     def utility(masks: np.ndarray) -> np.ndarray:
-        return (_members(masks, n) * c).max(axis=1, initial=0.0)
+        return (membership(masks, n) * c).max(axis=1, initial=0.0)
 
     return Game([f"plane{i}" for i in range(n)], utility), phi
 
@@ -105,7 +101,7 @@ def weighted_voting_game(weights: Sequence[int], quota: int) -> tuple[Game, np.n
     weight_vector = np.asarray(w, dtype=np.int64)
 
     def utility(masks: np.ndarray) -> np.ndarray:
-        return (_members(masks, n) @ weight_vector >= quota).astype(np.float64)
+        return (membership(masks, n) @ weight_vector >= quota).astype(np.float64)
 
     return Game([f"voter{i}" for i in range(n)], utility), phi
 
@@ -118,7 +114,7 @@ def additive_game(weights: Sequence[float]) -> tuple[Game, np.ndarray]:
     n = c.size
 
     def utility(masks: np.ndarray) -> np.ndarray:
-        return _members(masks, n) @ c
+        return membership(masks, n) @ c
 
     return Game([f"p{i}" for i in range(n)], utility), c.copy()
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from common.valuation.bits import membership
 from common.valuation.sampling import Lookup, full_mask, growing_batch, pooled_variance
 from common.valuation.sizes import DistinctDraws, allocate, water_fill
 
@@ -101,7 +102,7 @@ class RegressionSampler:
         values = self.lookup(np.stack([masks, full ^ masks], axis=1)) - self.v_empty
         offset = 0
         for u, m in blocks:
-            self.members[u].append(((m[:, None] >> np.arange(self.n, dtype=np.int64)) & 1).astype(bool))
+            self.members[u].append(membership(m, self.n, bool))
             self.targets[u].append(values[offset:offset + m.size])
             offset += m.size
             self.drawn[u] += m.size

@@ -154,8 +154,8 @@ class DistinctDraws:
     def _rejection(self, pending: list[tuple[int, int, int, bool]]) -> list[np.ndarray]:
         """Random subsets of each pending size, redrawing repeats (sizes with few taken so far).
 
-        A row's subset is the first ``size`` players of a random order: the cumulative sum
-        of the ordered players' bits, read at column ``size − 1``.
+        A row's subset is the ``size`` players with the smallest of ``n`` uniform keys: one
+        sort of the keys (no indices) gives each row's threshold, one product its mask.
         """
         full = (1 << self.n) - 1
         got: list[list[int]] = [[] for _ in pending]
@@ -166,8 +166,9 @@ class DistinctDraws:
                 return [np.array(g, dtype=np.int64) for g in got]
             rows = want + want // 4 + np.where(want > 0, 1, 0)
             sizes = np.repeat([p[1] for p in pending], rows)
-            order = self.rng.random((int(rows.sum()), self.n)).argsort(axis=1)
-            masks = np.cumsum(np.int64(1) << order.astype(np.int64), axis=1)[np.arange(sizes.size), sizes - 1]
+            keys = self.rng.random((int(rows.sum()), self.n))
+            threshold = np.sort(keys, axis=1)[np.arange(sizes.size), sizes - 1]
+            masks = (keys <= threshold[:, None]) @ (np.int64(1) << np.arange(self.n, dtype=np.int64))
             start = 0
             for j, ((_, size, count, canonical), r) in enumerate(zip(pending, rows.tolist())):
                 chunk = masks[start:start + r]

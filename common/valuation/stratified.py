@@ -35,14 +35,15 @@ What FairPool adds on top:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from common.valuation.bits import popcount
+from common.valuation.bits import membership, popcount
 from common.valuation.sampling import Lookup, full_mask, growing_batch, pooled_variance
 from common.valuation.sizes import DistinctDraws, allocate, water_fill
 
-__all__ = ["Strata", "StratifiedSampler", "project_efficient"]
+__all__ = ["SizeRuns", "Strata", "StratifiedSampler", "project_efficient"]
 
 
 def project_efficient(values: np.ndarray, variance: np.ndarray, total: float) -> tuple[np.ndarray, np.ndarray]:
@@ -127,6 +128,31 @@ class StratifiedSampler:
         return values, np.sqrt(variance), np.full(self.n, self.samples + 2, dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class SizeRuns:
+    """Coalitions sorted by size, with where each size's run starts and their membership bits.
+
+    Why: :meth:`Strata.add` sums over these runs; the sort and the bits are most of its cost
+    and depend only on the coalitions, so games that share coalitions share them.
+    """
+
+    order: np.ndarray
+    starts: np.ndarray
+    rows: np.ndarray  # size − 1 of each run
+    members: np.ndarray
+    count: np.ndarray  # coalitions per run, as a column
+    count_in: np.ndarray  # per run and player: how many hold the player
+
+    @classmethod
+    def of(cls, masks: np.ndarray, n: int) -> SizeRuns:
+        size = popcount(masks).astype(np.int64)
+        order = np.argsort(size, kind="stable")
+        sizes, starts = np.unique(size[order], return_index=True)
+        members = membership(masks[order], n)
+        count = np.diff(np.append(starts, masks.size)).astype(np.float64)[:, None]
+        return cls(order, starts, sizes - 1, members, count, np.add.reduceat(members, starts, axis=0))
+
+
 class Strata:
     """Counts, sums and squared sums of a game's utilities per (size, player, with/without).
 
@@ -148,21 +174,16 @@ class Strata:
         self.count_out, self.sum_out, self.sq_out = np.zeros(shape), np.zeros(shape), np.zeros(shape)
         self.drawn = np.zeros(n - 1)
 
-    def add(self, masks: np.ndarray, y: np.ndarray) -> None:
+    def add(self, masks: np.ndarray, y: np.ndarray, runs: SizeRuns | None = None) -> None:
+        """Add the utilities ``y`` of ``masks``; ``runs`` is their :class:`SizeRuns`, when the
+        caller already has it (several games on the same coalitions)."""
         if masks.size == 0:
             return
-        # Rows sorted by size: each size's sums are one reduceat over its run of rows, and
-        # "without i" sums are the size's totals minus the "with i" ones.
-        size = popcount(masks).astype(np.int64)
-        order = np.argsort(size, kind="stable")
-        masks, y, size = masks[order], y[order], size[order]
-        sizes, starts = np.unique(size, return_index=True)
-        rows = sizes - 1
-        members = ((masks[:, None] >> np.arange(self.n, dtype=np.int64)) & 1).astype(np.float64)
-        count = np.diff(np.append(starts, y.size)).astype(np.float64)[:, None]
+        runs = runs if runs is not None else SizeRuns.of(masks, self.n)
+        y = y[runs.order]
+        starts, rows, members, count, count_in = runs.starts, runs.rows, runs.members, runs.count, runs.count_in
         total = np.add.reduceat(y, starts)[:, None]
         squares = np.add.reduceat(y**2, starts)[:, None]
-        count_in = np.add.reduceat(members, starts, axis=0)
         sum_in = np.add.reduceat(members * y[:, None], starts, axis=0)
         sq_in = np.add.reduceat(members * (y**2)[:, None], starts, axis=0)
         self.count_in[rows] += count_in
