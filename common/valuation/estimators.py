@@ -56,6 +56,7 @@ from common.valuation.sampling import (
     enumerated,
     fresh_rule,
     full_mask,
+    growing_batch,
     masks_of,
     pooled_variance,
     rng_and_seed,
@@ -226,7 +227,9 @@ class _PermutationSampler:
         return False  # permutations never run out (a run that saw all 2ⁿ coalitions ends in drive)
 
     def batch(self) -> int:
-        return self.batch_size
+        # Growing like the size samplers' batches: each check (and each look-ahead round of
+        # a truncated walk) has a fixed cost, so a long run makes O(log samples) of them.
+        return growing_batch(self.batch_size, self.samples, 0)
 
     def step(self, k: int) -> None:
         base = self.rng.permuted(np.tile(np.arange(self.n), (k, 1)), axis=1)
@@ -252,9 +255,10 @@ def permutation(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0,
                 batch_size: int = 8, antithetic: bool = False) -> ValuationResult:
     """Shapley values by Monte Carlo over permutations (the average marginal contribution).
 
-    Each batch draws ``batch_size`` samples (permutations, or antithetic pairs with
-    ``antithetic=True``: they help on smooth games and hurt on majority games) and evaluates all
-    prefixes of all their permutations in a single ``game.utilities`` call.  Every
+    Each batch draws ``batch_size`` samples or half the samples so far, whichever is more
+    (permutations, or antithetic pairs with ``antithetic=True``: they help on smooth games
+    and hurt on majority games), and evaluates all prefixes of all their permutations in a
+    single ``game.utilities`` call.  Every
     permutation's marginals sum to ``v(N) − v(∅)``, so the estimate is efficient up to
     rounding at any budget.  ``stderr`` = pooled sample std / √samples.  A budget that buys
     all ``2ⁿ`` coalitions is spent on enumerating them (exact).
