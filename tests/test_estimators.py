@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from common.valuation.estimators import ESTIMATORS, EXACT_MAX_PLAYERS, auto_estimator, estimate
 from common.valuation.game import Game
 from common.valuation.known_games import additive_game, airport_game, glove_game, unanimity_game, weighted_voting_game
+from common.valuation.sampling import jump_variance
 from common.valuation.shapley import exact_shapley
 from common.valuation.stopping import MaxEvaluations, MaxSamples, MaxSeconds, RankStableFor, StderrBelow
 
@@ -629,3 +630,25 @@ def test_two_stderr_coverage_is_calibrated_on_known_games(estimator: str) -> Non
                 hits.append(np.abs(res.values - phi) <= 2 * res.stderr + 1e-9)
     coverage = float(np.mean(hits))
     assert 0.88 <= coverage <= 0.995, coverage
+
+
+@pytest.mark.parametrize("estimator", ["permutation", "truncated"])
+def test_rarely_pivotal_players_are_not_reported_as_known(estimator: str) -> None:
+    """Symmetric majority of 30 at a budget where each player is pivotal about once: most
+    players were pivotal 0–2 times, and ±2·stderr still holds φ = 1/30 for ≥ 85% of them
+    (57–75% before the rare-jump floor)."""
+    game, phi = weighted_voting_game([1] * 30, 16)
+    hits = [np.abs(res.values - phi) <= 2 * res.stderr + 1e-12
+            for res in (estimate(game, estimator, stop=MaxEvaluations(900), seed=seed) for seed in range(10))]
+    assert 0.85 <= float(np.mean(hits)) <= 1.0
+
+
+def test_jump_variance_is_the_bernoulli_variance_with_enough_jumps() -> None:
+    """Marginals 0 or J with rate p: from many samples the floor is about p(1 − p)·J², and a
+    cell never seen jumping still borrows the pool's jump size instead of 0."""
+    rng = np.random.default_rng(0)
+    c, p, jump = 20_000, np.array([0.02, 0.3, 0.0]), 2.0
+    x = (rng.random((c, 3)) < p) * jump
+    floor = jump_variance(np.full(3, c), (x != 0).sum(axis=0), x.sum(axis=0), (x**2).sum(axis=0))
+    np.testing.assert_allclose(floor[:2], p[:2] * (1 - p[:2]) * jump**2, rtol=0.1)
+    assert floor[2] == pytest.approx(jump**2 / (c + 2))  # Laplace's rate 1/(c + 2) of the pooled jump²

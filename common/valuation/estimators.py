@@ -57,6 +57,7 @@ from common.valuation.sampling import (
     fresh_rule,
     full_mask,
     growing_batch,
+    jump_variance,
     masks_of,
     pooled_variance,
     rng_and_seed,
@@ -202,9 +203,10 @@ class _PermutationSampler:
 
     The stderr is the pooled one (:func:`~common.valuation.sampling.pooled_variance`): the
     mean variance over players enters every player's variance as :data:`PRIOR_WEIGHT`
-    pseudo-samples, so a
-    player whose sampled marginals happen to be all equal (never pivotal yet) is not reported
-    as known exactly.
+    pseudo-samples, so a player whose sampled marginals happen to be all equal (never
+    pivotal yet) is not reported as known exactly; and it is at least the rare-jump floor
+    (:func:`~common.valuation.sampling.jump_variance`), so a player pivotal in a handful of
+    permutations is not reported as known better than a handful allows.
     """
 
     def __init__(self, game: Game, lookup: Lookup, rng: np.random.Generator, *, batch_size: int,
@@ -217,6 +219,8 @@ class _PermutationSampler:
         self.cost = self.per_sample * max(1, self.n - 1)
         self.samples = 0
         self.moments = Moments(self.n)
+        self.nonzero = np.zeros(self.n, dtype=np.int64)  # samples whose marginal is not 0
+        self.squares = np.zeros(self.n)  # Σ marginal²
         self.counts = np.zeros(self.n, dtype=np.int64)
         # ∅ and N first: every permutation shares them, so the first batch's room (budget
         # left ÷ n − 1 per permutation) is sized from what the budget really has left.
@@ -238,14 +242,21 @@ class _PermutationSampler:
         marginals = _to_players(perms, np.diff(values, axis=1))
         evaluated = _to_players(perms, np.arange(self.n)[None, :] < depth[:, None])
         self.counts += 2 * evaluated.sum(axis=0)
-        self.moments.add(marginals.reshape(self.per_sample, k, self.n).mean(axis=0))
+        sample = marginals.reshape(self.per_sample, k, self.n).mean(axis=0)
+        self.moments.add(sample)
+        self.nonzero += (sample != 0).sum(axis=0)
+        self.squares += (sample**2).sum(axis=0)
         self.samples += k
 
     def estimate(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         m = self.moments
         spread = m.m2 / np.maximum(m.count - 1, 1)
         prior = float(spread.mean()) if m.count.max() >= 2 else np.inf
-        variance = pooled_variance(m.m2, m.count, prior, PRIOR_WEIGHT) if m.count.max() >= 2 else np.full(self.n, np.inf)
+        if m.count.max() >= 2:
+            variance = np.maximum(pooled_variance(m.m2, m.count, prior, PRIOR_WEIGHT),
+                                  jump_variance(m.count, self.nonzero, m.mean * m.count, self.squares))
+        else:
+            variance = np.full(self.n, np.inf)
         with np.errstate(invalid="ignore"):
             stderr = np.sqrt(variance / np.maximum(m.count, 1))
         return m.mean.copy(), stderr, self.counts.copy()

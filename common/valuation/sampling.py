@@ -12,6 +12,8 @@ and how they turn utilities into values; everything else lives here, once:
 * :func:`pooled_variance` — a per-cell variance that is never 0 merely because a cell saw
   too few (or only identical) samples: the spread of the whole family enters as one
   pseudo-sample, so an estimate that has not been observed varying is not reported exact.
+* :func:`jump_variance` — a floor for marginals that are mostly 0 with rare jumps (a player
+  pivotal in few permutations), from Laplace's rate of the jumps.
 * :func:`drive` — draw a batch, update the estimate, ask the stopping rule, repeat.
 * :func:`enumerated` — exact values when the budget already buys all ``2ⁿ`` coalitions.
 """
@@ -30,8 +32,8 @@ from common.valuation.shapley import ValuationResult, ValueKind, estimate_exact
 from common.valuation.stopping import CONVERGED, StoppingRule, StopState, default_stop, status_of
 
 __all__ = ["Lookup", "Moments", "Sampler", "Seed", "TRACE_MAX_POINTS", "check_positive_int", "deterministic",
-           "drive", "enumerated", "fresh_rule", "growing_batch", "full_mask", "masks_of", "pooled_variance", "rng_and_seed",
-           "thin_trace"]
+           "drive", "enumerated", "fresh_rule", "growing_batch", "full_mask", "jump_variance", "masks_of",
+           "pooled_variance", "rng_and_seed", "thin_trace"]
 
 Seed = int | np.random.Generator
 
@@ -160,6 +162,33 @@ def pooled_variance(m2: np.ndarray, count: np.ndarray, prior: np.ndarray | float
     count = np.asarray(count)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(count >= 1, (m2 + weight * prior) / np.maximum(count - 1 + weight, 1e-300), np.inf)
+
+
+def jump_variance(count: np.ndarray, nonzero: np.ndarray, total: np.ndarray, squares: np.ndarray) -> np.ndarray:
+    """A floor for the per-sample variance of marginals that are 0 except for rare jumps.
+
+    Why: in a majority game a player is pivotal in a few permutations out of many; seen
+    pivotal ``k = 0`` or ``1`` times in ``c``, its sample variance is 0 or about ``J²/c`` while
+    its real rate may be several times that, so ``±2·stderr`` misses the truth far more often
+    than 5%.  The floor treats "the marginal is not 0" as a Bernoulli event with Laplace's
+    rate ``p̃ = (k + 1)/(c + 2)`` (one success and one failure added: Agresti–Coull's two
+    each over-covered majority games in the estimator benchmark), and a jump's moments as
+    those seen — the cell's own where it jumped at least twice, the pool
+    of every cell's jumps otherwise: ``p̃·E[J²] − p̃²·E[J]²`` (``E[J] = 0`` for the pool, so
+    signs cannot cancel it away).  Where marginals are rarely 0 the floor is about the
+    sample variance plus ``E[J]²/(c + 2)``: it matters only where jumps are rare.
+
+    ``count``, ``nonzero``, ``total`` and ``squares`` are per cell: samples, samples ≠ 0, and
+    the sum and the sum of squares of the samples.
+    """
+    count, nonzero = np.asarray(count, dtype=np.float64), np.asarray(nonzero, dtype=np.float64)
+    rate = (nonzero + 1) / (count + 2)
+    pooled_square = float(squares.sum() / nonzero.sum()) if nonzero.sum() else 0.0
+    own = nonzero >= 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        square = np.where(own, squares / np.maximum(nonzero, 1), pooled_square)
+        mean = np.where(own, total / np.maximum(nonzero, 1), 0.0)
+    return np.maximum(rate * square - rate**2 * mean**2, 0.0)
 
 
 class Sampler(Protocol):
