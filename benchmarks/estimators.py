@@ -656,7 +656,9 @@ def print_table(rows: list[dict], summary: dict, dropped: dict, args: argparse.N
         print(f"coverage {name:<12} pooled {c['pooled']:.3f} (target {COVERAGE_POOLED[0]}–{COVERAGE_POOLED[1]}), "
               f"row min {c['row_min']:.2f}, rows < {COVERAGE_ROW_MIN}: {c['rows_below_min']}"
               + (f"; {c['pooled_sampled']:.3f} over the rows where it is not exact"
-                 if c.get("pooled_sampled") is not None else ""))
+                 if c.get("pooled_sampled") is not None else "")
+              + "".join(f", {b}: {v:.3f}" for b, v in sorted((c.get("by_budget_sampled") or {}).items(),
+                                                           key=lambda kv: int(kv[0]))))
     print(f"FairPool best by estimator: {summary['fairpool_best_wins']}; peer best: {summary['peer_best_wins']}")
     if summary["overhead_us_per_eval"]:
         print(f"FairPool overhead µs/eval (cheap game, budget 10,000): {summary['overhead_us_per_eval']} "
@@ -739,7 +741,8 @@ def markdown_table(table: dict) -> str:
              "|---|---|---|---|---|"]
     for name, c in cov.items():
         where = f"{c['pooled_sampled']:.3f}" if c.get("pooled_sampled") is not None else "—"
-        per_budget = " / ".join(f"{v:.3f}" for v in (c.get("by_budget_sampled") or {}).values()) or "—"
+        per_budget = " / ".join(f"{v:.3f}" for _, v in sorted((c.get("by_budget_sampled") or {}).items(),
+                                                              key=lambda kv: int(kv[0]))) or "—"
         lines.append(f"| {name} | {c['pooled']:.3f} | {where} | {per_budget} | {c['row_min']:.2f} |")
     overhead = summary.get("overhead_us_per_eval") or {}
     if overhead:

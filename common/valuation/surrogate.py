@@ -39,6 +39,10 @@ __all__ = ["SurrogateSampler", "Tree", "fit_tree", "tree_shapley"]
 MIN_LEAF = 1
 """Fewest coalitions a leaf may hold."""
 
+CHI2_1_95 = 3.841
+"""95% point of χ² on one degree of freedom: how far the two halves may disagree before the
+stderr formula is taken to be wrong."""
+
 MAX_PAIR_PLAYERS = 24
 """Order-2 polynomial surrogates up to this many players (276 pair terms); additive beyond,
 where the pair terms would cost more to fit than the evaluations they save."""
@@ -333,9 +337,13 @@ class SurrogateSampler(StratifiedSampler):
                 variances.append(variance)
             values = (estimates[0] + estimates[1]) / 2
             # The halves are two independent estimates: (φ₀ − φ₁)²/4 estimates the variance of
-            # their mean without any model, and guards the formula where every held-out
-            # residual of a stratum happened to be 0 while unseen coalitions' were not.
-            variance = np.maximum((variances[0] + variances[1]) / 4, (estimates[0] - estimates[1]) ** 2 / 4)
+            # their mean without any model, on one degree of freedom.  It replaces the formula
+            # only where it rejects it (above the χ²₁ 95% point times the formula), e.g. where
+            # every held-out residual of a stratum happened to be 0 while unseen coalitions'
+            # were not; always taking the larger of the two would overstate a right formula.
+            formula = (variances[0] + variances[1]) / 4
+            split_half = (estimates[0] - estimates[1]) ** 2 / 4
+            variance = np.where(split_half > CHI2_1_95 * formula, split_half, formula)
             if variance.sum() < best[0]:
                 score = float(variance.sum())  # kinds compete on their cross-fitted variance
                 record: dict[str, Any] = {"surrogate": kind, "surrogate_terms": sizes_of_fit}
