@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from common.valuation.estimators import ESTIMATORS, EXACT_MAX_PLAYERS, auto_estimator, estimate
 from common.valuation.game import Game
 from common.valuation.known_games import additive_game, airport_game, glove_game, unanimity_game, weighted_voting_game
+from common.valuation.regression import pair_leverage
 from common.valuation.sampling import jump_variance
 from common.valuation.shapley import exact_shapley
 from common.valuation.stopping import MaxEvaluations, MaxSamples, MaxSeconds, RankStableFor, StderrBelow
@@ -652,3 +653,20 @@ def test_jump_variance_is_the_bernoulli_variance_with_enough_jumps() -> None:
     floor = jump_variance(np.full(3, c), (x != 0).sum(axis=0), x.sum(axis=0), (x**2).sum(axis=0))
     np.testing.assert_allclose(floor[:2], p[:2] * (1 - p[:2]) * jump**2, rtol=0.1)
     assert floor[2] == pytest.approx(jump**2 / (c + 2))  # Laplace's rate 1/(c + 2) of the pooled jump²
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(3, 12), st.integers(0, 10_000))
+def test_pair_leverages_are_shares_that_sum_to_the_free_values(n: int, seed: int) -> None:
+    """HC2's leverages: each in [0, 1], and their sum the trace of the constrained fit's hat
+    matrix, n − 1 (the efficiency constraint fixes one of the n values)."""
+    rng = np.random.default_rng(seed)
+    m = 4 * n
+    z = (rng.random((m, n)) < rng.uniform(0.2, 0.8, size=(m, 1))).astype(np.float64)
+    weight = rng.uniform(0.5, 2.0, size=m)
+    zc = 1.0 - z
+    a = (z * weight[:, None]).T @ z + (zc * weight[:, None]).T @ zc
+    kkt = np.block([[a, np.ones((n, 1))], [np.ones((1, n)), np.zeros((1, 1))]])
+    leverage = pair_leverage(z, weight, np.linalg.pinv(kkt)[:n, :n])
+    assert leverage.min() >= -1e-9 and leverage.max() <= 1 + 1e-9
+    assert leverage.sum() == pytest.approx(n - 1, abs=1e-6)
