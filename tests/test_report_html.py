@@ -53,7 +53,7 @@ def _game(names, utility: str, metric: str, estimator: str, seed: int) -> dict:
     settings = ValuationSettings(estimator=estimator, max_evaluations=(1 << len(names)) - 2)
     job = SimpleNamespace(run_id="t", valuation=settings, spec=SimpleNamespace(seed=seed), composition="sum")
     return play_game(job, utility, game, {"metric": metric, "num_eval_pairs": margins.shape[1]},
-                     lambda *a, **k: None)
+                     lambda *a, **k: None, examples=[48] * len(names))
 
 
 def _trace(game: dict, snapshots: int = 8) -> list[dict]:
@@ -84,7 +84,8 @@ def make_report(names=("clean", "small", "noisy", "flipped"), *, games=("prefere
         "run_id": "run-7",
         "owners": owners,
         "games": played,
-        "payout": {"game": played[0]["utility"], "budget": payout.budget, "policy": payout.policy,
+        "payout": {"game": played[0]["utility"], "kind": str(payout.kind), "budget": payout.budget,
+                   "policy": payout.policy,
                    "policy_description": payout.description, "shares": payout.shares, "amounts": payout.amounts,
                    "flagged": list(payout.flagged)},
         "settings": {"base_model": "/models/base", "base_fingerprint": "f" * 64, "spec": {},

@@ -8,6 +8,7 @@
     fairpool fidelity (--market | --owner NAME=PATH ... --eval PATH) --out DIR [--setting K=V ...]
     fairpool keys generate --out DIR [--name NAME] [--passphrase-env VAR] [--force]
     fairpool verify-report REPORT --coordinator-key PUB [--owner NAME --adapter DIR]
+    fairpool whatif --report REPORT --coalition A,B [--game UTILITY]
     fairpool serve --ledger PATH --address HOST:PORT --tls-cert CERT --tls-key KEY --allowlist FILE
     fairpool fetch-report --server HOST:PORT --run ID --owner NAME --key KEY --coordinator-key PUB [...]
 
@@ -44,6 +45,7 @@ from common.valuation.payout import PAYOUT_POLICIES
 from server.cli.flags import as_cli
 from server.federation.local_job import OUT_LOCK, check_data_needs, data_ref, make_value_job, prepare_job
 from server.federation.process_owner import Interrupted, raise_on_termination
+from server.report.schema import advice_sentences
 from server.valuation.scorers import resolve_scorers
 
 OFFLINE_ENVIRONMENT: dict[str, str] = {
@@ -238,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--owner", default=None, help="also check this owner's entry ...")
     verify.add_argument("--adapter", default=None, metavar="DIR",
                         help="... against the PEFT adapter directory the owner submitted")
+
+    whatif = sub.add_parser("whatif", help="a coalition's utility and each owner's marginal contribution to it, "
+                                           "from a report's stored utilities (no model work)")
+    whatif.add_argument("--report", required=True, type=Path, help="the report.json of a run")
+    whatif.add_argument("--coalition", required=True, metavar="A,B",
+                        help="comma-separated owner names; an empty string is the base model alone")
+    whatif.add_argument("--game", default=None, metavar="UTILITY",
+                        help="which game (default: the one the payout is from)")
 
     serve = sub.add_parser("serve", help="publish the ledger's signed reports and progress to owners over gRPC")
     serve.add_argument("--ledger", required=True, type=Path, help="the coordinator's ledger.sqlite (in its --out)")
@@ -446,6 +456,7 @@ def render_table(report: dict) -> str:
         lines.append(f"{game['utility']}: v(∅) = {game['empty']:.4f}, v(N) = {game['grand']:.4f} "
                      f"({game['metric']}, {game['composition']} composition, {game['estimator']}, {game['status']}, "
                      f"{game['evaluations']} coalitions)")
+        lines += [f"  {sentence}" for sentence in advice_sentences(game)]
     lines.append(f"Payout from {report['payout']['game']}: {report['payout']['policy_description']}")
     for flag in report.get("flags", []):
         lines.append(f"Flagged: {' and '.join(flag['owners'])} have near-identical adapters "
@@ -715,7 +726,45 @@ def cmd_fetch_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_whatif(args: argparse.Namespace) -> int:
+    from common.valuation.advice import marginals_at
+    from server.report.model import read_report
+
+    try:
+        report = read_report(args.report)
+        games = {g.utility: g for g in report.games}
+        wanted = args.game or report.payout.game
+    except OSError as exc:
+        raise ConfigError(f"--report {args.report}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"--report {args.report}: not a FairPool report.json ({exc!r})") from None
+    if wanted not in games:
+        raise ConfigError(f"--game: no game {wanted!r} in run {report.run_id}; games: {', '.join(games)}")
+    game = games[wanted]
+    names = [n.strip() for n in args.coalition.split(",") if n.strip()]
+    unknown = [n for n in names if n not in game.players]
+    if unknown:
+        raise ConfigError(f"--coalition: {', '.join(unknown)} not among the owners of game {game.utility} "
+                          f"({', '.join(game.players)})")
+    coalition = frozenset(names)
+    try:
+        value, marginal = marginals_at(game.coalitions, game.players, coalition)
+    except KeyError:
+        raise ConfigError(f"--coalition {args.coalition}: its utility was not evaluated in run {report.run_id} "
+                          f"({len(game.coalitions)} coalitions are stored; an exact valuation stores all)") from None
+    label = " + ".join(sorted(coalition, key=game.players.index)) or "∅ (the base model)"
+    print(f"{game.utility}: v({label}) = {value:.4f}   (v(∅) = {game.empty:.4f}, all owners {game.grand:.4f})")
+    width = max(len(p) for p in game.players)
+    print("marginal contribution: a member's v(S) − v(S ∖ i), an outsider's v(S ∪ i) − v(S)")
+    for player in game.players:
+        change = marginal[player]
+        role = "adds" if player in coalition else "would add"
+        print(f"  {player.ljust(width)}  {role:<9}  " + ("not evaluated" if change is None else f"{change:+.4f}"))
+    return 0
+
+
 COMMANDS = {
+    ("whatif", None): cmd_whatif,
     ("keys", "generate"): cmd_keys_generate,
     ("verify-report", None): cmd_verify_report,
     ("serve", None): cmd_serve,

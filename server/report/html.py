@@ -25,7 +25,7 @@ import numpy as np
 from common.status import OwnerStatus
 from server.report.figures import PLAIN_TEXT, draw_values, png_bytes, pyplot, signature_figure
 from server.report.markdown import evaluated, format_value
-from server.report.schema import payout_game, value_kind
+from server.report.schema import advice_sentences, payout_game, value_kind
 
 OWNERS_IN_HEADER = 20
 """The header names at most this many owners; the payout table always lists all of them."""
@@ -284,7 +284,9 @@ def game_section(index: int, game: dict) -> str:
                f"v(N) = {game['grand']:.4f}; values sum to {total:+.4f} "
                f"(v(N) − v(∅) = {game['grand'] - game['empty']:+.4f}).")
     name = _e(game["utility"])
-    parts = [f'<section class="game" id="game-{index}"><h2>Game <code>{name}</code></h2><p>{summary}</p>',
+    advice = "".join(f"<li>{_e(sentence)}</li>" for sentence in advice_sentences(game))
+    parts = [f'<section class="game" id="game-{index}"><h2>Game <code>{name}</code></h2><p>{summary}</p>'
+             + (f'<h3>Data-mix advice</h3><ul class="advice">{advice}</ul>' if advice else ""),
              _figure(game_values_png(game), f"{value_kind(game)}s of the {game['utility']} game",
                      f"{_e(value_kind(game))} of each owner; "
                      + ("computed exactly, so there are no error bars." if game["estimator"] in ("exact", "loo")

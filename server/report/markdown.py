@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from common.status import OwnerStatus
-from server.report.schema import payout_game, value_kind
+from server.report.schema import advice_sentences, payout_game, value_kind
 
 
 def format_value(value: dict | None) -> str:
@@ -82,8 +82,10 @@ def _game_section(game: dict) -> list[str]:
         f"{game['evaluations']} coalition utilities computed).",
         f"v(∅) = {game['empty']:.4f}, v(N) = {game['grand']:.4f}; values sum to {efficiency:+.4f} "
         f"(v(N) − v(∅) = {game['grand'] - game['empty']:+.4f}).",
-        "", "| coalition | utility |", "|---|---:|",
     ]
+    if advice_sentences(game):
+        lines += ["", "**Data-mix advice.** " + " ".join(advice_sentences(game))]
+    lines += ["", "| coalition | utility |", "|---|---:|"]
     rows = sorted(game["coalitions"], key=lambda r: (len(r["members"]), r["members"]))
     for row in rows[:MD_COALITION_ROWS]:
         lines.append(f"| {', '.join(row['members']) or '∅ (base model)'} | {row['value']:.4f} |")

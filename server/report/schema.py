@@ -31,3 +31,26 @@ def value_kind(game: dict) -> str:
     """What a game's values are, as the report states it (``kind``): Banzhaf and leave-one-out
     values are not Shapley values."""
     return f"{ValueKind(game['kind']).label} value"
+
+
+def advice_sentences(game: dict) -> list[str]:
+    """The data-mix advice of a game in plain words (``report.md``, ``report.html`` and the
+    terminal say the same): best mix, whom the pool is better without, value per example."""
+    advice = game.get("advice")
+    if not advice:
+        return []
+    how = {"exact": f"over all {advice['searched']} coalitions",
+           "beam": f"beam search over {advice['searched']} coalitions",
+           "evaluated": f"best of the {advice['searched']} coalitions evaluated"}[advice["method"]]
+    best = " + ".join(advice["best"]) or "no owner (the base model)"
+    gain = advice["gain_over_grand"]
+    sentences = [f"Best mix: {best}, utility {advice['best_value']:.4f} "
+                 + (f"({gain:+.4f} over pooling every owner, {how})." if gain > 0
+                    else f"(pooling every owner is best, {how}).")]
+    if advice["better_without"]:
+        sentences.append("The pool is better without " + ", ".join(
+            f"{name} ({delta:+.4f} when left out)" for name, delta in advice["better_without"].items()) + ".")
+    if advice["per_example"]:
+        sentences.append("Value per example: " + ", ".join(
+            f"{name} {value:+.5f}" for name, value in advice["per_example"].items()) + ".")
+    return sentences

@@ -31,6 +31,7 @@ from common.trust.adapter_checks import AdapterLimits, adapter_problem, near_dup
 from common.trust.canonical import json_sha256
 from common.trust.digest import tensors_sha256
 from common.trust.signing import REPORT_SCHEMA_VERSION
+from common.valuation.advice import mix_advice
 from common.valuation.bits import members_of
 from common.valuation.estimators import estimate
 from common.valuation.game import Game, UtilityStore
@@ -202,8 +203,13 @@ coalition costs a decode of every evaluation prompt, so 2ⁿ soon stops being af
 
 
 def play_game(job: ValuationJob, utility: str, game: Game, described: dict,
-              progress: Callable[..., None]) -> dict:
-    """Estimate one game's values and describe it for the report."""
+              progress: Callable[..., None], *, examples: Sequence[int]) -> dict:
+    """Estimate one game's values, with its data-mix advice, and describe it for the report.
+
+    ``examples`` are the owners' example counts in the game's player order (for the value per
+    example).  The advice may evaluate more coalitions of a preference game (arithmetic, free);
+    a reward game's advice uses only the coalitions its valuation decoded.
+    """
     settings = job.valuation
     exact_bound = settings.exact_max_players
     if reward_scorer(utility):
@@ -234,6 +240,8 @@ def play_game(job: ValuationJob, utility: str, game: Game, described: dict,
         "coalitions": rows,
         "coalitions_omitted": omitted,
         **({"trace": list(result.trace)} if result.trace else {}),
+        "advice": mix_advice(game, {p: float(v) for p, v in zip(game.players, result.values)}, examples,
+                             search=not reward_scorer(utility)).as_dict(),
     }
 
 
@@ -331,7 +339,7 @@ def play_games(job: ValuationJob, scored: Scored, store: UtilityStore | None,
             game, described = rewards.game_for(utility)
         else:
             game, described = preference_game_for(job, utility, scored, store)
-        games.append(play_game(job, utility, game, described, progress))
+        games.append(play_game(job, utility, game, described, progress, examples=scored.sizes))
         if results is not None:
             results.save_result(job.run_id, result_name, json.dumps(games[-1]).encode())
         faults.hit("after_game_stored")
