@@ -16,8 +16,9 @@ Or value any cooperative game with FairPool's estimators and stopping rules::
     result = fairpool.estimate(game, "stratified", stop=fairpool.MaxEvaluations(2_000), seed=0)
     fairpool.to_dataframe(result)
 
-A report's own coalition utilities rebuild its game (``report.game()``), so another estimator
-or a what-if needs no model. The packages ``common``, ``client`` and ``server`` stay the
+A report's own coalition utilities rebuild its game (``report.game()``), so another estimator,
+``fairpool.mix_advice`` (which owners to pool) or ``fairpool.marginals_at`` (a what-if) needs
+no model. The packages ``common``, ``client`` and ``server`` stay the
 implementation; only the names below are the public API.
 """
 
@@ -28,6 +29,7 @@ from common.config.hardware import Hardware
 from common.config.spec import TrainingSpec
 from common.errors import ConfigError, DataError, FairPoolError
 from common.trust.signing import SignatureError
+from common.valuation.advice import MixAdvice, marginals_at, mix_advice
 from common.valuation.estimators import ESTIMATORS, estimate
 from common.valuation.game import Game
 from common.valuation.shapley import ValuationResult, ValueKind
@@ -59,6 +61,7 @@ __all__ = [
     "MaxEvaluations",
     "MaxSamples",
     "MaxSeconds",
+    "MixAdvice",
     "OwnerResult",
     "PayoutResult",
     "PlayerValue",
@@ -73,6 +76,8 @@ __all__ = [
     "ValuationStatus",
     "ValueKind",
     "estimate",
+    "marginals_at",
+    "mix_advice",
     "read_report",
     "to_dataframe",
     "value",
