@@ -155,3 +155,39 @@ def test_too_few_accepted_owners_is_an_error(fast_spec, default_market, quick_ad
     job = _job(fast_spec, default_market, tmp_path, ["clean", "ghost"], min_owners=2)
     with pytest.raises(FairPoolError, match="only 1 owner"):
         value_submissions(job, _subs(quick_adapters, ["clean"]))
+
+
+def test_asymmetric_values_under_a_precedence_through_the_pipeline(fast_spec, default_market, quick_adapters,
+                                                                  tmp_path):
+    """Issue 16 #3: `--estimator asymmetric --precedence clean<flipped` reaches the estimator; the
+    report labels the values, they are efficient, and they are the mean over the allowed orders
+    of the stored utilities (computed here by listing the 3 orders with clean before flipped)."""
+    import itertools
+
+    from server.report.markdown import render_markdown
+
+    names = ["clean", "clean-small", "flipped"]
+    settings = _valuation(estimator="asymmetric", precedence=("clean<flipped",))
+    report = value_submissions(_job(fast_spec, default_market, tmp_path, names, valuation=settings),
+                               _subs(quick_adapters, names))
+    game = report["games"][0]
+    assert game["kind"] == "asymmetric" and game["params"]["precedence"] == "clean<flipped"
+    assert check_efficiency(game) and report["payout"]["kind"] == "asymmetric"
+    table = {frozenset(r["members"]): r["value"] for r in game["coalitions"]}
+    orders = [o for o in itertools.permutations(names) if o.index("clean") < o.index("flipped")]
+    for name in names:
+        mean = np.mean([table[frozenset(o[:o.index(name) + 1])] - table[frozenset(o[:o.index(name)])]
+                        for o in orders])
+        assert game["values"][name]["value"] == pytest.approx(mean, abs=1e-12)
+    assert "asymmetric Shapley value" in render_markdown(report)
+
+
+def test_a_precedence_naming_no_owner_or_without_the_asymmetric_estimator_is_refused():
+    from common.config.games import ValuationSettings
+    from server.federation.local_job import make_value_job
+
+    with pytest.raises(FairPoolError, match="needs the `estimator` asymmetric"):
+        ValuationSettings(precedence=("a<b",))
+    with pytest.raises(FairPoolError, match="`precedence` 'a<ghost': ghost not among the owners"):
+        make_value_job({"a": "a.jsonl", "b": "b.jsonl"}, "eval.jsonl", "out",
+                       valuation=ValuationSettings(estimator="asymmetric", precedence=("a<ghost",)))

@@ -431,7 +431,7 @@ def test_truncation_tolerance_zero_walks_everything() -> None:
 
 def test_registry_and_auto() -> None:
     assert set(ESTIMATORS) == {"exact", "surrogate", "stratified", "leverage", "permutation", "truncated", "kernel",
-                               "banzhaf", "loo"}
+                               "asymmetric", "banzhaf", "loo"}
     small, _ = additive_game(np.arange(16.0))
     res = estimate(small, seed=0)
     assert res.estimator == "exact" and res.params["auto"] is True

@@ -151,5 +151,5 @@ def test_estimators_state_their_kind():
     game = Game.from_table(["a", "b"], [0.0, 1.0, 1.0, 3.0])
     for name, kind in ESTIMATOR_KINDS.items():
         assert estimate(game, name, seed=1).kind == kind
-        assert str(kind) in ("shapley", "banzhaf", "loo")
+        assert str(kind) in ("shapley", "asymmetric", "banzhaf", "loo")
     assert estimate(game).as_dict()["a"]["value"] == pytest.approx(1.5)

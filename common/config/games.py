@@ -47,8 +47,14 @@ class ValuationSettings:
                 "--max-seconds, or whenever --max-evaluations covers all 2ⁿ coalitions; else surrogate), "
                 "exact, surrogate (stratified sampling with a cross-fitted tree or polynomial control "
                 "variate), stratified (by coalition size, per-stratum stderr), leverage (Leverage SHAP "
-                "regression), kernel (KernelSHAP), permutation (Monte Carlo), truncated (TMC), banzhaf "
-                "(Banzhaf values, maximum sample reuse) or loo (leave-one-out)"})
+                "regression), kernel (KernelSHAP), permutation (Monte Carlo), truncated (TMC), asymmetric "
+                "(asymmetric Shapley values under --precedence), banzhaf (Banzhaf values, maximum sample "
+                "reuse) or loo (leave-one-out)"})
+    precedence: tuple[str, ...] = field(default=(), metadata={
+        "flag": "--precedence", "metavar": "A<B,C", "action": "append",
+        "help": "with --estimator asymmetric: the owners left of '<' come before those right of it (data "
+                "that arrived first, or that the others' data derive from); repeatable, a partial order; "
+                "none = every order (Shapley values)"})
     exact_max_players: int = field(default=EXACT_MAX_PLAYERS, metadata={
         "metavar": "K",
         "help": "largest number of owners valued exactly (all 2ⁿ coalitions) under auto; reward games, "
@@ -97,6 +103,8 @@ class ValuationSettings:
             raise ConfigError(f"utility named twice: {list(self.utilities)}")
         if self.estimator not in ESTIMATOR_NAMES:
             raise ConfigError(f"unknown estimator {self.estimator!r}; choose from {', '.join(ESTIMATOR_NAMES)}")
+        if self.precedence and self.estimator != "asymmetric":
+            raise ConfigError("`precedence` needs the `estimator` asymmetric")
         if self.payout_game and self.payout_game not in self.utilities:
             raise ConfigError(f"`payout_game` {self.payout_game!r} is not one of the utilities {list(self.utilities)}")
         if self.max_evaluations is not None and self.max_evaluations < 1:

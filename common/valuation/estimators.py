@@ -38,11 +38,20 @@ in batches.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from common.valuation.asymmetric import (
+    ASYMMETRIC_MAX_PLAYERS,
+    asymmetric_from_table,
+    downsets,
+    extension_counts,
+    parse_precedence,
+    predecessors,
+    random_orders,
+)
 from common.valuation.game import Game
 from common.valuation.regression import RegressionSampler
 from common.valuation.sampling import (
@@ -67,7 +76,7 @@ from common.valuation.stopping import CONVERGED, StoppingRule
 from common.valuation.stratified import StratifiedSampler
 from common.valuation.surrogate import SurrogateSampler
 
-__all__ = ["ESTIMATORS", "ESTIMATOR_KINDS", "EXACT_MAX_PLAYERS", "auto_estimator", "banzhaf",
+__all__ = ["ESTIMATORS", "ESTIMATOR_KINDS", "EXACT_MAX_PLAYERS", "asymmetric", "auto_estimator", "banzhaf",
            "budget_buys_everything", "estimate", "exact", "kernel", "leverage", "loo", "permutation",
            "stratified", "surrogate", "truncated"]
 
@@ -210,8 +219,10 @@ class _PermutationSampler:
     """
 
     def __init__(self, game: Game, lookup: Lookup, rng: np.random.Generator, *, batch_size: int,
-                 antithetic: bool, tolerance: float | None, lookahead: int) -> None:
+                 antithetic: bool, tolerance: float | None, lookahead: int,
+                 orders: Callable[[int], np.ndarray] | None = None) -> None:
         self.n = game.n
+        self.orders = orders  # k → (k, n) orders to walk; uniform permutations when None
         self.lookup, self.rng = lookup, rng
         self.batch_size, self.antithetic = batch_size, antithetic
         self.tolerance, self.lookahead = tolerance, lookahead
@@ -236,7 +247,8 @@ class _PermutationSampler:
         return growing_batch(self.batch_size, self.samples, 0)
 
     def step(self, k: int) -> None:
-        base = self.rng.permuted(np.tile(np.arange(self.n), (k, 1)), axis=1)
+        base = self.orders(k) if self.orders is not None else self.rng.permuted(np.tile(np.arange(self.n), (k, 1)),
+                                                                                  axis=1)
         perms = np.concatenate([base, base[:, ::-1]]) if self.antithetic else base
         values, depth = _prefix_values(_prefix_masks(perms), self.lookup, self.tolerance, self.lookahead)
         marginals = _to_players(perms, np.diff(values, axis=1))
@@ -306,6 +318,81 @@ def truncated(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0,
     return _sample(game, stop, "truncated", params, lambda lookup, _budget: _PermutationSampler(
         game, lookup, rng, batch_size=size, antithetic=bool(antithetic), tolerance=float(truncation_tolerance),
         lookahead=look))
+
+
+class _OrderSampler(_PermutationSampler):
+    """Permutation sampling over the orders a precedence allows (:func:`asymmetric`).
+
+    Its walks request only allowed prefixes (``downsets``); once every one of them has been
+    evaluated the values are exact, and :meth:`finish` computes them from those utilities.
+    """
+
+    def __init__(self, game: Game, lookup: Lookup, rng: np.random.Generator, *, batch_size: int,
+                 order: tuple[tuple[int, int], ...], prefixes: np.ndarray) -> None:
+        pred = predecessors(game.n, order)
+        counts = extension_counts(game.n, pred)
+        super().__init__(game, lookup, rng, batch_size=batch_size, antithetic=False, tolerance=None,
+                         lookahead=game.n, orders=lambda k: random_orders(k, game.n, pred, counts, rng))
+        self.order, self.prefixes = order, prefixes
+
+    @property
+    def exhausted(self) -> bool:
+        return self.lookup.evaluations >= self.prefixes.size
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if not self.exhausted:
+            values, stderr, counts = self.estimate()
+            return values, stderr, counts, {}
+        return (*_exact_asymmetric(self.lookup, self.n, self.order, self.prefixes), {})
+
+
+def _exact_asymmetric(lookup: Lookup, n: int, order: tuple[tuple[int, int], ...],
+                      prefixes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    table = np.zeros(1 << n)
+    table[prefixes] = lookup(prefixes)
+    return (asymmetric_from_table(table, n, order), np.zeros(n),
+            np.full(n, prefixes.size, dtype=np.int64))
+
+
+def asymmetric(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0,
+               precedence: Sequence[str] | Sequence[tuple[str, str]] = (), batch_size: int = 8) -> ValuationResult:
+    """Asymmetric Shapley values (:mod:`common.valuation.asymmetric`): marginal contributions
+    averaged over the orders that respect ``precedence`` only.
+
+    ``precedence`` is a list of specs such as ``"A<B,C"`` (A before B and C; chains and
+    ``"A,B<C"`` too) or of ``(before, after)`` name pairs.  Only allowed prefixes enter the
+    values: a budget that buys all of them (and no time limit) evaluates them all and the values
+    are exact (``params["enumerated"]``); otherwise allowed orders are drawn uniformly and walked
+    like :func:`permutation`'s, with its stderr, and a run that has seen every allowed prefix
+    ends exact.  Efficiency holds either way; with no precedence the values are Shapley values.
+    """
+    specs = [p for p in precedence if isinstance(p, str)]
+    pairs = [p for p in precedence if not isinstance(p, str)]
+    order = parse_precedence([*specs, *(f"{a}<{b}" for a, b in pairs)], game.players)
+    if order and game.n > ASYMMETRIC_MAX_PLAYERS:
+        raise ValueError(f"asymmetric values with a precedence need at most {ASYMMETRIC_MAX_PLAYERS} owners, "
+                         f"got {game.n}")
+    rng, seed_record = rng_and_seed(seed)
+    names = game.players
+    params: dict[str, Any] = {"seed": seed_record, "batch_size": batch_size,
+                              "precedence": "; ".join(f"{names[a]}<{names[b]}" for a, b in order)}
+    size = check_positive_int("batch_size", batch_size)
+    if not order:  # every order is allowed: Shapley values, by the permutation sampler
+        return _sample(game, stop, "asymmetric", params, lambda lookup, _budget: _PermutationSampler(
+            game, lookup, rng, batch_size=size, antithetic=False, tolerance=None, lookahead=game.n),
+            from_table=lambda table, n: asymmetric_from_table(table, n, ()), kind=ValueKind.ASYMMETRIC)
+    prefixes = np.flatnonzero(downsets(game.n, predecessors(game.n, order))).astype(np.int64)
+    rule = fresh_rule(stop, game.n)
+    budget = rule.max_evaluations()
+    lookup = Lookup(game)
+    if budget is not None and budget >= prefixes.size and rule.max_seconds() is None:
+        values, _, counts = _exact_asymmetric(lookup, game.n, order, prefixes)
+        return deterministic(game, lookup, values, counts, name="asymmetric",
+                             params={**params, "enumerated": True, "prefixes": int(prefixes.size)},
+                             kind=ValueKind.ASYMMETRIC)
+    sampler = _OrderSampler(game, lookup, rng, batch_size=size, order=order, prefixes=prefixes)
+    return drive(game, lookup, sampler, rule, name="asymmetric", params={**params, "prefixes": int(prefixes.size)},
+                 kind=ValueKind.ASYMMETRIC)
 
 
 # --------------------------------------------------------------------------- by coalition size
@@ -391,18 +478,22 @@ def budget_buys_everything(n: int, rule: StoppingRule) -> bool:
 
 
 def _sample(game: Game, stop: StoppingRule | None, name: str, params: dict[str, Any],
-            make: Callable[[Lookup, int | None], Sampler]) -> ValuationResult:
-    """Run a Shapley sampler under ``stop`` — or enumerate, where that is cheaper or trivial.
+            make: Callable[[Lookup, int | None], Sampler], *,
+            from_table: Callable[[np.ndarray, int], np.ndarray] = exact_shapley,
+            kind: ValueKind = ValueKind.SHAPLEY) -> ValuationResult:
+    """Run a sampler of ``kind`` values (Shapley by default) under ``stop`` — or enumerate,
+    where that is cheaper or trivial; ``from_table`` gives the exact values from all ``2ⁿ``.
 
     A budget that buys all ``2ⁿ`` coalitions is spent on enumerating them (exact, and no
     dearer than sampling them); a one-player game has nothing to sample either.
     """
     rule = fresh_rule(stop, game.n)
+    exact_table = None if from_table is exact_shapley else from_table
     if game.n == 1 or budget_buys_everything(game.n, rule):
-        return enumerated(game, name=name, params=params)
+        return enumerated(game, name=name, params=params, from_table=exact_table, kind=kind)
     lookup = Lookup(game)
-    return drive(game, lookup, make(lookup, rule.max_evaluations()), rule, name=name, params=params, kind=ValueKind.SHAPLEY,
-                 from_table=exact_shapley)
+    return drive(game, lookup, make(lookup, rule.max_evaluations()), rule, name=name, params=params, kind=kind,
+                 from_table=from_table)
 
 
 # --------------------------------------------------------------------------- Banzhaf (MSR)
@@ -473,7 +564,7 @@ ESTIMATOR_KINDS: dict[str, ValueKind] = {
     "exact": ValueKind.SHAPLEY, "surrogate": ValueKind.SHAPLEY, "stratified": ValueKind.SHAPLEY,
     "leverage": ValueKind.SHAPLEY,
     "kernel": ValueKind.SHAPLEY, "permutation": ValueKind.SHAPLEY, "truncated": ValueKind.SHAPLEY,
-    "banzhaf": ValueKind.BANZHAF, "loo": ValueKind.LOO,
+    "asymmetric": ValueKind.ASYMMETRIC, "banzhaf": ValueKind.BANZHAF, "loo": ValueKind.LOO,
 }
 """The kind of values each estimator computes (a config check can refuse a payout before any work)."""
 
@@ -486,6 +577,7 @@ ESTIMATORS: dict[str, Estimator] = {
     "kernel": kernel,
     "permutation": permutation,
     "truncated": truncated,
+    "asymmetric": asymmetric,
     "banzhaf": banzhaf,
     "loo": loo,
 }

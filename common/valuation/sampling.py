@@ -307,14 +307,20 @@ def deterministic(game: Game, lookup: Lookup, values: np.ndarray, counts: np.nda
     return ValuationResult(game.players, values, np.zeros(game.n), counts, name, CONVERGED, record, kind=kind)
 
 
-def enumerated(game: Game, *, name: str, params: dict[str, Any]) -> ValuationResult:
-    """Exact Shapley values under a sampling estimator's name, for a budget that buys ``2ⁿ``.
+def enumerated(game: Game, *, name: str, params: dict[str, Any],
+               from_table: Callable[[np.ndarray, int], np.ndarray] | None = None,
+               kind: ValueKind = ValueKind.SHAPLEY) -> ValuationResult:
+    """Exact values under a sampling estimator's name, for a budget that buys ``2ⁿ``: Shapley's,
+    or ``from_table(table, n)``'s (of ``kind``).
 
     Sampling all ``2ⁿ`` coalitions one batch at a time would cost as many evaluations and
     still leave sampling error; enumerating them is exact.  ``params["enumerated"]`` says so.
     """
     lookup = Lookup(game)
     table = lookup(np.arange(1 << game.n, dtype=np.int64))
-    base = estimate_exact(game.players, table)
-    return deterministic(game, lookup, base.values, base.counts, name=name,
-                         params={**params, "enumerated": True}, kind=ValueKind.SHAPLEY)
+    if from_table is None:
+        base = estimate_exact(game.players, table)
+        values, counts = base.values, base.counts
+    else:
+        values, counts = from_table(table, game.n), np.full(game.n, 1 << game.n, dtype=np.int64)
+    return deterministic(game, lookup, values, counts, name=name, params={**params, "enumerated": True}, kind=kind)

@@ -33,16 +33,18 @@ class ValueKind(StrEnum):
     """
 
     SHAPLEY = "shapley"
+    ASYMMETRIC = "asymmetric"
     BANZHAF = "banzhaf"
     LOO = "loo"
 
     @property
     def label(self) -> str:
         """The kind's name in prose (reports, payout descriptions): ``Shapley``, ``leave-one-out``."""
-        return {"shapley": "Shapley", "banzhaf": "Banzhaf", "loo": "leave-one-out"}[self.value]
+        return {"shapley": "Shapley", "asymmetric": "asymmetric Shapley", "banzhaf": "Banzhaf",
+                "loo": "leave-one-out"}[self.value]
 
 
-EFFICIENT_KINDS: frozenset[ValueKind] = frozenset({ValueKind.SHAPLEY})
+EFFICIENT_KINDS: frozenset[ValueKind] = frozenset({ValueKind.SHAPLEY, ValueKind.ASYMMETRIC})
 """Kinds whose values sum to ``v(N) − v(∅)`` (efficiency), so their shares split the gain."""
 
 

@@ -89,6 +89,14 @@ def make_value_job(
         check_owner_name(name)
     if not owners and not adapter_dirs:
         raise ConfigError("a valuation needs at least one owner: give `owners` (data) or `adapters`")
+    precedence = getattr(options.get("valuation"), "precedence", ())
+    if precedence:
+        from common.valuation.asymmetric import parse_precedence
+
+        try:
+            parse_precedence(precedence, [*owners, *adapter_dirs])
+        except ValueError as exc:
+            raise ConfigError(str(exc).replace("precedence", "`precedence`", 1)) from None
     both = sorted(set(owners) & set(adapter_dirs))
     if both:
         raise ConfigError(f"{both[0]} is named both in `owners` and in `adapters`: an owner brings data or an "

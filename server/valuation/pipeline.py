@@ -219,7 +219,8 @@ def play_game(job: ValuationJob, utility: str, game: Game, described: dict,
     unbounded_auto = settings.estimator == "auto" and not settings.sets_budget and game.n <= exact_bound
     stop = None if settings.estimator in ("exact", "loo") or unbounded_auto else settings.stopping_rule(game.n)
     progress("valuation", f"{utility}: estimating values ({settings.estimator})")
-    result = estimate(game, settings.estimator, stop=stop, seed=job.spec.seed, exact_max_players=exact_bound)
+    extra = {"precedence": settings.precedence} if settings.estimator == "asymmetric" else {}
+    result = estimate(game, settings.estimator, stop=stop, seed=job.spec.seed, exact_max_players=exact_bound, **extra)
     empty, grand = game.utilities(np.array([0, (1 << game.n) - 1]))
     rows, omitted = _coalition_rows(game)
     evaluated = int(game.known()[0].size)  # the same whether utilities were computed now or read back
