@@ -79,6 +79,11 @@ def predecessors(n: int, precedence: Sequence[tuple[int, int]]) -> np.ndarray:
     return pred
 
 
+def _successors(n: int, pred: np.ndarray) -> np.ndarray:
+    """``succ[j]``: the mask of every player that must come after ``j`` (``pred`` inverted)."""
+    return np.array([sum(1 << k for k in range(n) if pred[k] >> j & 1) for j in range(n)], dtype=np.int64)
+
+
 def downsets(n: int, pred: np.ndarray) -> np.ndarray:
     """Whether each subset holds the predecessors of every member: the allowed prefixes, the only
     coalitions whose utilities asymmetric values use."""
@@ -96,7 +101,7 @@ def extension_counts(n: int, pred: np.ndarray) -> np.ndarray:
     Floats (``20!`` is past 2⁶³); size by size, ``e(T) = Σ e(T ∖ j)`` over the ``j ∈ T`` with no
     successor in ``T``.
     """
-    successors = np.array([sum(1 << k for k in range(n) if pred[k] >> j & 1) for j in range(n)], dtype=np.int64)
+    successors = _successors(n, pred)
     masks = np.arange(1 << n, dtype=np.int64)
     sizes = popcount(masks)
     e = np.zeros(1 << n)
@@ -127,7 +132,7 @@ def asymmetric_from_table(table: np.ndarray, n: int, precedence: Sequence[tuple[
 
 def random_orders(k: int, n: int, pred: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``k`` orders (rows of player indices) drawn uniformly among those the precedence allows."""
-    successors = np.array([sum(1 << m for m in range(n) if pred[m] >> j & 1) for j in range(n)], dtype=np.int64)
+    successors = _successors(n, pred)
     bits = np.int64(1) << np.arange(n, dtype=np.int64)
     remaining = np.full(k, (1 << n) - 1, dtype=np.int64)
     orders = np.empty((k, n), dtype=np.int64)
