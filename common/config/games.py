@@ -91,6 +91,7 @@ class ValuationSettings:
         "metavar": "P", "help": "nucleus sampling mass of reward utilities (with temperature > 0)"})
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "precedence", tuple(self.precedence))  # a job file holds a JSON list
         if not self.utilities:
             raise ConfigError("at least one utility is needed")
         for name in self.utilities:
