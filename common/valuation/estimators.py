@@ -231,7 +231,6 @@ class _PermutationSampler:
         self.samples = 0
         self.moments = Moments(self.n)
         self.nonzero = np.zeros(self.n, dtype=np.int64)  # samples whose marginal is not 0
-        self.squares = np.zeros(self.n)  # Σ marginal²
         self.counts = np.zeros(self.n, dtype=np.int64)
         # ∅ and N first: every permutation shares them, so the first batch's room (budget
         # left ÷ n − 1 per permutation) is sized from what the budget really has left.
@@ -257,7 +256,6 @@ class _PermutationSampler:
         sample = marginals.reshape(self.per_sample, k, self.n).mean(axis=0)
         self.moments.add(sample)
         self.nonzero += (sample != 0).sum(axis=0)
-        self.squares += (sample**2).sum(axis=0)
         self.samples += k
 
     def estimate(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -266,7 +264,7 @@ class _PermutationSampler:
         prior = float(spread.mean()) if m.count.max() >= 2 else np.inf
         if m.count.max() >= 2:
             variance = np.maximum(pooled_variance(m.m2, m.count, prior, PRIOR_WEIGHT),
-                                  jump_variance(m.count, self.nonzero, m.mean * m.count, self.squares))
+                                  jump_variance(m.count, self.nonzero, m.mean * m.count, m.m2 + m.count * m.mean**2))
         else:
             variance = np.full(self.n, np.inf)
         with np.errstate(invalid="ignore"):
