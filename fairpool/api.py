@@ -34,7 +34,7 @@ def value(
     settings: ValuationSettings | None = None,
     hardware: Hardware | None = None,
     composition: str = "sum",
-    payout_policy: str = "positive",
+    payout_policy: str = "robust",
     budget: float = 1.0,
     min_owners: int = 1,
     owner_timeout_s: float = 900.0,

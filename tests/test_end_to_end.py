@@ -61,7 +61,16 @@ def test_demo_recovers_the_market_ground_truth(tmp_path, base_model_dir):
         assert (tmp_path / "demo" / name).exists()
     # the byte copy of clean's data gives a byte-identical adapter: flagged, not rejected
     assert [f["owners"] for f in report["flags"]] == [["clean", "duplicate"]]
-    assert "Flagged: clean and duplicate" in proc.stdout
+    flag_line = next(line for line in proc.stdout.splitlines() if line.startswith("  ⚑ duplicate: "))
+    assert "adapter near-identical to clean's (cosine 1.0000)" in flag_line
+    # ... and, under the default robust policy, paid with clean as one source: the copy earns nothing extra
+    payout = report["payout"]
+    assert payout["policy"] == "robust" and [r["owners"] for r in payout["replicas"]] == [["clean", "duplicate"]]
+    assert payout["shares"]["duplicate"] == pytest.approx(payout["shares"]["clean"])
+    from fairpool import Report
+
+    assert Report(report).payout.replicas == (("clean", "duplicate"),)
+    assert "one source with clean (margin similarity 1.0000), paid as clean" in flag_line
     # simulated owners signed their submissions; the coordinator signed the report
     assert report["settings"]["signatures_required"] is True
     from common.trust.signing import load_public_key, verify_report

@@ -45,11 +45,12 @@ def test_a_job_of_another_version_is_refused_in_one_line(tmp_path, fast_spec, ve
 def test_a_banzhaf_payout_is_refused_before_any_work_unless_normalised(tmp_path, fast_spec):
     settings = ValuationSettings(estimator="banzhaf")
     with pytest.raises(ConfigError, match="banzhaf values are not Shapley values"):
-        _job(tmp_path, fast_spec, valuation=settings)
+        _job(tmp_path, fast_spec, valuation=settings, payout_policy="positive")
     with pytest.raises(ConfigError, match="loo values are not Shapley values"):
         _job(tmp_path, fast_spec, valuation=dataclasses.replace(settings, estimator="loo"), payout_policy="signed")
     assert _job(tmp_path, fast_spec, valuation=settings, payout_policy="normalised").payout_policy == "normalised"
-    assert _job(tmp_path, fast_spec, valuation=ValuationSettings(estimator="kernel")).payout_policy == "positive"
+    assert _job(tmp_path, fast_spec, valuation=settings).payout_policy == "robust"  # the default normalises
+    assert _job(tmp_path, fast_spec, valuation=ValuationSettings(estimator="kernel")).payout_policy == "robust"
 
 
 def test_a_signed_report_of_another_version_is_refused():

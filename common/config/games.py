@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from common.config.options import existing_path, name_value_pairs
 from common.errors import ConfigError
 from common.valuation.estimators import ESTIMATORS, EXACT_MAX_PLAYERS
+from common.valuation.replicas import DEFAULT_REPLICA_THRESHOLD
 from common.valuation.stopping import MaxEvaluations, MaxSeconds, RankStableFor, StderrBelow, StoppingRule, default_stop
 
 PREFERENCE_UTILITIES: dict[str, str] = {"preference": "accuracy", "preference-logsigmoid": "logsigmoid"}
@@ -69,6 +70,11 @@ class ValuationSettings:
         "metavar": "K", "help": "also stop sampling once the owners' ranking is unchanged for K consecutive checks"})
     payout_game: str = field(default="", metadata={
         "metavar": "NAME", "help": "the utility whose values set the payout; none = the first utility"})
+    replica_threshold: float = field(default=DEFAULT_REPLICA_THRESHOLD, metadata={
+        "metavar": "S",
+        "help": "under the robust payout policy, owners whose held-out preference margins have similarity "
+                "2⟨a,b⟩/(‖a‖²+‖b‖²) ≥ S are one source (a copy, near-copy or split) and are paid as one; "
+                "1 = only exact behavioural copies"})
     reward_models: dict[str, str] = field(default_factory=dict, metadata={
         "flag": "--reward-model", "metavar": "NAME=DIR", "action": "append",
         "parse": name_value_pairs("DIR", paths=True),
@@ -116,6 +122,8 @@ class ValuationSettings:
             raise ConfigError("`rank_stable_for` must be at least 1")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ConfigError("`max_seconds` must be positive")
+        if not 0 < self.replica_threshold <= 1:
+            raise ConfigError(f"`replica_threshold` must be in (0, 1], got {self.replica_threshold!r}")
         if not 1 <= self.exact_max_players <= 24:
             raise ConfigError("`exact_max_players` must be between 1 and 24")
 

@@ -103,7 +103,7 @@ class ValuationJob:
     out_dir: str
     spec: TrainingSpec
     composition: str = "sum"
-    payout_policy: str = "positive"
+    payout_policy: str = "robust"
     budget: float = 1.0
     min_owners: int = 1
     owner_timeout_s: float = 900.0

@@ -6,6 +6,12 @@ its own.  Two policies are offered and every :class:`Payout` carries a
 one-sentence description of the policy applied, so a report never shows
 amounts without saying how they were derived.
 
+``robust`` (the default) is ``positive`` made replication-robust: owners whose held-out
+behaviour is near-identical are paid as one source (:mod:`common.valuation.replicas`), so a
+copy, a near-copy or a split of one owner's data never pays more than the data would alone.
+The caller passes the values of the quotient game split among each group's members and the
+groups themselves; here they are only divided and described.
+
 A payout also states which *kind* of values it pays from (:class:`ValueKind`). ``positive``
 and ``signed`` divide the gain ``v(N) − v(∅)`` and so need an efficient kind (Shapley); values
 of another kind (Banzhaf, leave-one-out) are refused unless the ``normalised`` policy says
@@ -15,7 +21,7 @@ how they are paid: in proportion to their positive part, described as such.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from common.valuation.shapley import EFFICIENT_KINDS, ValueKind
@@ -27,9 +33,10 @@ __all__ = ["PAYOUT_POLICIES", "Payout", "check_payable", "payout_shares"]
 #: negative (an owner that would owe) when some values are negative.
 #: ``normalised``: shares proportional to ``max(v, 0)`` for values of any kind,
 #: the one policy that pays from a non-efficient kind (Banzhaf, leave-one-out).
-PAYOUT_POLICIES: tuple[str, ...] = ("positive", "signed", "normalised")
+#: ``robust``: ``positive`` over replica groups, each paid as one source; any kind.
+PAYOUT_POLICIES: tuple[str, ...] = ("robust", "positive", "signed", "normalised")
 
-ANY_KIND_POLICIES: frozenset[str] = frozenset({"normalised"})
+ANY_KIND_POLICIES: frozenset[str] = frozenset({"normalised", "robust"})
 
 #: A signed total this small relative to ``Σ|φ|`` is treated as zero: dividing
 #: by floating-point residue would produce meaningless shares of ±10¹⁵.
@@ -49,6 +56,8 @@ class Payout:
         flagged: owners whose value is negative, in input order — reported
             under both policies because a negative value is a finding in itself.
         description: one sentence stating the policy and its outcome, for reports.
+        kind: the kind of values paid from.
+        replicas: under ``robust``, the groups of two or more owners paid as one source.
     """
 
     policy: str
@@ -58,6 +67,7 @@ class Payout:
     flagged: tuple[str, ...]
     description: str
     kind: ValueKind = ValueKind.SHAPLEY
+    replicas: tuple[tuple[str, ...], ...] = ()
 
 
 def check_payable(kind: str, policy: str) -> None:
@@ -76,13 +86,19 @@ def payout_shares(
     budget: float = 1.0,
     policy: str = "positive",
     kind: str = ValueKind.SHAPLEY,
+    replicas: Sequence[Sequence[str]] = (),
+    threshold: float | None = None,
 ) -> Payout:
     """Split ``budget`` among owners according to their values under ``policy``.
 
     ``positive`` pays ``max(φ_i, 0) / Σ_j max(φ_j, 0)`` and nothing at all when
     no value is positive (there is no gain to share).  ``signed`` pays
     ``φ_i / Σ_j φ_j`` and nothing when that sum is (numerically) zero.
+    ``robust`` pays like ``positive`` from values the caller made replication-robust; it names
+    the ``replicas`` (groups of owner names paid as one source) found at similarity ``threshold``.
     """
+    if replicas and policy != "robust":
+        raise ValueError(f"replica groups are paid as one source only under the 'robust' policy, not {policy!r}")
     check_payable(kind, policy)
     value_kind = ValueKind(kind)
     budget = float(budget)
@@ -94,14 +110,34 @@ def payout_shares(
         raise ValueError(f"values must be finite; not finite for: {', '.join(bad)}")
     flagged = tuple(k for k, v in vals.items() if v < 0)
 
-    if policy == "positive":
+    groups = tuple(tuple(str(m) for m in g) for g in replicas)
+    if policy == "robust":
+        shares, description = _robust(vals, flagged, value_kind, groups, threshold)
+    elif policy == "positive":
         shares, description = _positive(vals, flagged)
     elif policy == "signed":
         shares, description = _signed(vals)
     else:
         shares, description = _normalised(vals, flagged, value_kind)
     amounts = {k: s * budget for k, s in shares.items()}
-    return Payout(policy, budget, shares, amounts, flagged, description, value_kind)
+    return Payout(policy, budget, shares, amounts, flagged, description, value_kind, groups)
+
+
+def _robust(vals: dict[str, float], flagged: tuple[str, ...], kind: ValueKind,
+            groups: tuple[tuple[str, ...], ...], threshold: float | None) -> tuple[dict[str, float], str]:
+    unknown = sorted({m for g in groups for m in g} - set(vals))
+    if unknown:
+        raise ValueError(f"replica groups name owners without a value: {', '.join(unknown)}")
+    at = f" (similarity ≥ {threshold:g})" if threshold is not None else ""
+    if groups:
+        named = "; ".join(" and ".join(g) for g in groups)
+        head = (f"Replication-robust: owners with near-identical held-out preference margins{at} are paid as "
+                f"one source, what one of them would earn alone, split among them: {named}")
+    else:
+        head = (f"Replication-robust: no owners have near-identical held-out preference margins{at}, "
+                "so no one is grouped and this is the positive policy")
+    shares, tail = _normalised(vals, flagged, kind) if kind not in EFFICIENT_KINDS else _positive(vals, flagged)
+    return shares, f"{head}. {tail}"
 
 
 def _positive(vals: dict[str, float], flagged: tuple[str, ...]) -> tuple[dict[str, float], str]:

@@ -45,7 +45,7 @@ from common.valuation.payout import PAYOUT_POLICIES
 from server.cli.flags import as_cli
 from server.federation.local_job import OUT_LOCK, check_data_needs, data_ref, make_value_job, prepare_job
 from server.federation.process_owner import Interrupted, raise_on_termination
-from server.report.schema import advice_sentences
+from server.report.schema import advice_sentences, owner_flags
 from server.valuation.scorers import resolve_scorers
 
 OFFLINE_ENVIRONMENT: dict[str, str] = {
@@ -125,7 +125,9 @@ def add_valuation_options(p: argparse.ArgumentParser) -> None:
                    help=f"how owner models combine into a coalition model (default: {_job_default('composition')}, "
                         "the paper's rule)")
     p.add_argument("--payout-policy", choices=PAYOUT_POLICIES, default=_job_default("payout_policy"),
-                   help="positive: shares ∝ positive Shapley values, negatives get 0 and are flagged; signed: φ/Σφ; "
+                   help="robust: like positive, but owners with near-identical held-out behaviour (copies, "
+                        "near-copies, splits; see --replica-threshold) are paid as one source; "
+                        "positive: shares ∝ positive Shapley values, negatives get 0 and are flagged; signed: φ/Σφ; "
                         "normalised: ∝ positive values of any kind (pays Banzhaf or leave-one-out values) "
                         f"(default: {_job_default('payout_policy')})")
     p.add_argument("--budget", type=float, default=_job_default("budget"),
@@ -458,9 +460,10 @@ def render_table(report: dict) -> str:
                      f"{game['evaluations']} coalitions)")
         lines += [f"  {sentence}" for sentence in advice_sentences(game)]
     lines.append(f"Payout from {report['payout']['game']}: {report['payout']['policy_description']}")
-    for flag in report.get("flags", []):
-        lines.append(f"Flagged: {' and '.join(flag['owners'])} have near-identical adapters "
-                     f"(cosine {flag['cosine']:.4f}): possible copying or free-riding, not rejected")
+    for owner in report["owners"]:
+        flags = owner_flags(report, owner["name"])
+        if flags:
+            lines.append(f"  ⚑ {owner['name']}: {'; '.join(flags)}")
     for refused in report.get("refused", []):
         lines.append(f"Refused a reply from {refused['owner']}: {refused['reason']}")
     return "\n".join(lines)

@@ -25,7 +25,7 @@ import numpy as np
 from common.status import OwnerStatus
 from server.report.figures import PLAIN_TEXT, draw_values, png_bytes, pyplot, signature_figure
 from server.report.markdown import evaluated, format_value
-from server.report.schema import advice_sentences, payout_game, value_kind
+from server.report.schema import advice_sentences, owner_flags, payout_game, value_kind
 
 OWNERS_IN_HEADER = 20
 """The header names at most this many owners; the payout table always lists all of them."""
@@ -251,7 +251,7 @@ def payout_table(report: dict) -> str:
             f'<td class="num">{_e(format_value(game["values"].get(name)))}</td>',
             f'<td class="num">{"—" if share is None else _e(f"{share:.1%}")}</td>',
             f'<td class="num">{"—" if amount is None else _e(f"{amount:.2f}")}</td>',
-            f'<td>{"<span class=flag>⚑ negative value</span>" if flagged else ""}</td>',
+            f'<td>{"".join(f"<span class=flag>⚑ {_e(f)}</span> " for f in owner_flags(report, name))}</td>',
         ]
         rows.append(f'<tr class="{css}">{"".join(cells)}</tr>')
     th = "".join(f'<th scope="col">{_e(h)}</th>' for h in head)

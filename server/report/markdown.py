@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from common.status import OwnerStatus
-from server.report.schema import advice_sentences, payout_game, value_kind
+from server.report.schema import advice_sentences, owner_flags, payout_game, value_kind
 
 
 def format_value(value: dict | None) -> str:
@@ -24,19 +24,20 @@ def render_markdown(report: dict) -> str:
         f"Payout from the **{payout['game']}** game's {value_kind(payout_game(report))}s: "
         f"{payout['policy_description']} Budget: {payout['budget']:g}.",
         "",
-        header + " | payout share | amount |",
-        "|---|---:|---|" + "---:|" * len(games) + "---:|---:|",
+        header + " | payout share | amount | flagged |",
+        "|---|---:|---|" + "---:|" * len(games) + "---:|---:|---|",
     ]
     for owner in report["owners"]:
         name = owner["name"]
         share, amount = payout["shares"].get(name), payout["amounts"].get(name)
-        status = owner["status"] + (" ⚑ negative" if name in payout["flagged"] else "")
+        status = owner["status"]
         if owner.get("source") == "adapter":
             status += " (existing adapter)"
         values = " | ".join(format_value(g["values"].get(name)) for g in games)
         lines.append(
             f"| {name} | {owner['num_examples'] or '—'} | {status} | {values} | "
-            f"{'—' if share is None else f'{share:.1%}'} | {'—' if amount is None else f'{amount:.2f}'} |"
+            f"{'—' if share is None else f'{share:.1%}'} | {'—' if amount is None else f'{amount:.2f}'} | "
+            f"{'; '.join('⚑ ' + f for f in owner_flags(report, name))} |"
         )
     rejected = [o for o in report["owners"] if o["status"] == OwnerStatus.REJECTED]
     if rejected:

@@ -76,6 +76,8 @@ class PayoutResult:
     shares: Mapping[str, float]
     amounts: Mapping[str, float]
     flagged: tuple[str, ...]
+    replicas: tuple[tuple[str, ...], ...] = ()
+    """Under the ``robust`` policy: the groups of owners paid as one source."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,8 @@ class Report:
     def payout(self) -> PayoutResult:
         p = self.raw["payout"]
         return PayoutResult(p["game"], p["kind"], p["policy"], p.get("policy_description", ""), float(p["budget"]),
-                            dict(p["shares"]), dict(p["amounts"]), tuple(p.get("flagged", ())))
+                            dict(p["shares"]), dict(p["amounts"]), tuple(p.get("flagged", ())),
+                            tuple(tuple(r["owners"]) for r in p.get("replicas", ())))
 
     @property
     def signed(self) -> bool:

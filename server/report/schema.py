@@ -54,3 +54,20 @@ def advice_sentences(game: dict) -> list[str]:
         sentences.append("Value per example: " + ", ".join(
             f"{name} {value:+.5f}" for name, value in advice["per_example"].items()) + ".")
     return sentences
+
+
+def owner_flags(report: dict, name: str) -> list[str]:
+    """What the report flags about one owner, in short words for the flagged column of every
+    renderer: a negative value, a replica group it is paid in, a near-identical adapter."""
+    payout = report["payout"]
+    flags = ["negative value"] if name in payout.get("flagged", ()) else []
+    for group in payout.get("replicas", ()):
+        if name in group["owners"]:
+            others = ", ".join(o for o in group["owners"] if o != name)
+            flags.append(f"one source with {others} (margin similarity {group['similarity']:.4f}), "
+                         f"paid as {group['representative']}")
+    for flag in report.get("flags", ()):
+        if name in flag["owners"]:
+            other = next((o for o in flag["owners"] if o != name), name)
+            flags.append(f"adapter near-identical to {other}'s (cosine {flag['cosine']:.4f})")
+    return flags

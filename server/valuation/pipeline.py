@@ -32,11 +32,14 @@ from common.trust.canonical import json_sha256
 from common.trust.digest import tensors_sha256
 from common.trust.signing import REPORT_SCHEMA_VERSION
 from common.valuation.advice import mix_advice
+from common.valuation.asymmetric import parse_precedence, predecessors
 from common.valuation.bits import members_of
 from common.valuation.estimators import estimate
 from common.valuation.game import Game, UtilityStore
 from common.valuation.payout import payout_shares
 from common.valuation.preference_game import preference_game
+from common.valuation.replicas import margin_similarity, quotient_game, replica_groups, split_group_values
+from common.valuation.shapley import ValuationResult
 from common.wire.messages import ReplyMeta
 from server.valuation.generation_game import CoalitionGenerations, reward_game, reward_game_key
 from server.valuation.scorers import resolve_scorers
@@ -202,14 +205,9 @@ REWARD_EXACT_MAX_PLAYERS = 10
 coalition costs a decode of every evaluation prompt, so 2ⁿ soon stops being affordable."""
 
 
-def play_game(job: ValuationJob, utility: str, game: Game, described: dict,
-              progress: Callable[..., None], *, examples: Sequence[int]) -> dict:
-    """Estimate one game's values, with its data-mix advice, and describe it for the report.
-
-    ``examples`` are the owners' example counts in the game's player order (for the value per
-    example).  The advice may evaluate more coalitions of a preference game (arithmetic, free);
-    a reward game's advice uses only the coalitions its valuation decoded.
-    """
+def estimate_values(job: ValuationJob, utility: str, game: Game,
+                    precedence: Sequence[str] | Sequence[tuple[str, str]] | None = None) -> ValuationResult:
+    """The job's estimator on ``game``: one rule for the valued games and the payout's quotient game."""
     settings = job.valuation
     exact_bound = settings.exact_max_players
     if reward_scorer(utility):
@@ -218,9 +216,22 @@ def play_game(job: ValuationJob, utility: str, game: Game, described: dict,
     # evaluations would otherwise read as a budget below 2ⁿ and make it sample).
     unbounded_auto = settings.estimator == "auto" and not settings.sets_budget and game.n <= exact_bound
     stop = None if settings.estimator in ("exact", "loo") or unbounded_auto else settings.stopping_rule(game.n)
-    progress("valuation", f"{utility}: estimating values ({settings.estimator})")
-    extra = {"precedence": settings.precedence} if settings.estimator == "asymmetric" else {}
-    result = estimate(game, settings.estimator, stop=stop, seed=job.spec.seed, exact_max_players=exact_bound, **extra)
+    extra = {}
+    if settings.estimator == "asymmetric":
+        extra = {"precedence": settings.precedence if precedence is None else precedence}
+    return estimate(game, settings.estimator, stop=stop, seed=job.spec.seed, exact_max_players=exact_bound, **extra)
+
+
+def play_game(job: ValuationJob, utility: str, game: Game, described: dict,
+              progress: Callable[..., None], *, examples: Sequence[int]) -> dict:
+    """Estimate one game's values, with its data-mix advice, and describe it for the report.
+
+    ``examples`` are the owners' example counts in the game's player order (for the value per
+    example).  The advice may evaluate more coalitions of a preference game (arithmetic, free);
+    a reward game's advice uses only the coalitions its valuation decoded.
+    """
+    progress("valuation", f"{utility}: estimating values ({job.valuation.estimator})")
+    result = estimate_values(job, utility, game)
     empty, grand = game.utilities(np.array([0, (1 << game.n) - 1]))
     rows, omitted = _coalition_rows(game)
     evaluated = int(game.known()[0].size)  # the same whether utilities were computed now or read back
@@ -321,11 +332,31 @@ def score_accepted(accepted: Sequence[Submission], base_model, tokenizer, spec: 
                   peft_model, tokenizer), unusable
 
 
+class GameSource:
+    """Each utility's game, built once per run: the valuation plays it and the payout reads it again."""
+
+    def __init__(self, job: ValuationJob, scored: Scored, store: UtilityStore | None,
+                 progress: Callable[..., None]) -> None:
+        self.job, self.scored, self.store, self.progress = job, scored, store, progress
+        self._rewards: RewardGames | None = None
+        self._games: dict[str, tuple[Game, dict]] = {}
+
+    def game(self, utility: str) -> tuple[Game, dict]:
+        if utility not in self._games:
+            if reward_scorer(utility):
+                if self._rewards is None:
+                    self._rewards = RewardGames(self.job, self.scored, self.progress, self.store)
+                self._games[utility] = self._rewards.game_for(utility)
+            else:
+                self._games[utility] = preference_game_for(self.job, utility, self.scored, self.store)
+        return self._games[utility]
+
+
 def play_games(job: ValuationJob, scored: Scored, store: UtilityStore | None,
-               progress: Callable[..., None]) -> list[dict]:
+               progress: Callable[..., None], source: GameSource | None = None) -> list[dict]:
     """Stages 3–4 (build games, estimate): one game per utility, each replayed from ``store`` when
     it already holds that game's result (a ledger does; a plain utility memo does not)."""
-    rewards = RewardGames(job, scored, progress, store) if job.valuation.reward_scorers else None
+    source = source or GameSource(job, scored, store, progress)
     results = store if isinstance(store, ResultStore) else None
     games = []
     for utility in job.valuation.utilities:
@@ -335,11 +366,7 @@ def play_games(job: ValuationJob, scored: Scored, store: UtilityStore | None,
             progress("valuation", f"{utility}: values read from the ledger")
             games.append(json.loads(kept))
             continue
-        if reward_scorer(utility):
-            assert rewards is not None  # built whenever a reward utility is asked for
-            game, described = rewards.game_for(utility)
-        else:
-            game, described = preference_game_for(job, utility, scored, store)
+        game, described = source.game(utility)
         games.append(play_game(job, utility, game, described, progress, examples=scored.sizes))
         if results is not None:
             results.save_result(job.run_id, result_name, json.dumps(games[-1]).encode())
@@ -347,11 +374,71 @@ def play_games(job: ValuationJob, scored: Scored, store: UtilityStore | None,
     return games
 
 
-def pay(games: Sequence[dict], payout_utility: str, budget: float, policy: str) -> dict:
-    """Stage 5 (pay): the payout block, from the payout game's values of the kind it states."""
+def robust_values(job: ValuationJob, paying: dict, game: Game, margins: np.ndarray,
+                  progress: Callable[..., None]) -> tuple[dict[str, float], list[dict]]:
+    """The payout game's values made replication-robust (:mod:`common.valuation.replicas`), and
+    the replica groups (two or more owners) for the report.
+
+    Without a group the values are the game's own, and nothing more is estimated. With one, the
+    quotient game (one player per group) is estimated with the job's estimator; its utilities
+    are coalitions of ``game``, so those the valuation evaluated are not computed again.
+    """
+    own = np.array([paying["values"][p]["value"] for p in game.players])
+    standalone = game.utilities(np.left_shift(1, np.arange(game.n, dtype=np.int64)))
+    similarity = margin_similarity(margins)
+    groups = replica_groups(similarity, job.valuation.replica_threshold, standalone,
+                            strength=np.einsum("ij,ij->i", margins, margins))
+    shared = [g for g in groups if len(g.members) > 1]
+    if not shared:
+        return dict(zip(game.players, own.tolist())), []
+    names = game.players
+    for g in shared:
+        progress("valuation", f"replicas: {', '.join(names[i] for i in g.members)} are one source "
+                              f"(held-out margin similarity {g.similarity:.4f}); paid as {names[g.representative]}")
+    quotient = quotient_game(game, groups)
+    result = estimate_values(job, paying["utility"], quotient, precedence=_quotient_precedence(job, names, groups))
+    values = split_group_values(groups, result.values, own)
+    return dict(zip(names, values.tolist())), [
+        {"owners": [names[i] for i in g.members], "representative": names[g.representative],
+         "similarity": round(g.similarity, 6), "group_value": float(result.values[k]),
+         "group_stderr": float(result.stderr[k])}
+        for k, g in enumerate(groups) if len(g.members) > 1]
+
+
+def _quotient_precedence(job: ValuationJob, names: Sequence[str], groups) -> list[tuple[str, str]] | None:
+    """The job's precedence between groups, by representative (pairs inside one group drop out)."""
+    if job.valuation.estimator != "asymmetric":
+        return None
+    group_of = {i: g.representative for g in groups for i in g.members}
+    pairs = list(dict.fromkeys((group_of[a], group_of[b]) for a, b in parse_precedence(job.valuation.precedence, names)
+                               if group_of[a] != group_of[b]))
+    reps = [g.representative for g in groups]
+    try:
+        predecessors(len(reps), [(reps.index(a), reps.index(b)) for a, b in pairs])
+    except ValueError:
+        raise FairPoolError("the precedence puts owners that are one source on both sides of another owner ("
+                            + "; ".join(" and ".join(names[i] for i in g.members) for g in groups if len(g.members) > 1)
+                            + "), so their group has no place in the order; run again (nothing retrains) with "
+                            "--payout-policy positive, or a precedence that keeps them together") from None
+    return [(names[a], names[b]) for a, b in pairs]
+
+
+def pay(games: Sequence[dict], payout_utility: str, budget: float, policy: str, *,
+        robust: Callable[[dict], tuple[dict[str, float], list[dict]]] | None = None,
+        threshold: float | None = None) -> dict:
+    """Stage 5 (pay): the payout block, from the payout game's values of the kind it states.
+
+    Under the ``robust`` policy ``robust(paying_game)`` returns the replication-robust values and
+    the replica groups; without it (a caller with no games to re-read) no owner is grouped.
+    """
     paying = next(g for g in games if g["utility"] == payout_utility)
-    payout = payout_shares({n: v["value"] for n, v in paying["values"].items()}, budget, policy, paying["kind"])
-    return {
+    values = {n: v["value"] for n, v in paying["values"].items()}
+    replicas: list[dict] = []
+    if policy == "robust" and robust is not None:
+        values, replicas = robust(paying)
+    payout = payout_shares(values, budget, policy, paying["kind"], replicas=[r["owners"] for r in replicas],
+                           threshold=threshold if policy == "robust" else None)
+    block = {
         "game": paying["utility"],
         "budget": payout.budget,
         "policy": payout.policy,
@@ -361,6 +448,11 @@ def pay(games: Sequence[dict], payout_utility: str, budget: float, policy: str) 
         "amounts": {k: float(v) for k, v in payout.amounts.items()},
         "flagged": list(payout.flagged),
     }
+    if policy == "robust":
+        block["replica_threshold"] = threshold
+        block["replicas"] = replicas
+        block["paid_values"] = {k: float(v) for k, v in values.items()}
+    return block
 
 
 def value_submissions(
@@ -390,8 +482,14 @@ def value_submissions(
     scored, unusable = score_accepted(admitted.accepted, base_model, tokenizer, job.spec, job.eval_path, progress)
     if job.export_adapters:
         save_adapters(job, scored.peft_model, scored.names)
-    games = play_games(job, scored, store, progress)
-    payout = pay(games, job.valuation.payout_utility, job.budget, job.payout_policy)
+    source = GameSource(job, scored, store, progress)
+    games = play_games(job, scored, store, progress, source)
+
+    def robust(paying: dict) -> tuple[dict[str, float], list[dict]]:
+        return robust_values(job, paying, source.game(paying["utility"])[0], scored.margins, progress)
+
+    payout = pay(games, job.valuation.payout_utility, job.budget, job.payout_policy, robust=robust,
+                 threshold=job.valuation.replica_threshold)
     progress("valuation", "values computed")
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,
