@@ -14,7 +14,7 @@ from common.valuation.game import Game
 from common.valuation.known_games import additive_game, airport_game, glove_game, unanimity_game, weighted_voting_game
 from common.valuation.regression import pair_leverage
 from common.valuation.sampling import jump_variance
-from common.valuation.shapley import exact_shapley
+from common.valuation.shapley import beta_size_weights, exact_semivalue, exact_shapley
 from common.valuation.stopping import MaxEvaluations, MaxSamples, MaxSeconds, RankStableFor, StderrBelow
 
 SHAPLEY_SAMPLERS = ("stratified", "leverage", "kernel", "permutation", "truncated", "surrogate")
@@ -431,7 +431,7 @@ def test_truncation_tolerance_zero_walks_everything() -> None:
 
 def test_registry_and_auto() -> None:
     assert set(ESTIMATORS) == {"exact", "surrogate", "stratified", "leverage", "permutation", "truncated", "kernel",
-                               "asymmetric", "banzhaf", "loo"}
+                               "asymmetric", "banzhaf", "beta", "loo"}
     small, _ = additive_game(np.arange(16.0))
     res = estimate(small, seed=0)
     assert res.estimator == "exact" and res.params["auto"] is True
@@ -501,7 +501,8 @@ def test_result_is_json_friendly() -> None:
         elif estimator == "loo":  # v(N) − v(N∖{i}) = 2 − 1 for every glove
             np.testing.assert_allclose(res.values, [1.0] * 4, atol=1e-12)
         else:
-            truth = banzhaf_truth if estimator == "banzhaf" else phi
+            truth = {"banzhaf": banzhaf_truth, "beta": exact_semivalue(full_table(game), 4, beta_size_weights(4, 16, 1))
+                     }.get(estimator, phi)
             assert np.all(np.abs(res.values - truth) <= 4 * res.stderr + 1e-9), (estimator, res.values, res.stderr)
 
 

@@ -50,12 +50,17 @@ class ValuationSettings:
                 "variate), stratified (by coalition size, per-stratum stderr), leverage (Leverage SHAP "
                 "regression), kernel (KernelSHAP), permutation (Monte Carlo), truncated (TMC), asymmetric "
                 "(asymmetric Shapley values under --precedence), banzhaf (Banzhaf values, maximum sample "
-                "reuse) or loo (leave-one-out)"})
+                "reuse), beta (Beta Shapley values, Beta(--beta-alpha, --beta-beta)) or loo (leave-one-out)"})
     precedence: tuple[str, ...] = field(default=(), metadata={
         "flag": "--precedence", "metavar": "A<B,C", "action": "append",
         "help": "with --estimator asymmetric: the owners left of '<' come before those right of it (data "
                 "that arrived first, or that the others' data derive from); repeatable, a partial order; "
                 "none = every order (Shapley values)"})
+    beta_alpha: float = field(default=16.0, metadata={
+        "metavar": "A", "help": "with --estimator beta: α of Beta Shapley's weights; α > β favours small "
+                                "coalitions (Kwon & Zou's Beta(16,1)); α = β = 1 is Shapley"})
+    beta_beta: float = field(default=1.0, metadata={
+        "metavar": "B", "help": "with --estimator beta: β of Beta Shapley's weights"})
     exact_max_players: int = field(default=EXACT_MAX_PLAYERS, metadata={
         "metavar": "K",
         "help": "largest number of owners valued exactly (all 2ⁿ coalitions) under auto; reward games, "
@@ -122,6 +127,9 @@ class ValuationSettings:
             raise ConfigError("`rank_stable_for` must be at least 1")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ConfigError("`max_seconds` must be positive")
+        if not (0 < self.beta_alpha < float("inf") and 0 < self.beta_beta < float("inf")):
+            raise ConfigError(f"Beta Shapley needs `beta_alpha` > 0 and `beta_beta` > 0, got "
+                              f"{self.beta_alpha!r}, {self.beta_beta!r}")
         if not 0 < self.replica_threshold <= 1:
             raise ConfigError(f"`replica_threshold` must be in (0, 1], got {self.replica_threshold!r}")
         if not 1 <= self.exact_max_players <= 24:

@@ -16,6 +16,8 @@ care whether values were enumerated or sampled.  The estimators, registered in
 * ``truncated`` — TMC-Shapley: each permutation is walked only until ``v(prefix) ≈ v(N)``.
 * ``banzhaf`` — *Banzhaf* values (another semivalue, not efficient) by maximum sample
   reuse; stderr from the two group variances.
+* ``beta`` — *Beta Shapley* values (Kwon & Zou; a semivalue, not efficient) by size-stratified
+  sampling with reuse; per-stratum stderr.
 * ``loo`` — leave-one-out ``v(N) − v(N∖{i})``; stderr 0.
 
 Budgets count **distinct** coalitions per run (:class:`~common.valuation.sampling.Lookup`): a
@@ -71,12 +73,20 @@ from common.valuation.sampling import (
     pooled_variance,
     rng_and_seed,
 )
-from common.valuation.shapley import ValuationResult, ValueKind, estimate_exact, exact_banzhaf, exact_shapley
+from common.valuation.shapley import (
+    ValuationResult,
+    ValueKind,
+    beta_size_weights,
+    estimate_exact,
+    exact_banzhaf,
+    exact_semivalue,
+    exact_shapley,
+)
 from common.valuation.stopping import CONVERGED, StoppingRule
-from common.valuation.stratified import StratifiedSampler
+from common.valuation.stratified import SemivalueSampler, StratifiedSampler
 from common.valuation.surrogate import SurrogateSampler
 
-__all__ = ["ESTIMATORS", "ESTIMATOR_KINDS", "EXACT_MAX_PLAYERS", "asymmetric", "auto_estimator", "banzhaf",
+__all__ = ["ESTIMATORS", "ESTIMATOR_KINDS", "EXACT_MAX_PLAYERS", "asymmetric", "auto_estimator", "banzhaf", "beta",
            "budget_buys_everything", "estimate", "exact", "kernel", "leverage", "loo", "permutation",
            "stratified", "surrogate", "truncated"]
 
@@ -554,6 +564,32 @@ def banzhaf(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0,
                  kind=ValueKind.BANZHAF, from_table=exact_banzhaf)
 
 
+# --------------------------------------------------------------------------- Beta Shapley
+
+
+def beta(game: Game, *, stop: StoppingRule | None = None, seed: Seed = 0, alpha: float = 16.0,
+         beta: float = 1.0, batch_size: int = 64) -> ValuationResult:
+    """*Beta Shapley* values (Kwon & Zou 2022): the semivalue whose joined-coalition size is
+    beta-binomial(α, β) (:func:`~common.valuation.shapley.beta_size_weights`).
+
+    Beta(1, 1) is Shapley; the default Beta(16, 1) weighs a player's contribution to small
+    coalitions most, where one owner's data moves the model most and the marginal is least
+    drowned by saturation. Not efficient (its values do not sum to v(N) − v(∅)), so a payout
+    normalises them and says so. Sampled by coalition size with full reuse, sizes allotted to
+    the weights (:class:`~common.valuation.stratified.SemivalueSampler`); exact once every
+    coalition is evaluated, or when the budget buys all ``2ⁿ``.
+    """
+    rng, seed_record = rng_and_seed(seed)
+    size = check_positive_int("batch_size", batch_size)
+    q = beta_size_weights(game.n, float(alpha), float(beta))
+    params = {"seed": seed_record, "batch_size": batch_size, "semivalue": "beta", "alpha": float(alpha),
+              "beta": float(beta), "stderr_method": "per-stratum"}
+    return _sample(game, stop, "beta", params,
+                   lambda lookup, budget: SemivalueSampler(game.n, lookup, rng, batch_size=size, budget=budget,
+                                                           size_weights=q),
+                   from_table=lambda v, n: exact_semivalue(v, n, q), kind=ValueKind.BETA)
+
+
 # --------------------------------------------------------------------------- entry point
 
 Estimator = Callable[..., ValuationResult]
@@ -562,7 +598,7 @@ ESTIMATOR_KINDS: dict[str, ValueKind] = {
     "exact": ValueKind.SHAPLEY, "surrogate": ValueKind.SHAPLEY, "stratified": ValueKind.SHAPLEY,
     "leverage": ValueKind.SHAPLEY,
     "kernel": ValueKind.SHAPLEY, "permutation": ValueKind.SHAPLEY, "truncated": ValueKind.SHAPLEY,
-    "asymmetric": ValueKind.ASYMMETRIC, "banzhaf": ValueKind.BANZHAF, "loo": ValueKind.LOO,
+    "asymmetric": ValueKind.ASYMMETRIC, "banzhaf": ValueKind.BANZHAF, "beta": ValueKind.BETA, "loo": ValueKind.LOO,
 }
 """The kind of values each estimator computes (a config check can refuse a payout before any work)."""
 
@@ -577,6 +613,7 @@ ESTIMATORS: dict[str, Estimator] = {
     "truncated": truncated,
     "asymmetric": asymmetric,
     "banzhaf": banzhaf,
+    "beta": beta,
     "loo": loo,
 }
 

@@ -21,7 +21,8 @@ import numpy as np
 
 from common.valuation.bits import check_players, popcount
 
-__all__ = ["EFFICIENT_KINDS", "ValuationResult", "ValueKind", "estimate_exact", "exact_banzhaf", "exact_shapley"]
+__all__ = ["EFFICIENT_KINDS", "ValuationResult", "ValueKind", "beta_size_weights", "estimate_exact", "exact_banzhaf",
+           "exact_semivalue", "exact_shapley"]
 
 
 class ValueKind(StrEnum):
@@ -35,13 +36,14 @@ class ValueKind(StrEnum):
     SHAPLEY = "shapley"
     ASYMMETRIC = "asymmetric"
     BANZHAF = "banzhaf"
+    BETA = "beta"
     LOO = "loo"
 
     @property
     def label(self) -> str:
         """The kind's name in prose (reports, payout descriptions): ``Shapley``, ``leave-one-out``."""
         return {"shapley": "Shapley", "asymmetric": "asymmetric Shapley", "banzhaf": "Banzhaf",
-                "loo": "leave-one-out"}[self.value]
+                "beta": "Beta Shapley", "loo": "leave-one-out"}[self.value]
 
 
 EFFICIENT_KINDS: frozenset[ValueKind] = frozenset({ValueKind.SHAPLEY, ValueKind.ASYMMETRIC})
@@ -117,17 +119,50 @@ class ValuationResult:
 
 
 def exact_shapley(utilities: np.ndarray, n: int) -> np.ndarray:
-    """Exact Shapley values from the full utility table ``utilities[mask] = v(S)``.
+    """Exact Shapley values from the full utility table ``utilities[mask] = v(S)``: the
+    semivalue whose coalition sizes are equally likely (:func:`exact_semivalue`)."""
+    n = check_players(n)
+    return exact_semivalue(utilities, n, np.full(n, 1.0 / max(n, 1)))
 
-    For each player ``i`` the table is viewed as shape ``(2**(n−i−1), 2, 2**i)``:
-    index ``[:, 0, :]`` runs over the coalitions without ``i`` and ``[:, 1, :]``
-    over the same coalitions with ``i`` added.  The weighted sum of their
-    differences is then one vectorised expression, ``O(n·2**n)`` in total and
-    without materialising any mask arrays beyond the coalition sizes.
 
-    The weight ``|S|!(n−|S|−1)!/n!`` is computed as ``1 / (n·C(n−1, |S|))``,
-    which stays accurate for every ``n`` (the factorials alone overflow float
-    long before ``n = 62``).
+def exact_banzhaf(utilities: np.ndarray, n: int) -> np.ndarray:
+    """Exact Banzhaf values ``β_i = 2^{1−n} Σ_{S∌i} [v(S∪{i}) − v(S)]``: the semivalue that
+    weighs every coalition equally, so its sizes are binomial."""
+    n = check_players(n)
+    return exact_semivalue(utilities, n, np.array([math.comb(n - 1, s) for s in range(n)]) / 2.0 ** max(n - 1, 0))
+
+
+def beta_size_weights(n: int, alpha: float, beta: float) -> np.ndarray:
+    """Beta Shapley's distribution of the size ``|S|`` of the coalition a player joins.
+
+    Kwon & Zou (2022): ``P(|S| = s) = C(n−1, s) · B(s + β, n − 1 − s + α) / B(α, β)``, the
+    beta-binomial law on ``0 … n−1``. ``α = β = 1`` is uniform (Shapley); ``α > β`` favours
+    small coalitions, where one owner's data changes most (their recommended Beta(16, 1)),
+    and so dampens the noise of marginal contributions to large, saturated coalitions.
+    Computed in log space: the Beta functions overflow long before the weights do.
+    """
+    n = check_players(n)
+    if not (alpha > 0 and beta > 0 and math.isfinite(alpha) and math.isfinite(beta)):
+        raise ValueError(f"Beta Shapley needs alpha > 0 and beta > 0, got ({alpha}, {beta})")
+
+    def log_beta(a: float, b: float) -> float:
+        return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+    logs = [math.log(math.comb(n - 1, s)) + log_beta(s + beta, n - 1 - s + alpha) - log_beta(alpha, beta)
+            for s in range(n)]
+    q = np.exp(np.array(logs, dtype=np.float64))
+    return q / q.sum() if n else q
+
+
+def exact_semivalue(utilities: np.ndarray, n: int, size_weights: np.ndarray) -> np.ndarray:
+    """Exact values of the semivalue whose joined-coalition size has law ``size_weights``.
+
+    ``φ_i = Σ_{S∌i} q(|S|)/C(n−1, |S|) · [v(S∪{i}) − v(S)]`` with ``q`` summing to 1 over
+    sizes ``0 … n−1``: Shapley (``q = 1/n``), Banzhaf, Beta Shapley are all this one sum.
+    For each player the table is viewed as shape ``(2**(n−i−1), 2, 2**i)``: ``[:, 0, :]``
+    runs over the coalitions without ``i`` and ``[:, 1, :]`` over the same with ``i`` added,
+    so the sum is one vectorised expression, ``O(n·2**n)`` in all. The weight is computed as
+    ``q(s) / C(n−1, s)``, which stays accurate for every ``n`` (factorials overflow first).
     """
     n = check_players(n)
     v = np.asarray(utilities, dtype=np.float64)
@@ -137,9 +172,12 @@ def exact_shapley(utilities: np.ndarray, n: int) -> np.ndarray:
         )
     if not np.all(np.isfinite(v)):
         raise ValueError("utilities contain nan or inf")
+    q = np.asarray(size_weights, dtype=np.float64)
+    if q.shape != (n,):
+        raise ValueError(f"size_weights must have one entry per size 0..{n - 1}, got shape {q.shape}")
     if n == 0:
         return np.zeros(0, dtype=np.float64)
-    weight_by_size = np.array([1.0 / (n * math.comb(n - 1, k)) for k in range(n)], dtype=np.float64)
+    weight_by_size = q / np.array([math.comb(n - 1, k) for k in range(n)], dtype=np.float64)
     # The grand coalition (size n) never appears on the "without i" side, so its
     # out-of-range size is clipped only to keep the lookup in bounds.
     weights = weight_by_size[np.minimum(popcount(np.arange(1 << n, dtype=np.int64)), n - 1)]
@@ -150,22 +188,6 @@ def exact_shapley(utilities: np.ndarray, n: int) -> np.ndarray:
         w_without_i = weights.reshape(shape)[:, 0, :]
         phi[i] = np.sum(w_without_i * (table[:, 1, :] - table[:, 0, :]))
     return phi
-
-
-def exact_banzhaf(utilities: np.ndarray, n: int) -> np.ndarray:
-    """Exact Banzhaf values ``β_i = 2^{1−n} Σ_{S∌i} [v(S∪{i}) − v(S)]`` from the full table.
-
-    The same reshaping as :func:`exact_shapley`, with every coalition weighted equally.
-    """
-    n = check_players(n)
-    v = np.asarray(utilities, dtype=np.float64)
-    if v.ndim != 1 or v.shape[0] != 1 << n:
-        raise ValueError(f"utilities must have length 2**{n} = {1 << n}, got shape {v.shape}")
-    out = np.empty(n, dtype=np.float64)
-    for i in range(n):
-        table = v.reshape(1 << (n - i - 1), 2, 1 << i)
-        out[i] = float(np.mean(table[:, 1, :] - table[:, 0, :]))
-    return out
 
 
 def estimate_exact(players: Sequence[str], utilities: np.ndarray) -> ValuationResult:

@@ -43,7 +43,7 @@ from common.valuation.bits import membership, popcount
 from common.valuation.sampling import Lookup, full_mask, growing_batch, pooled_variance
 from common.valuation.sizes import DistinctDraws, allocate, water_fill
 
-__all__ = ["SizeRuns", "Strata", "StratifiedSampler", "project_efficient"]
+__all__ = ["SemivalueSampler", "SizeRuns", "Strata", "StratifiedSampler", "project_efficient"]
 
 
 def project_efficient(values: np.ndarray, variance: np.ndarray, total: float) -> tuple[np.ndarray, np.ndarray]:
@@ -128,6 +128,23 @@ class StratifiedSampler:
         return values, np.sqrt(variance), np.full(self.n, self.samples + 2, dtype=np.int64)
 
 
+class SemivalueSampler(StratifiedSampler):
+    """The same draws for a semivalue of size law ``q`` (Beta Shapley): sizes are allotted
+    ``m_t ∝ √(q(t−1)²/t + q(t)²/(n−t))``, the allocation that minimises the variance of
+    ``Σ_t q(t−1)·μ⁺_t − q(t)·μ⁻_t`` (for ``q = 1/n`` it is stratified Shapley's 1/√(t(n−t)))."""
+
+    def __init__(self, n: int, lookup: Lookup, rng: np.random.Generator, *, batch_size: int,
+                 budget: int | None, size_weights: np.ndarray) -> None:
+        super().__init__(n, lookup, rng, batch_size=batch_size, budget=budget)
+        self.q = np.asarray(size_weights, dtype=np.float64)
+        t = self.sizes
+        self.weights = np.maximum(np.sqrt(self.q[t - 1] ** 2 / t + self.q[t] ** 2 / (n - t)), 1e-300)
+
+    def estimate(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        values, variance = self.strata.semivalue(self.q, self.v_empty, self.v_empty + self.total, self.ref)
+        return values, np.sqrt(variance), np.full(self.n, self.samples + 2, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class SizeRuns:
     """Coalitions sorted by size, with where each size's run starts and their membership bits.
@@ -194,12 +211,10 @@ class Strata:
         self.sq_out[rows] += squares - sq_in
         self.drawn[rows] += count[:, 0]
 
-    def estimate(self, total: float) -> tuple[np.ndarray, np.ndarray]:
-        """Values and their variances, projected onto ``Σφ = total`` (= v(N) − v(∅))."""
-        n = self.n
-        # Each size's spread over all its draws is one pseudo-sample of every stratum of that
-        # size; sizes with fewer than two draws borrow the mean spread (or, before any draw,
-        # the square of what the players share).
+    def _prior(self, total: float) -> np.ndarray:
+        """Each size's spread over all its draws, one pseudo-sample of every stratum of that
+        size; sizes with fewer than two draws borrow the mean spread (or, before any draw, the
+        square of what the players share). Shape ``(n − 1, 1)``."""
         size_count = self.drawn
         size_sum = (self.sum_in[:, 0] + self.sum_out[:, 0])
         size_sq = (self.sq_in[:, 0] + self.sq_out[:, 0])
@@ -208,16 +223,41 @@ class Strata:
                                 / np.maximum(size_count - 1, 1), np.nan)
         size_var = np.maximum(size_var, 0.0)
         fallback = float(np.nanmean(size_var)) if np.isfinite(size_var).any() else total**2
-        prior = np.where(np.isfinite(size_var), size_var, fallback)[:, None]
+        return np.where(np.isfinite(size_var), size_var, fallback)[:, None]
+
+    def _variances(self, prior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (_mean_variance(self.count_in, self.sum_in, self.sq_in, self.pop_in, prior),
+                _mean_variance(self.count_out, self.sum_out, self.sq_out, self.pop_out, prior))
+
+    def estimate(self, total: float) -> tuple[np.ndarray, np.ndarray]:
+        """Values and their variances, projected onto ``Σφ = total`` (= v(N) − v(∅))."""
+        n = self.n
+        var_in, var_out = self._variances(self._prior(total))
         seen = (self.count_in > 0) & (self.count_out > 0)
         mean_in = self.sum_in / np.maximum(self.count_in, 1)
         mean_out = self.sum_out / np.maximum(self.count_out, 1)
         gaps = np.where(seen, mean_in - mean_out, 0.0)
-        var_gap = (_mean_variance(self.count_in, self.sum_in, self.sq_in, self.pop_in, prior)
-                   + _mean_variance(self.count_out, self.sum_out, self.sq_out, self.pop_out, prior))
         values = (total + gaps.sum(axis=0)) / n
-        variance = var_gap.sum(axis=0) / n**2
+        variance = (var_in + var_out).sum(axis=0) / n**2
         return project_efficient(values, variance, total)
+
+    def semivalue(self, size_weights: np.ndarray, v_empty: float, v_full: float,
+                  ref: float) -> tuple[np.ndarray, np.ndarray]:
+        """Values of the semivalue with size law ``q`` (``size_weights``), and their variances.
+
+        Regrouping ``φ_i = Σ_s q(s)·[μ⁺_{i,s+1} − μ⁻_{i,s}]`` by stratum size ``t`` gives
+        ``q(n−1)·v(N) − q(0)·v(∅) + Σ_t [q(t−1)·μ⁺_{i,t} − q(t)·μ⁻_{i,t}]``; no projection, as a
+        semivalue other than Shapley is not efficient. ``ref`` is the shift the stored sums
+        carry. A stratum not drawn yet stands in with its size's mean and that size's spread.
+        """
+        q = np.asarray(size_weights, dtype=np.float64)
+        var_in, var_out = self._variances(self._prior(v_full - v_empty))
+        size_mean = ((self.sum_in[:, 0] + self.sum_out[:, 0]) / np.maximum(self.drawn, 1))[:, None]
+        mean_in = np.where(self.count_in > 0, self.sum_in / np.maximum(self.count_in, 1), size_mean) + ref
+        mean_out = np.where(self.count_out > 0, self.sum_out / np.maximum(self.count_out, 1), size_mean) + ref
+        a, b = q[:-1, None], q[1:, None]  # coefficients of μ⁺_t and μ⁻_t, t = 1 … n−1
+        values = q[-1] * v_full - q[0] * v_empty + (a * mean_in - b * mean_out).sum(axis=0)
+        return values, (a**2 * var_in + b**2 * var_out).sum(axis=0)
 
 
 def _mean_variance(count: np.ndarray, total: np.ndarray, squares: np.ndarray, population: np.ndarray,

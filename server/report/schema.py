@@ -29,8 +29,12 @@ def payout_game(report: dict) -> dict:
 
 def value_kind(game: dict) -> str:
     """What a game's values are, as the report states it (``kind``): Banzhaf and leave-one-out
-    values are not Shapley values."""
-    return f"{ValueKind(game['kind']).label} value"
+    values are not Shapley values; Beta Shapley names its weights, Beta(α,β)."""
+    kind = ValueKind(game["kind"])
+    params = game.get("params", {})
+    if kind is ValueKind.BETA and "alpha" in params:
+        return f"Beta({params['alpha']:g},{params['beta']:g}) Shapley value"
+    return f"{kind.label} value"
 
 
 def advice_sentences(game: dict) -> list[str]:

@@ -216,9 +216,11 @@ def estimate_values(job: ValuationJob, utility: str, game: Game,
     # evaluations would otherwise read as a budget below 2ⁿ and make it sample).
     unbounded_auto = settings.estimator == "auto" and not settings.sets_budget and game.n <= exact_bound
     stop = None if settings.estimator in ("exact", "loo") or unbounded_auto else settings.stopping_rule(game.n)
-    extra = {}
+    extra: dict[str, object] = {}
     if settings.estimator == "asymmetric":
         extra = {"precedence": settings.precedence if precedence is None else precedence}
+    elif settings.estimator == "beta":
+        extra = {"alpha": settings.beta_alpha, "beta": settings.beta_beta}
     return estimate(game, settings.estimator, stop=stop, seed=job.spec.seed, exact_max_players=exact_bound, **extra)
 
 
