@@ -192,19 +192,20 @@ def hostile_html(hostile) -> str:
 
 def test_payout_table_has_one_row_per_owner(two_games, two_games_html):
     table = Page(two_games_html).payout()
-    assert table["head"] == [["owner", "status", "examples", "Shapley value ± stderr (preference)", "share",
-                              "amount", "flagged"]]
+    assert table["head"] == [["owner", "status", "examples", "Shapley value (preference, pts)", "share",
+                              "amount", "flagged"]], "exact values: no ± column, a unit"
     rows = {r[0]: r for r in table["rows"]}
     assert [r[0] for r in table["rows"]] == [o["name"] for o in two_games["owners"]]
     payout, values = two_games["payout"], two_games["games"][0]["values"]
     for name, value in values.items():
         status, examples, shown, share, amount, flag = rows[name][1:]
         assert status == "valued" and examples == "48"
-        assert float(shown.split("±")[0]) == pytest.approx(value["value"], abs=5e-5)
+        assert "±" not in shown and shown.endswith(" pts")  # exact: percentage points, no ±
+        assert float(shown.removesuffix(" pts")) == pytest.approx(100 * value["value"], abs=5e-3)
         assert share == f"{payout['shares'][name]:.1%}" and amount == f"{payout['amounts'][name]:.2f}"
         assert ("negative" in flag) == (name in payout["flagged"])
     assert payout["flagged"] == ["flipped"], "the fixture's last owner hurts the model"
-    assert rows["ghost"][1:] == ["rejected", "0", "—", "—", "—", ""]
+    assert rows["ghost"][1:] == ["rejected", "—", "—", "—", "—", ""]
 
 
 def test_rejected_owners_are_listed_with_their_reason(two_games_html):
@@ -216,7 +217,8 @@ def test_sampled_values_show_their_stderr(tmp_path):
     rows = Page(render_html(report)).payout()["rows"]
     for row in rows:
         stderr = report["games"][0]["values"][row[0]]["stderr"]
-        assert stderr > 0 and row[3].endswith(f"± {stderr:.4f}")
+        assert stderr > 0 and row[3].endswith(f"± {100 * stderr:.2f} pts")
+    assert "± stderr" in Page(render_html(report)).payout()["head"][0][3]
 
 
 def test_page_is_self_contained(two_games_html):
@@ -371,6 +373,10 @@ def test_browser_dom_has_the_payout_rows(page_file):
     assert names == ["clean", "small", XSS, "flipped", "ghost"]
     assert not [t for t, _ in dom.tags if t == "script"], "the owner name stayed text in the browser too"
     assert len(dom.images()) == 2 * 3 + 1
+    # Issue 16 #5: the plain-words reading comes first; every game names its coalitions in a table
+    assert [t for t, _ in dom.tags].index("p") < [t for t, _ in dom.tags].index("table")
+    assert ("p", {"class": "reading"}) in dom.tags
+    assert len([t for t in dom.tables if t["class"] == "coalitions"]) == 2
 
 
 def test_flags_and_refused_replies_are_shown_escaped():

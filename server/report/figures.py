@@ -7,10 +7,11 @@ functions, so a file and the page cannot disagree.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 from common.storage.atomic import atomic_write
-from server.report.schema import PUBLIC_FILE_MODE, payout_game, value_kind
+from server.report.schema import PUBLIC_FILE_MODE, payout_game, value_kind, value_unit
 
 PLAIN_TEXT = {"text.parse_math": False}
 """Figures are built under this rc: owner names and run ids are user text, and one with ``$…$``
@@ -44,29 +45,69 @@ def save_figure(fig, plt, path: Path, mode: int = PUBLIC_FILE_MODE) -> None:
     atomic_write(path, png_bytes(fig, plt), mode)
 
 
-def draw_values(ax, game: dict) -> None:
-    """One game's values as bars with their standard errors (``values.png`` and ``report.html``)."""
+RAISES, LOWERS, REJECTED = "#2a9d8f", "#e76f51", "#b0bec5"
+"""Bar colours: an owner that raises the utility, one that lowers it, one not valued."""
+
+
+def draw_values(ax, game: dict, rejected: Sequence[str] = ()) -> None:
+    """One game's values as labelled bars in the game's unit, with standard errors when
+    estimated, a legend, and ``rejected`` owners as grey "rejected" stubs (``values.png`` and
+    ``report.html``)."""
+    from matplotlib.patches import Patch
+
+    scale, unit, long_unit = value_unit(game)
     names = list(game["values"])
-    values = [game["values"][n]["value"] for n in names]
-    errors = [game["values"][n]["stderr"] for n in names]
-    colours = ["#2a9d8f" if v >= 0 else "#e76f51" for v in values]
-    ax.bar(names, values, yerr=errors if any(errors) else None, color=colours, capsize=3)  # exact: no bars
+    values = [game["values"][n]["value"] * scale for n in names]
+    errors = [game["values"][n]["stderr"] * scale for n in names]
+    colours = [RAISES if v >= 0 else LOWERS for v in values]
+    bars = ax.bar(names, values, yerr=errors if any(errors) else None, color=colours, capsize=3)  # exact: no bars
+    digits = 1 if scale == 100.0 else 3
+    labels = [f"{v:+.{digits}f}" + (f" ± {e:.{digits}f}" if e else "") for v, e in zip(values, errors)]
+    ax.bar_label(bars, labels=labels, padding=2, fontsize=8)
+    handles = [Patch(color=RAISES, label="raises the utility"), Patch(color=LOWERS, label="lowers it")]
+    if rejected:
+        stubs = ax.bar(list(rejected), [0.0] * len(rejected), color=REJECTED, hatch="//", edgecolor="#78909c")
+        ax.bar_label(stubs, labels=["rejected"] * len(rejected), padding=2, fontsize=8, color="#546e7a")
+        handles.append(Patch(facecolor=REJECTED, hatch="//", edgecolor="#78909c", label="rejected: not valued"))
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_title(f"{value_kind(game)} ({game['utility']}, {game['estimator']})")
+    ax.margins(y=0.18)  # room for the labels above and below the bars
+    ax.set_ylabel(f"{value_kind(game)} ({unit})")
+    ax.set_xlabel("owner")
+    ax.legend(handles=handles, fontsize=8, loc="best", frameon=False)
+    how = "exact" if not any(errors) else f"{game['estimator']}, ±1 stderr"
+    ax.set_title(f"{value_kind(game)}s: {game['utility']} ({how})\nin {long_unit}", fontsize=10)
+
+
+def rejected_owners(report: dict) -> list[str]:
+    """Owners the report names but did not value (shown as such in every chart)."""
+    return [o["name"] for o in report["owners"] if o["status"] != "valued"]
 
 
 def render_plot(report: dict, path: Path, mode: int = PUBLIC_FILE_MODE) -> None:
-    """Bar chart: Shapley value (with stderr) and payout share per owner, side by side."""
+    """``values.png``: each owner's value (labelled, in the game's unit) and payout share, side
+    by side; rejected owners appear in both, marked rejected."""
     plt, ticker = pyplot()
     game = payout_game(report)
+    rejected = rejected_owners(report)
     names = list(game["values"])
     shares = [report["payout"]["shares"].get(n, 0.0) for n in names]
+    n = len(names) + len(rejected)
     with plt.rc_context(PLAIN_TEXT):
-        fig, (ax_v, ax_s) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-        draw_values(ax_v, game)
-        ax_s.bar(names, shares, color="#264653")
-        ax_s.set_title(f"Payout share ({report['payout']['policy']} policy)")
+        fig, (ax_v, ax_s) = plt.subplots(1, 2, figsize=(max(10.0, 2.0 + 1.1 * n), 4.6), constrained_layout=True)
+        draw_values(ax_v, game, rejected)
+        bars = ax_s.bar(names, shares, color="#264653", label="share of the budget")
+        ax_s.bar_label(bars, labels=[f"{s:.1%}" for s in shares], padding=2, fontsize=8)
+        if rejected:
+            stubs = ax_s.bar(rejected, [0.0] * len(rejected), color=REJECTED, hatch="//", edgecolor="#78909c",
+                             label="rejected: not paid")
+            ax_s.bar_label(stubs, labels=["rejected"] * len(rejected), padding=2, fontsize=8, color="#546e7a")
+        payout = report["payout"]
+        ax_s.set_title(f"Payout share ({payout['policy']} policy, budget {payout['budget']:g})", fontsize=10)
         ax_s.yaxis.set_major_formatter(ticker.PercentFormatter(1.0))
+        ax_s.set_ylabel("share of the budget")
+        ax_s.set_xlabel("owner")
+        ax_s.margins(y=0.15)
+        ax_s.legend(fontsize=8, loc="best", frameon=False)
         for ax in (ax_v, ax_s):
             ax.tick_params(axis="x", rotation=30)
         fig.suptitle(f"FairPool run {report['run_id']}")

@@ -23,9 +23,19 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from common.status import OwnerStatus
-from server.report.figures import PLAIN_TEXT, draw_values, png_bytes, pyplot, signature_figure
-from server.report.markdown import evaluated, format_value
-from server.report.schema import advice_sentences, owner_flags, payout_game, value_kind
+from server.report.figures import PLAIN_TEXT, draw_values, png_bytes, pyplot, rejected_owners, signature_figure
+from server.report.markdown import evaluated, examples_cell
+from server.report.schema import (
+    advice_sentences,
+    format_with_unit,
+    is_exact,
+    owner_flags,
+    payout_game,
+    plain_reading,
+    rows_account,
+    value_kind,
+    value_unit,
+)
 
 OWNERS_IN_HEADER = 20
 """The header names at most this many owners; the payout table always lists all of them."""
@@ -53,10 +63,12 @@ th { background: #264653; color: #fff; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.rejected td { color: #78909c; background: #f7f7f7; }
 tr.flagged td { background: #fdf0ec; }
-.flag { color: #c0392b; font-weight: 600; }
+.flag { color: #c0392b; font-weight: 600; display: block; }
 figure { margin: 1.2em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #e0e6ea; }
 figcaption { color: #546e7a; font-size: 0.92em; max-width: 900px; }
+p.reading { font-size: 1.08em; background: #f6f9fa; border-left: 4px solid #2a9d8f; padding: 0.7em 1em; }
+details > summary { cursor: pointer; color: #264653; font-weight: 600; margin: 0.6em 0; }
 """
 
 
@@ -78,15 +90,16 @@ def _figure(png: bytes, alt: str, caption: str) -> str:
 # --------------------------------------------------------------------------- figures
 
 
-def game_values_png(game: dict) -> bytes:
-    """One game's values with standard-error bars (the same bars as ``values.png``)."""
+def game_values_png(game: dict, rejected: list[str] | None = None) -> bytes:
+    """One game's values, labelled, in its unit, with standard-error bars when estimated and
+    ``rejected`` owners marked (the same bars as ``values.png``)."""
     plt, _ = pyplot()
-    n = len(game["values"])
+    rejected = rejected or []
+    names = [*game["values"], *rejected]  # long names end under their bar
+    n = len(names)
     with plt.rc_context(PLAIN_TEXT):
-        fig, ax = plt.subplots(figsize=(min(max(6.0, 2.0 + 0.45 * n), 20.0), 4.0), constrained_layout=True)
-        draw_values(ax, game)
-        ax.set_ylabel(f"{value_kind(game)} ({game['metric']})")
-        names = list(game["values"])  # long names end under their bar
+        fig, ax = plt.subplots(figsize=(min(max(6.0, 2.0 + 0.55 * n), 20.0), 4.4), constrained_layout=True)
+        draw_values(ax, game, rejected)
         ax.set_xticks(range(n), names, rotation=30, horizontalalignment="right", rotation_mode="anchor")
     return png_bytes(fig, plt)
 
@@ -223,7 +236,8 @@ def header(report: dict) -> str:
         ("Payout", f"{_e(payout['policy_description'])} Budget {payout['budget']:g} from the "
                    f"<code>{_e(payout['game'])}</code> game."),
     ]
-    parts = [f"<header><h1>FairPool valuation report</h1>{_dl(items)}"]
+    parts = [f"<header><h1>FairPool valuation report</h1><p class=\"reading\">{_e(plain_reading(report))}</p>"
+             f"{_dl(items)}"]
     signature = report.get("signature")
     if isinstance(signature, Mapping) and signature.get("fingerprint"):
         parts.append(f'<p class="signature">Signed by key <code>{_e(signature["fingerprint"])}</code>: '
@@ -236,7 +250,8 @@ def payout_table(report: dict) -> str:
     """One row per owner (rejected ones included), then the reasons for each rejection."""
     payout = report["payout"]
     game = payout_game(report)
-    head = ["owner", "status", "examples", f"{value_kind(game)} ± stderr ({game['utility']})",
+    spread = "" if is_exact(game) else " ± stderr"
+    head = ["owner", "status", "examples", f"{value_kind(game)}{spread} ({game['utility']}, {value_unit(game)[1]})",
             "share", "amount", "flagged"]
     rows = []
     for owner in report["owners"]:
@@ -247,8 +262,8 @@ def payout_table(report: dict) -> str:
         cells = [
             f"<td>{_e(name)}</td>",
             f"<td>{_e(owner['status'])}</td>",
-            f'<td class="num">{_e(owner["num_examples"])}</td>',
-            f'<td class="num">{_e(format_value(game["values"].get(name)))}</td>',
+            f'<td class="num">{_e(examples_cell(owner))}</td>',
+            f'<td class="num">{_e(format_with_unit(game, game["values"].get(name)))}</td>',
             f'<td class="num">{"—" if share is None else _e(f"{share:.1%}")}</td>',
             f'<td class="num">{"—" if amount is None else _e(f"{amount:.2f}")}</td>',
             f'<td>{"".join(f"<span class=flag>⚑ {_e(f)}</span> " for f in owner_flags(report, name))}</td>',
@@ -257,6 +272,10 @@ def payout_table(report: dict) -> str:
     th = "".join(f'<th scope="col">{_e(h)}</th>' for h in head)
     parts = ['<section id="payout"><h2>Payout</h2>',
              f'<table class="payout"><thead><tr>{th}</tr></thead><tbody>{"".join(rows)}</tbody></table>']
+    trimmed = [o for o in report["owners"] if rows_account(o)]
+    if trimmed:
+        items = "".join(f"<li><strong>{_e(o['name'])}</strong>: {_e(rows_account(o))}</li>" for o in trimmed)
+        parts.append(f'<h3>Rows not used as given</h3><ul class="rows">{items}</ul>')
     rejected = [o for o in report["owners"] if o["status"] == OwnerStatus.REJECTED]
     if rejected:
         items = "".join(f"<li><strong>{_e(o['name'])}</strong>: {_e(o['reason'])}</li>" for o in rejected)
@@ -274,7 +293,22 @@ def payout_table(report: dict) -> str:
     return "".join(parts)
 
 
-def game_section(index: int, game: dict) -> str:
+def coalition_table(game: dict) -> str:
+    """Every listed coalition with its members, size and utility, folded under the heat map:
+    the heat map's cells named, with no script (the page has none)."""
+    scale, _, long_unit = value_unit(game)
+    rows = sorted(game["coalitions"], key=lambda r: (len(r["members"]), -float(r["value"]), r["members"]))
+    level = (lambda v: f"{v * 100:.1f}%") if scale == 100.0 else (lambda v: f"{v:.4f}")
+    body = "".join(f"<tr><td>{_e(', '.join(r['members']) or '∅ (the base model)')}</td>"
+                   f'<td class="num">{len(r["members"])}</td><td class="num">{_e(level(float(r["value"])))}</td></tr>'
+                   for r in rows)
+    what = "held-out preference accuracy" if scale == 100.0 else long_unit
+    return (f"<details><summary>Every listed coalition ({len(rows)}): members, size and utility</summary>"
+            f'<table class="coalitions"><thead><tr><th scope="col">coalition</th><th scope="col">size</th>'
+            f'<th scope="col">utility ({_e(what)})</th></tr></thead><tbody>{body}</tbody></table></details>')
+
+
+def game_section(index: int, game: dict, rejected: list[str] | None = None) -> str:
     """How one game was computed, its values, its convergence (if traced) and its coalitions."""
     total = sum(v["value"] for v in game["values"].values())
     summary = (f"{_e(game['metric'])} on {_e(evaluated(game))}, composition <strong>{_e(game['composition'])}"
@@ -287,10 +321,11 @@ def game_section(index: int, game: dict) -> str:
     advice = "".join(f"<li>{_e(sentence)}</li>" for sentence in advice_sentences(game))
     parts = [f'<section class="game" id="game-{index}"><h2>Game <code>{name}</code></h2><p>{summary}</p>'
              + (f'<h3>Data-mix advice</h3><ul class="advice">{advice}</ul>' if advice else ""),
-             _figure(game_values_png(game), f"{value_kind(game)}s of the {game['utility']} game",
-                     f"{_e(value_kind(game))} of each owner; "
-                     + ("computed exactly, so there are no error bars." if game["estimator"] in ("exact", "loo")
-                        else "bars are ±1 standard error of the estimate."))]
+             _figure(game_values_png(game, rejected), f"{value_kind(game)}s of the {game['utility']} game",
+                     f"{_e(value_kind(game))} of each owner, in {_e(value_unit(game)[2])}; "
+                     + ("computed exactly, so there are no error bars." if is_exact(game)
+                        else "error bars are ±1 standard error of the estimate.")
+                     + (" Rejected owners are marked and were not valued." if rejected else ""))]
     if game.get("trace"):
         parts.append(_figure(convergence_png(game), f"convergence of the {game['utility']} estimate",
                              "Each owner's running estimate as the sampler requested more coalition "
@@ -303,7 +338,9 @@ def game_section(index: int, game: dict) -> str:
                          "Each row is one coalition size; its listed coalitions are sorted by utility from "
                          "left to right and stretched to the full width, so a row shows the spread of "
                          "utilities at that size. The right margin gives each size's mean utility and how "
-                         f"many coalitions it lists; grey rows list none.{note}"))
+                         f"many coalitions it lists; grey rows list none. The table below names every "
+                         f"coalition.{note}"))
+    parts.append(coalition_table(game))
     parts.append("</section>")
     return "".join(parts)
 
@@ -330,7 +367,7 @@ def digests_section(report: dict) -> str:
 def render_html(report: dict) -> str:
     """The whole page for ``report`` (schema: docs/report.md)."""
     body = [header(report), payout_table(report)]
-    body += [game_section(i, g) for i, g in enumerate(report["games"])]
+    body += [game_section(i, g, rejected_owners(report)) for i, g in enumerate(report["games"])]
     if len(report["games"]) >= 2:
         body.append(signature_section(report))
     body.append(digests_section(report))

@@ -3,23 +3,45 @@
 from __future__ import annotations
 
 from common.status import OwnerStatus
-from server.report.schema import advice_sentences, owner_flags, payout_game, value_kind
+from server.report.schema import (
+    advice_sentences,
+    format_with_unit,
+    owner_flags,
+    payout_game,
+    plain_reading,
+    rows_account,
+    value_kind,
+    value_unit,
+)
 
 
 def format_value(value: dict | None) -> str:
+    """A value as stored (no unit); a ± only for an estimate."""
     if not value:
         return "—"
     text = f"{value['value']:+.4f}"
     return text + (f" ± {value['stderr']:.4f}" if value.get("stderr") else "")
 
 
+def examples_cell(owner: dict) -> str:
+    """``320``, or ``18 of 61`` when rows were dropped (the reasons are listed below the table)."""
+    used = owner.get("num_examples") or 0
+    dropped = sum(int(v) for v in (owner.get("dropped") or {}).values())
+    if not used and not dropped:
+        return "—"
+    return f"{used} of {used + dropped}" if dropped else str(used)
+
+
 def render_markdown(report: dict) -> str:
     """A human summary: the owner table first, then each game and how it was computed."""
     games = report["games"]
     payout = report["payout"]
-    header = "| owner | examples | status | " + " | ".join(f"{g['utility']} value" for g in games)
+    header = "| owner | examples | status | " + " | ".join(
+        f"{g['utility']}: {value_kind(g)} ({value_unit(g)[1]})" for g in games)
     lines = [
         f"# FairPool valuation report — run `{report['run_id']}`",
+        "",
+        plain_reading(report),
         "",
         f"Payout from the **{payout['game']}** game's {value_kind(payout_game(report))}s: "
         f"{payout['policy_description']} Budget: {payout['budget']:g}.",
@@ -33,12 +55,16 @@ def render_markdown(report: dict) -> str:
         status = owner["status"]
         if owner.get("source") == "adapter":
             status += " (existing adapter)"
-        values = " | ".join(format_value(g["values"].get(name)) for g in games)
+        values = " | ".join(format_with_unit(g, g["values"].get(name)) for g in games)
         lines.append(
-            f"| {name} | {owner['num_examples'] or '—'} | {status} | {values} | "
+            f"| {name} | {examples_cell(owner)} | {status} | {values} | "
             f"{'—' if share is None else f'{share:.1%}'} | {'—' if amount is None else f'{amount:.2f}'} | "
             f"{'; '.join('⚑ ' + f for f in owner_flags(report, name))} |"
         )
+    trimmed = [o for o in report["owners"] if rows_account(o)]
+    if trimmed:
+        lines += ["", "## Rows not used as given", ""]
+        lines += [f"- **{o['name']}**: {rows_account(o)}" for o in trimmed]
     rejected = [o for o in report["owners"] if o["status"] == OwnerStatus.REJECTED]
     if rejected:
         lines += ["", "## Rejected owners", ""]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.valuation.shapley import ValueKind
+from common.valuation.shapley import EFFICIENT_KINDS, ValueKind
 
 REPORT_JSON = "report.json"
 
@@ -75,3 +75,122 @@ def owner_flags(report: dict, name: str) -> list[str]:
             other = next((o for o in flag["owners"] if o != name), name)
             flags.append(f"adapter near-identical to {other}'s (cosine {flag['cosine']:.4f})")
     return flags
+
+
+DROP_WORDS = {
+    "prompt_too_long": "the prompt alone fills max_length", "invalid_utf8": "not UTF-8",
+    "field_too_long": "a field over the size limit", "empty_field": "an empty field",
+    "chosen_equals_rejected": "chosen equals rejected", "duplicate": "exact repeats",
+}
+"""Each drop reason in plain words (the reasons of ``common.data.DROP_REASONS`` and the trainer's)."""
+
+
+def rows_account(owner: dict) -> str:
+    """How many of an owner's rows trained its adapter and why the others did not, or ``""``
+    when every row was used as given: e.g. ``used 18 of 61 rows; 43 dropped (the prompt alone
+    fills max_length: 43); 2 truncated to max_length``."""
+    dropped = {k: int(v) for k, v in (owner.get("dropped") or {}).items() if int(v) > 0}
+    truncated = int((owner.get("metrics") or {}).get("truncated_examples", 0))
+    if not dropped and not truncated:
+        return ""
+    used = int(owner.get("num_examples") or 0)
+    parts = [f"used {used} of {used + sum(dropped.values())} rows"]
+    if dropped:
+        reasons = ", ".join(f"{DROP_WORDS.get(k, k)}: {v}" for k, v in dropped.items())
+        parts.append(f"{sum(dropped.values())} dropped ({reasons})")
+    if truncated:
+        parts.append(f"{truncated} truncated to max_length")
+    return "; ".join(parts)
+
+
+def value_unit(game: dict) -> tuple[float, str, str]:
+    """How a game's values read in words: ``(scale, short unit, long unit)``.
+
+    Preference accuracy is a fraction of held-out pairs, so its values read as percentage
+    *points* of accuracy (×100): +0.2714 is 27.14 points over the base model. The log-sigmoid
+    utility is a mean log-likelihood, in nats; a reward game is in its scorer's units.
+    """
+    metric = str(game.get("metric", ""))
+    if metric == "accuracy":
+        return 100.0, "pts", "points of held-out preference accuracy"
+    if str(game.get("utility", "")).startswith("reward:"):
+        scorer = metric.removeprefix("mean ").removesuffix(" reward")
+        return 1.0, f"{scorer} reward", f"mean {scorer} reward of the generations"
+    return 1.0, "nats", "nats of mean log σ(β·margin) on the held-out pairs"
+
+
+def format_with_unit(game: dict, value: dict | None) -> str:
+    """``+27.14 pts`` or ``+0.0123 ± 0.0040 nats``: the value in its unit; a ± only for an
+    estimate (an exact value's stderr is 0 and is not shown)."""
+    if not value:
+        return "—"
+    scale, unit, _ = value_unit(game)
+    digits = 2 if scale == 100.0 else 4
+    text = f"{value['value'] * scale:+.{digits}f}"
+    if value.get("stderr"):
+        text += f" ± {value['stderr'] * scale:.{digits}f}"
+    return f"{text} {unit}"
+
+
+def is_exact(game: dict) -> bool:
+    """Whether every value of the game is exact (all standard errors 0)."""
+    return not any(v.get("stderr") for v in game["values"].values())
+
+
+def _level(game: dict, utility: float) -> str:
+    scale, unit, _ = value_unit(game)
+    return f"{utility * 100:.1f}%" if scale == 100.0 else f"{utility:.4f} {unit}"
+
+
+def plain_reading(report: dict) -> str:
+    """The report's first paragraph: what the payout game's numbers mean, in plain words.
+
+    e.g. "Pooling all 5 valued owners raises held-out preference accuracy from 50.0% (the base
+    model) to 100.0%. Contributions (Shapley values, points): clean +27.14, …; flipped (−22.90)
+    lowers it. These values are exact and add up to the +50.00-point gain of pooling. …"
+    """
+    game = payout_game(report)
+    payout = report["payout"]
+    scale, unit, long_unit = value_unit(game)
+    digits = 2 if scale == 100.0 else 4
+    what = {"pts": "held-out preference accuracy", "nats": "the mean log σ(β·margin) of the held-out pairs"
+            }.get(unit, f"the mean {unit} of the generations")
+    names = list(game["values"])
+    values = {n: game["values"][n]["value"] for n in names}
+    gain = game["grand"] - game["empty"]
+    move = "raises" if gain > 0 else ("lowers" if gain < 0 else "leaves")
+    base = "the base model"
+    sentences = [f"Pooling all {len(names)} valued owners {move} {what} "
+                 + (f"from {_level(game, game['empty'])} ({base}) to {_level(game, game['grand'])}."
+                    if gain else f"at {_level(game, game['empty'])}, {base}'s level.")]
+    word = "points" if scale == 100.0 else unit
+    ups = [f"{n} {values[n] * scale:+.{digits}f}" for n in sorted(names, key=lambda n: -values[n]) if values[n] > 0]
+    downs = [f"{n} ({values[n] * scale:+.{digits}f})" for n in sorted(names, key=lambda n: values[n]) if values[n] < 0]
+    if ups:
+        sentences.append(f"Contributions ({value_kind(game)}s, {word}): " + ", ".join(ups)
+                         + (f"; {' and '.join(downs)} lower{'s' if len(downs) == 1 else ''} it" if downs else "")
+                         + ".")
+    elif downs:
+        sentences.append("No owner raises it; " + ", ".join(downs) + " lower it.")
+    exact = "exact" if is_exact(game) else "estimated (± one standard error where shown)"
+    if ValueKind(game["kind"]) in EFFICIENT_KINDS:
+        sentences.append(f"These values are {exact} and add up to the {gain * scale:+.{digits}f}-{word.rstrip('s')} "
+                         "gain of pooling." if scale == 100.0 else
+                         f"These values are {exact} and add up to the gain of pooling, {gain:+.4f} {unit}.")
+    else:
+        sentences.append(f"These values are {exact}; {value_kind(game)}s do not add up to the gain of pooling, "
+                         "so the payout normalises them.")
+    sentences.append(f"Values are in {long_unit}.")
+    paid = sorted((n for n, s in payout["shares"].items() if s > 0), key=lambda n: -payout["shares"][n])
+    if paid:
+        sentences.append(f"A budget of {payout['budget']:g} goes to " + ", ".join(
+            f"{n} {payout['shares'][n]:.1%}" for n in paid) + f" ({payout['policy']} policy"
+            + (": " + "; ".join(" and ".join(r["owners"]) + " paid as one source" for r in payout.get("replicas", []))
+               if payout.get("replicas") else "") + ").")
+    rejected = [o["name"] for o in report["owners"] if o["status"] != "valued"]
+    if rejected:
+        sentences.append(f"Not valued: {', '.join(rejected)} (see the rejected owners).")
+    trimmed = [f"{o['name']} {rows_account(o)}" for o in report["owners"] if rows_account(o)]
+    if trimmed:
+        sentences.append("Rows: " + "; ".join(trimmed) + ".")
+    return " ".join(sentences)
