@@ -215,5 +215,5 @@ def test_a_precedence_that_splits_a_replica_group_is_a_clear_error(fast_spec, tm
     job = ValuationJob(run_id="q", owners=tuple(OwnerEntry(n) for n in game.players), eval_path="e", out_dir=str(tmp_path),
                        spec=fast_spec, valuation=ValuationSettings(estimator="asymmetric", precedence=("a<b<a2",)))
     paying = {"utility": "preference", "values": {p: {"value": 0.1} for p in game.players}}
-    with pytest.raises(FairPoolError, match="one source.*a and a2.*--payout-policy positive"):
+    with pytest.raises(FairPoolError, match="one source.*a and a2.*`payout_policy` positive"):
         robust_values(job, paying, game, margins, lambda *a, **k: None)

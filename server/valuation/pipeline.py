@@ -421,7 +421,7 @@ def _quotient_precedence(job: ValuationJob, names: Sequence[str], groups) -> lis
         raise FairPoolError("the precedence puts owners that are one source on both sides of another owner ("
                             + "; ".join(" and ".join(names[i] for i in g.members) for g in groups if len(g.members) > 1)
                             + "), so their group has no place in the order; run again (nothing retrains) with "
-                            "--payout-policy positive, or a precedence that keeps them together") from None
+                            "`payout_policy` positive, or a precedence that keeps them together") from None
     return [(names[a], names[b]) for a, b in pairs]
 
 
