@@ -130,13 +130,15 @@ def test_a_non_efficient_kind_is_not_paid_as_shapley_shares():
     from common.valuation.payout import check_payable
 
     values = {"a": 0.3, "b": 0.1, "c": -0.05}
-    for kind in ("banzhaf", "loo"):
+    for kind in ("banzhaf", "beta", "loo"):
         for policy in ("positive", "signed"):
             with pytest.raises(ValueError, match=f"^{kind} values are not Shapley values"):
                 payout_shares(values, 10.0, policy, kind)
         paid = payout_shares(values, 10.0, "normalised", kind)
         assert paid.kind == kind and paid.shares == pytest.approx({"a": 0.75, "b": 0.25, "c": 0.0})
         assert "not efficient" in paid.description and paid.flagged == ("c",)
+        robust = payout_shares(values, 10.0, "robust", kind)  # the default normalises too, and says so
+        assert robust.shares == paid.shares and "not efficient" in robust.description
     check_payable("shapley", "signed")
     shapley = payout_shares(values, 10.0, "normalised", "shapley")
     assert shapley.shares == payout_shares(values, 10.0, "positive").shares and "not efficient" not in shapley.description
@@ -151,5 +153,5 @@ def test_estimators_state_their_kind():
     game = Game.from_table(["a", "b"], [0.0, 1.0, 1.0, 3.0])
     for name, kind in ESTIMATOR_KINDS.items():
         assert estimate(game, name, seed=1).kind == kind
-        assert str(kind) in ("shapley", "asymmetric", "banzhaf", "loo")
+        assert str(kind) in ("shapley", "asymmetric", "banzhaf", "beta", "loo")
     assert estimate(game).as_dict()["a"]["value"] == pytest.approx(1.5)
