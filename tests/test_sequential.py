@@ -48,3 +48,35 @@ def test_each_stage_uses_the_previous_stage_as_reference(fast_spec, owners):
 def test_union_trains_on_the_pooled_data(fast_spec, owners):
     result = train_union(fast_spec, [owners["clean"], owners["flipped"]])
     assert result.num_examples == 64
+
+
+def test_orders_sharing_prefixes_train_each_prefix_once_and_equal_separate_chains(fast_spec, owners,
+                                                                                 default_market):
+    """Issue 17 #3: the trie of orders trains (0), (0,1), (1), (1,0) once each — 4 stages, not
+    6 — and each order's model is the model its own chain gives."""
+    from server.studies.sequential import train_sequential_orders
+
+    spec = dataclasses.replace(fast_spec, epochs=1.0)
+    data = [owners["clean"][:16], owners["flipped"][:16]]
+    evaluation = load_preferences(default_market.eval_path)[0][:12]
+    seen: dict[tuple[int, ...], np.ndarray] = {}
+    metrics: dict[tuple[int, ...], int] = {}
+
+    def visit(order, chain):
+        seen[order] = _logprobs(chain.model, chain.tokenizer, evaluation, spec)
+        metrics[order] = len(chain.stage_metrics)
+
+    orders = [(0,), (0, 1), (1, 0)]
+    assert train_sequential_orders(spec, data, orders, visit) == 4
+    assert set(seen) == set(orders) and metrics == {(0,): 1, (0, 1): 2, (1, 0): 2}
+    for order in [(0, 1), (1, 0)]:
+        alone = train_sequential(spec, [data[i] for i in order])
+        np.testing.assert_allclose(seen[order], _logprobs(alone.model, alone.tokenizer, evaluation, spec), atol=1e-4)
+    # a given first stage (the owner's own adapter, merged) is used instead of training it
+    single = train_adapter(spec, data[1])
+    base, _ = load_base_model(spec.base_model)
+    merged = load_adapters(base, spec, {"flipped": single.tensors}).merge_and_unload()
+    seen.clear()
+    assert train_sequential_orders(spec, data, [(1, 0)], visit, first={1: lambda: merged}) == 1
+    alone = train_sequential(spec, [data[1], data[0]])
+    np.testing.assert_allclose(seen[(1, 0)], _logprobs(alone.model, alone.tokenizer, evaluation, spec), atol=1e-4)

@@ -3,13 +3,16 @@
 For each studied coalition S the preference utility (held-out accuracy, ties ½) is measured
 three ways: (1) by arithmetic on the owners' individually trained adapters (the federation's
 route, per composition rule), (2) on sequential-DPO models (Algorithm 1) for several orders
-of S's owners, (3) on a model DPO-trained on the union of S's data. The study reports how well
+of S's owners, (3) on a model DPO-trained on the union of S's data. Retraining reuses what is the
+same model by construction: chains sharing a prefix share its stages, a chain's first stage and
+a one-owner union are that owner's own adapter. The study reports how well
 (1) tracks (2) and (3), how the Shapley values and rankings compare, how much the order of
 sequential DPO matters, and what each route costs.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import time
@@ -26,7 +29,7 @@ from common.valuation.bits import mask_of
 from common.valuation.shapley import exact_shapley
 from common.valuation.stats import kendall_tau, pearson, spearman
 from common.valuation.utility import all_masks, coalition_utilities
-from server.studies.sequential import train_sequential, train_union
+from server.studies.sequential import train_sequential_orders, train_union
 from server.valuation.scoring import (
     ScoredEvaluation,
     load_adapters,
@@ -135,30 +138,46 @@ def run_fidelity(spec: TrainingSpec, owners: Mapping[str, Sequence[PreferenceExa
     for i, name in enumerate(names):  # β·margin is the owner's implicit reward gap on held-out pairs
         diagnostics[name]["eval_reward_margin"] = float(spec.beta * scored.margins[i].mean())
 
+    def merged(name: str):
+        """Owner ``name``'s stage-1 model: π₀ with its own adapter merged (the arithmetic route's)."""
+        model = load_adapters(load_spec_model(spec, hardware)[0], spec, {name: adapters[name]})
+        return model.merge_and_unload()
+
+    # Sequential DPO: every order of every coalition, each shared prefix trained once and the
+    # first stage taken from the owners' own adapters (server.studies.sequential).
+    coalition_orders = {members: orders_of(members, orders, seed) for members in chosen}
+    chain_utilities: dict[tuple[int, ...], dict[str, float]] = {}
+    t0 = time.perf_counter()
+
+    def score_chain(order: tuple[int, ...], chain) -> None:
+        chain_utilities[order] = evaluator.utilities_of(chain.model)
+
+    seq_trainings = train_sequential_orders(
+        spec, [owners[name] for name in names], [o for os_ in coalition_orders.values() for o in os_], score_chain,
+        first={i: functools.partial(merged, names[i]) for i in range(n)},
+        progress=progress, hardware=hardware)
+    seq_seconds = time.perf_counter() - t0
     sequential: dict[str, list[float]] = {m: [] for m in METRICS}
     union: dict[str, list[float]] = {m: [] for m in METRICS}
     spreads = []
-    seq_seconds = union_seconds = 0.0
-    seq_trainings = 0
+    union_seconds = 0.0
+    union_trainings = 0
     for members in chosen:
         label = "+".join(names[i] for i in members)
-        per_order = []
-        for order in orders_of(members, orders, seed):
-            progress(f"sequential DPO: {' → '.join(names[i] for i in order)}")
-            t0 = time.perf_counter()
-            chain = train_sequential(spec, [owners[names[i]] for i in order], hardware=hardware)
-            per_order.append(evaluator.utilities_of(chain.model))
-            seq_seconds += time.perf_counter() - t0
-            seq_trainings += len(order)
+        per_order = [chain_utilities[order] for order in coalition_orders[members]]
         for m in METRICS:
             sequential[m].append(float(np.mean([u[m] for u in per_order])))
         accs = [u["accuracy"] for u in per_order]
         spreads.append(float(max(accs) - min(accs)))
-        progress(f"DPO on the union: {label}")
         t0 = time.perf_counter()
-        pooled = train_union(spec, [owners[names[i]] for i in members], hardware=hardware)
+        if len(members) == 1:  # DPO on one owner's data is that owner's own adapter: no retraining
+            pooled_tensors = adapters[names[members[0]]]
+        else:
+            progress(f"DPO on the union: {label}")
+            pooled_tensors = train_union(spec, [owners[names[i]] for i in members], hardware=hardware).tensors
+            union_trainings += 1
         pooled_utils = evaluator.utilities_of(load_adapters(load_spec_model(spec, hardware)[0], spec,
-                                                            {"union": pooled.tensors}))
+                                                            {"union": pooled_tensors}))
         for m in METRICS:
             union[m].append(pooled_utils[m])
         union_seconds += time.perf_counter() - t0
@@ -183,8 +202,9 @@ def run_fidelity(spec: TrainingSpec, owners: Mapping[str, Sequence[PreferenceExa
         "diagnostics": diagnostics,
         "cost": {
             "arithmetic": {"seconds": arith_seconds, "fine_tunings": n},
-            "sequential": {"seconds": seq_seconds, "fine_tunings": seq_trainings},
-            "union": {"seconds": union_seconds, "fine_tunings": len(chosen)},
+            "sequential": {"seconds": seq_seconds, "fine_tunings": seq_trainings,
+                           "stages_in_chains": sum(len(o) for os_ in coalition_orders.values() for o in os_)},
+            "union": {"seconds": union_seconds, "fine_tunings": union_trainings},
             "retrain_over_arithmetic_time": (seq_seconds + union_seconds) / arith_seconds,
         },
         "spec": spec.to_record(),

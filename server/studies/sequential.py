@@ -10,7 +10,8 @@ reference. *DPO on the union* trains one adapter on the coalition's pooled data,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import copy
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from client.trainer import AdapterResult, fit_lora, prepare_training, train_adapter
@@ -32,18 +33,60 @@ class SequentialResult:
 def train_sequential(spec: TrainingSpec, stages: Sequence[Sequence[PreferenceExample]],
                      progress: Callable[[str], None] = lambda _m: None, hardware=None) -> SequentialResult:
     """Algorithm 1 over ``stages`` (one owner's examples each, in order); stage k is seeded seed+k."""
+    chains: list[SequentialResult] = []
+    train_sequential_orders(spec, stages, [tuple(range(len(stages)))],
+                            lambda _order, result: chains.append(result), progress=progress, hardware=hardware)
+    return chains[0]
+
+
+Visit = Callable[[tuple[int, ...], SequentialResult], None]
+
+
+def train_sequential_orders(spec: TrainingSpec, data: Sequence[Sequence[PreferenceExample]],
+                            orders: Sequence[tuple[int, ...]], visit: Visit, *,
+                            first: Mapping[int, Callable[[], object]] | None = None,
+                            progress: Callable[[str], None] = lambda _m: None, hardware=None) -> int:
+    """Sequential DPO for every order in ``orders`` (owner indices into ``data``), each shared
+    prefix trained once; ``visit(order, result)`` sees each order's final model. Returns the
+    number of stages trained.
+
+    Why: chains that share a prefix share its stages exactly (stage k is seeded seed+k and
+    reads only the model so far and its owner's data), so the orders form a trie walked depth
+    first. With one order per coalition of 4 owners that is 15 stages instead of 32. Keeping a
+    branch point costs one copy of the model per depth. ``first[j]()``, when given, returns the
+    stage-1 model of owner ``j`` already trained (its own adapter merged into π₀: the same
+    model, as stage 1's reference is π₀), which saves those stages too.
+    """
     prepare_training()
     hardware = hardware or Hardware()
-    model, tokenizer = load_spec_model(spec, hardware)
-    metrics = []
-    for k, examples in enumerate(stages):
-        progress(f"sequential DPO stage {k + 1}/{len(stages)}")
-        trainer, stage_metrics, _kept, _dropped = fit_lora(replace(spec, seed=spec.seed + k), model, tokenizer,
-                                                           examples, resolved=hardware.resolve())
-        model = trainer.model.merge_and_unload()  # this stage's policy is the next stage's reference
-        model.eval()
-        metrics.append(stage_metrics)
-    return SequentialResult(model, tokenizer, metrics)
+    wanted = set(orders)
+    prefixes = sorted({o[:k] for o in orders for k in range(1, len(o) + 1)}, key=lambda p: (len(p), p))
+    children: dict[tuple[int, ...], list[int]] = {}
+    for prefix in prefixes:
+        children.setdefault(prefix[:-1], []).append(prefix[-1])
+    base, tokenizer = load_spec_model(spec, hardware)
+    trained = 0
+
+    def walk(prefix: tuple[int, ...], model, metrics: list[dict[str, float]]) -> None:
+        nonlocal trained
+        if prefix in wanted:
+            model.eval()
+            visit(prefix, SequentialResult(model, tokenizer, list(metrics)))
+        kids = children.get(prefix, [])
+        for index, owner in enumerate(kids):
+            if not prefix and first is not None and owner in first:
+                walk((owner,), first[owner](), [])
+                continue
+            start = model if index == len(kids) - 1 else copy.deepcopy(model)  # the last child may consume it
+            k = len(prefix)
+            progress(f"sequential DPO stage {k + 1}: {' → '.join(map(str, prefix + (owner,)))}")
+            trainer, stage_metrics, _kept, _dropped = fit_lora(replace(spec, seed=spec.seed + k), start, tokenizer,
+                                                               data[owner], resolved=hardware.resolve())
+            trained += 1
+            walk(prefix + (owner,), trainer.model.merge_and_unload(), [*metrics, stage_metrics])
+
+    walk((), base, [])
+    return trained
 
 
 def train_union(spec: TrainingSpec, datasets: Sequence[Sequence[PreferenceExample]],
