@@ -496,11 +496,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (printed) for inspection")
     parser.add_argument("--no-write", action="store_true", help="print the figures without updating results.json")
     parser.add_argument("--with-fidelity", action="store_true",
-                        help="also time the fidelity study (about 5 minutes on 2 cores)")
+                        help="also time the fidelity study (4 owners, 1 order: minutes on 2 cores)")
     parser.add_argument("--with-midsize", action="store_true",
                         help="also run `fairpool value` on a ~26 M-parameter Llama, 4 owners × 128 pairs "
                              "(about 10 minutes on 2 cores)")
     parser.add_argument("--only-midsize", action="store_true", help="run only the mid-size figure")
+    parser.add_argument("--only-fidelity", action="store_true", help="run only the fidelity study's timing")
     parser.add_argument("--only-valuation", action="store_true",
                         help="run only the valuation and decoding micro-benchmarks (no Flower demo)")
     args = parser.parse_args(argv)
@@ -512,16 +513,17 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="fairpool-bench-"))
     figures: dict[str, dict] = {}
     try:
-        if not args.only_midsize:
+        only = args.only_midsize or args.only_fidelity
+        if not only:
             print("valuation-engine micro-benchmarks ...", flush=True)
             figures.update(valuation.measure())
             print("composed-decoding micro-benchmark ...", flush=True)
             figures.update(decoding.measure())
             print("publication service under load (TLS on 127.0.0.1) ...", flush=True)
             figures.update(publication.measure(scratch / "publication"))
-        if not (args.only_valuation or args.only_midsize):
+        if not (args.only_valuation or only):
             figures.update(model_and_demo_figures(args, scratch))
-        if args.with_fidelity and not args.only_midsize:
+        if (args.with_fidelity and not args.only_midsize) or args.only_fidelity:
             print("fidelity study on the embedded market (several minutes) ...", flush=True)
             figures.update(fidelity.measure({**os.environ, **BASE_ENV}, args.timeout * 2))
         if args.with_midsize or args.only_midsize:
@@ -530,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         why_not = gpu.gpu_available()
         if why_not:
             print(f"GPU benchmark skipped: {why_not} (benchmarks/gpu.py runs it where a GPU exists)", flush=True)
-        elif not args.only_valuation:
+        elif not (args.only_valuation or only):
             print("GPU benchmark on a SmolLM-135M-shaped Llama ...", flush=True)
             figures.update(gpu.measure(scratch / "gpu"))
     except StepFailed as exc:
@@ -545,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
 
     context = {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "mode": "only-valuation" if args.only_valuation else "only-midsize" if args.only_midsize else
+                       "only-fidelity" if args.only_fidelity else
                        ("skip-cold-build" if args.skip_cold_build else "cold-build"),
                "machine": machine}
     if not args.no_write:

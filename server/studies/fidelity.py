@@ -154,7 +154,7 @@ def run_fidelity(spec: TrainingSpec, owners: Mapping[str, Sequence[PreferenceExa
 
     seq_trainings = train_sequential_orders(
         spec, [owners[name] for name in names], [o for os_ in coalition_orders.values() for o in os_], score_chain,
-        first={i: functools.partial(merged, names[i]) for i in range(n)},
+        first={i: functools.partial(merged, names[i]) for i in range(n)}, names=names,
         progress=progress, hardware=hardware)
     seq_seconds = time.perf_counter() - t0
     sequential: dict[str, list[float]] = {m: [] for m in METRICS}

@@ -44,11 +44,11 @@ Visit = Callable[[tuple[int, ...], SequentialResult], None]
 
 def train_sequential_orders(spec: TrainingSpec, data: Sequence[Sequence[PreferenceExample]],
                             orders: Sequence[tuple[int, ...]], visit: Visit, *,
-                            first: Mapping[int, Callable[[], object]] | None = None,
+                            first: Mapping[int, Callable[[], object]] | None = None, names: Sequence[str] = (),
                             progress: Callable[[str], None] = lambda _m: None, hardware=None) -> int:
     """Sequential DPO for every order in ``orders`` (owner indices into ``data``), each shared
     prefix trained once; ``visit(order, result)`` sees each order's final model. Returns the
-    number of stages trained.
+    number of stages trained. ``names`` label the owners in progress messages.
 
     Why: chains that share a prefix share its stages exactly (stage k is seeded seed+k and
     reads only the model so far and its owner's data), so the orders form a trie walked depth
@@ -79,7 +79,8 @@ def train_sequential_orders(spec: TrainingSpec, data: Sequence[Sequence[Preferen
                 continue
             start = model if index == len(kids) - 1 else copy.deepcopy(model)  # the last child may consume it
             k = len(prefix)
-            progress(f"sequential DPO stage {k + 1}: {' → '.join(map(str, prefix + (owner,)))}")
+            path = [names[i] if i < len(names) else str(i) for i in prefix + (owner,)]
+            progress(f"sequential DPO stage {k + 1}: {' → '.join(path)}")
             trainer, stage_metrics, _kept, _dropped = fit_lora(replace(spec, seed=spec.seed + k), start, tokenizer,
                                                                data[owner], resolved=hardware.resolve())
             trained += 1
