@@ -33,7 +33,7 @@ def value(
     spec: Mapping[str, Any] | None = None,
     settings: ValuationSettings | None = None,
     hardware: Hardware | None = None,
-    composition: str = "sum",
+    composition: str = "size",
     payout_policy: str = "robust",
     budget: float = 1.0,
     min_owners: int = 1,

@@ -220,7 +220,7 @@ def test_admission_keeps_the_source_through_a_resume(tmp_path, expected, fast_sp
 
     generate_storage_key(tmp_path / "storage.key")
     job = ValuationJob(run_id="r", owners=(OwnerEntry("a", adapter="/x"),), eval_path="-", out_dir=str(tmp_path),
-                       spec=fast_spec, simulated=False, storage_key=str(tmp_path / "storage.key"))
+                       spec=fast_spec, simulated=False, storage_key=str(tmp_path / "storage.key"), composition="sum")
     with Ledger(tmp_path / "ledger.sqlite") as ledger:
         ledger.start_run("r", job.to_json())
         assert Admission(job, ledger, expected).admit(
@@ -252,7 +252,7 @@ def _job(tmp_path, spec, owners, simulated=False):
     from common.config.job import ValuationJob
 
     return ValuationJob(run_id="run-a", owners=tuple(owners), eval_path="-", out_dir=str(tmp_path / "out"),
-                        spec=spec, simulated=simulated)
+                        spec=spec, simulated=simulated, composition="sum")  # sum: an adapter may lack its count
 
 
 def _ask(job, node_configs, node_id=1):
@@ -343,7 +343,7 @@ def test_value_refuses_a_mismatched_adapter_before_writing(tmp_path, base_model_
                                                            wrong_base_adapter, capsys):
     build_adapter(tmp_path / "r16", base_model_dir, dataclasses.replace(fast_spec, lora_r=16))
     out = tmp_path / "out"
-    common = ["--eval", str(eval_file), "--base-model", str(base_model_dir), "--out", str(out)]
+    common = ["--eval", str(eval_file), "--base-model", str(base_model_dir), "--out", str(out), "--composition", "sum"]
     assert main(["value", "--adapter", f"a={tmp_path / 'r16'}", *common]) == 2
     assert "--lora-r 16" in _one_error_line(capsys)
     assert main(["value", "--adapter", f"a={wrong_base_adapter}", *common]) == 2
@@ -362,6 +362,8 @@ def test_value_adapter_argument_rules(tmp_path, good, eval_file, capsys):
     assert "both --owner and --adapter" in _one_error_line(capsys)
     assert main(["value", "--adapter", f"a={good[0]}", "--composition", "size", *common]) == 2
     assert "give --adapter-examples for a (existing adapters)" in _one_error_line(capsys)
+    assert main(["value", "--adapter", f"a={good[0]}", *common]) == 2  # size is the default
+    assert "give --adapter-examples for a (existing adapters), or choose --composition sum" in _one_error_line(capsys)
     assert main(["value", "--adapter", f"a={good[0]}", "--adapter-examples", "b=3", *common]) == 2
     assert "no --adapter b=DIR" in _one_error_line(capsys)
     assert main(["value", "--adapter", f"a={good[0]}", "--adapter-examples", "a=x", *common]) == 2
@@ -423,7 +425,7 @@ def test_admission_and_valuation_share_one_content_check(tmp_path, expected, fas
     from server.valuation.pipeline import Submission, rejection_reason
 
     job = ValuationJob(run_id="r", owners=(OwnerEntry("a", adapter="/x"),), eval_path="-", out_dir=str(tmp_path),
-                       spec=fast_spec, simulated=False)
+                       spec=fast_spec, simulated=False, composition="sum")
     good = _random_tensors(expected)
     key = sorted(good)[0]
     cases = {"good": dict(good), "missing": {k: v for k, v in good.items() if k != key},

@@ -58,8 +58,9 @@ def check_min_owners(value: object, owners: int | None = None) -> None:
 def check_declared_sizes(composition: str, undeclared: list[str]) -> None:
     """The ``size`` rule weighs owners by their examples: existing adapters must declare theirs."""
     if composition == "size" and undeclared:
-        raise ConfigError("`composition` size weighs owners by their number of examples: give `adapter_examples` "
-                          f"for {', '.join(undeclared)} (existing adapters)")
+        raise ConfigError("`composition` size (the default) weighs owners by their number of examples: give "
+                          f"`adapter_examples` for {', '.join(undeclared)} (existing adapters), or choose "
+                          "`composition` sum")
 
 
 def check_owner_timeout(value: object) -> None:
@@ -102,7 +103,7 @@ class ValuationJob:
     eval_path: str
     out_dir: str
     spec: TrainingSpec
-    composition: str = "sum"
+    composition: str = "size"
     payout_policy: str = "robust"
     budget: float = 1.0
     min_owners: int = 1

@@ -46,7 +46,9 @@ class TrainingSpec:
     beta: float = field(default=0.1, metadata=_help("DPO temperature β (paper: 0.1)"))
     learning_rate: float = field(default=5e-3, metadata=_help(
         "AdamW learning rate (high because the embedded model is tiny; real models: 1e-5…5e-4)"))
-    epochs: float = field(default=3.0, metadata=_help("passes over each owner's data"))
+    epochs: float = field(default=6.0, metadata=_help(
+        "passes over each owner's data (6: near convergence on the embedded market, where arithmetic "
+        "coalitions match retrained ones; docs/fidelity.md)"))
     batch_size: int = field(default=16, metadata=_help("pairs per device per optimisation step"))
     gradient_accumulation_steps: int = field(default=1, metadata=_help(
         "steps whose gradients are summed before an update (effective batch = batch-size × this)"))

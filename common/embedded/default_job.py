@@ -51,7 +51,9 @@ def default_job(out_dir: str | Path | None = None, seed: int = 0, progress=lambd
         owners=tuple(OwnerEntry(name, str(path)) for name, path in market.owners.items()),
         eval_path=str(market.eval_path),
         out_dir=str(out_dir or fairpool_home() / "runs" / run_id),
-        spec=spec_for(str(base), built_here=True, seed=seed),
+        # The objectives market's size was measured under 3 epochs (common.embedded.market.OBJECTIVES_SCALE):
+        # more over-optimises its generations.
+        spec=spec_for(str(base), built_here=True, seed=seed, **({"epochs": 3.0} if objectives else {})),
         embedded_market=True,
         **job_options,
     )

@@ -122,8 +122,9 @@ def add_valuation_options(p: argparse.ArgumentParser) -> None:
     """
     limits = AdapterLimits()
     p.add_argument("--composition", choices=COMPOSITION_RULES, default=_job_default("composition"),
-                   help=f"how owner models combine into a coalition model (default: {_job_default('composition')}, "
-                        "the paper's rule)")
+                   help=f"how owner models combine into a coalition model (default: {_job_default('composition')}: "
+                        "owners weighted by their examples, which tracks retraining on the pooled data best, "
+                        "docs/fidelity.md; sum is the paper's rule)")
     p.add_argument("--payout-policy", choices=PAYOUT_POLICIES, default=_job_default("payout_policy"),
                    help="robust: like positive, but owners with near-identical held-out behaviour (copies, "
                         "near-copies, splits; see --replica-threshold) are paid as one source; "
