@@ -193,7 +193,7 @@ def test_the_quotient_game_takes_the_jobs_estimator_and_its_precedence_between_g
                        spec=fast_spec, valuation=ValuationSettings(estimator=estimator, **extra))
     own = estimate(game, "exact")
     paying = {"utility": "preference", "values": {p: {"value": float(v)} for p, v in zip(game.players, own.values)}}
-    values, replicas = robust_values(job, paying, game, margins, lambda *a, **k: None)
+    values, replicas = robust_values(job, paying, lambda: game, margins, lambda *a, **k: None)
     assert [r["owners"] for r in replicas] == [["a", "a2"]] and replicas[0]["representative"] == "a"
     reference = Game.from_table([*"abcdef"], without)
     if estimator == "asymmetric":  # b before a in the quotient game, as the precedence said of both copies
@@ -216,4 +216,19 @@ def test_a_precedence_that_splits_a_replica_group_is_a_clear_error(fast_spec, tm
                        spec=fast_spec, valuation=ValuationSettings(estimator="asymmetric", precedence=("a<b<a2",)))
     paying = {"utility": "preference", "values": {p: {"value": 0.1} for p in game.players}}
     with pytest.raises(FairPoolError, match="one source.*a and a2.*`payout_policy` positive"):
-        robust_values(job, paying, game, margins, lambda *a, **k: None)
+        robust_values(job, paying, lambda: game, margins, lambda *a, **k: None)
+
+
+def test_without_similar_owners_the_payout_game_is_not_even_built(fast_spec, tmp_path) -> None:
+    """A resumed reward game would load its decoder just to learn that nobody is grouped."""
+    from server.valuation.pipeline import robust_values
+
+    margins = np.random.default_rng(3).normal(size=(3, 40))
+    job = ValuationJob(run_id="q", owners=tuple(OwnerEntry(n) for n in "abc"), eval_path="e", out_dir=str(tmp_path),
+                       spec=fast_spec)
+    paying = {"utility": "preference", "values": {p: {"value": v} for p, v in zip("abc", [0.3, -0.1, 0.2])}}
+
+    def never() -> Game:
+        raise AssertionError("the game was built")
+
+    assert robust_values(job, paying, never, margins, lambda *a, **k: None) == ({"a": 0.3, "b": -0.1, "c": 0.2}, [])

@@ -24,9 +24,10 @@ import numpy as np
 
 from common.status import OwnerStatus
 from server.report.figures import PLAIN_TEXT, draw_values, png_bytes, pyplot, rejected_owners, signature_figure
-from server.report.markdown import evaluated, examples_cell
+from server.report.markdown import evaluated
 from server.report.schema import (
     advice_sentences,
+    examples_cell,
     format_with_unit,
     is_exact,
     owner_flags,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from common.status import OwnerStatus
 from server.report.schema import (
     advice_sentences,
+    examples_cell,
     format_with_unit,
     owner_flags,
     payout_game,
@@ -13,23 +14,6 @@ from server.report.schema import (
     value_kind,
     value_unit,
 )
-
-
-def format_value(value: dict | None) -> str:
-    """A value as stored (no unit); a ± only for an estimate."""
-    if not value:
-        return "—"
-    text = f"{value['value']:+.4f}"
-    return text + (f" ± {value['stderr']:.4f}" if value.get("stderr") else "")
-
-
-def examples_cell(owner: dict) -> str:
-    """``320``, or ``18 of 61`` when rows were dropped (the reasons are listed below the table)."""
-    used = owner.get("num_examples") or 0
-    dropped = sum(int(v) for v in (owner.get("dropped") or {}).values())
-    if not used and not dropped:
-        return "—"
-    return f"{used} of {used + dropped}" if dropped else str(used)
 
 
 def render_markdown(report: dict) -> str:

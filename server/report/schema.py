@@ -103,6 +103,15 @@ def rows_account(owner: dict) -> str:
     return "; ".join(parts)
 
 
+def examples_cell(owner: dict) -> str:
+    """``320``, or ``18 of 61`` when rows were dropped (the reasons are listed below the table)."""
+    used = owner.get("num_examples") or 0
+    dropped = sum(int(v) for v in (owner.get("dropped") or {}).values())
+    if not used and not dropped:
+        return "—"
+    return f"{used} of {used + dropped}" if dropped else str(used)
+
+
 def value_unit(game: dict) -> tuple[float, str, str]:
     """How a game's values read in words: ``(scale, short unit, long unit)``.
 

@@ -376,25 +376,27 @@ def play_games(job: ValuationJob, scored: Scored, store: UtilityStore | None,
     return games
 
 
-def robust_values(job: ValuationJob, paying: dict, game: Game, margins: np.ndarray,
+def robust_values(job: ValuationJob, paying: dict, game_of: Callable[[], Game], margins: np.ndarray,
                   progress: Callable[..., None]) -> tuple[dict[str, float], list[dict]]:
     """The payout game's values made replication-robust (:mod:`common.valuation.replicas`), and
     the replica groups (two or more owners) for the report.
 
-    Without a group the values are the game's own, and nothing more is estimated. With one, the
-    quotient game (one player per group) is estimated with the job's estimator; its utilities
-    are coalitions of ``game``, so those the valuation evaluated are not computed again.
+    Without two similar owners the values are the game's own and the game is not even built
+    (``game_of`` is called only then: a resumed reward game would load its decoder). With a
+    group, the quotient game (one player per group) is estimated with the job's estimator; its
+    utilities are coalitions of the game, so those the valuation evaluated are not computed again.
     """
-    own = np.array([paying["values"][p]["value"] for p in game.players])
-    standalone = game.utilities(np.left_shift(1, np.arange(game.n, dtype=np.int64)))
+    names = list(paying["values"])  # the game's player order
+    own = np.array([paying["values"][p]["value"] for p in names])
     similarity = margin_similarity(margins)
-    groups = replica_groups(similarity, job.valuation.replica_threshold, standalone,
-                            strength=np.einsum("ij,ij->i", margins, margins))
-    shared = [g for g in groups if len(g.members) > 1]
-    if not shared:
-        return dict(zip(game.players, own.tolist())), []
-    names = game.players
-    for g in shared:
+    threshold = job.valuation.replica_threshold
+    if not np.triu(similarity >= threshold, k=1).any():
+        return dict(zip(names, own.tolist())), []
+    game = game_of()
+    standalone = game.utilities(np.left_shift(1, np.arange(game.n, dtype=np.int64)))
+    groups = replica_groups(similarity, threshold, standalone, strength=np.einsum("ij,ij->i", margins, margins))
+    shared = [(k, g) for k, g in enumerate(groups) if len(g.members) > 1]
+    for _, g in shared:
         progress("valuation", f"replicas: {', '.join(names[i] for i in g.members)} are one source "
                               f"(held-out margin similarity {g.similarity:.4f}); paid as {names[g.representative]}")
     quotient = quotient_game(game, groups)
@@ -404,7 +406,7 @@ def robust_values(job: ValuationJob, paying: dict, game: Game, margins: np.ndarr
         {"owners": [names[i] for i in g.members], "representative": names[g.representative],
          "similarity": round(g.similarity, 6), "group_value": float(result.values[k]),
          "group_stderr": float(result.stderr[k])}
-        for k, g in enumerate(groups) if len(g.members) > 1]
+        for k, g in shared]
 
 
 def _quotient_precedence(job: ValuationJob, names: Sequence[str], groups) -> list[tuple[str, str]] | None:
@@ -488,7 +490,7 @@ def value_submissions(
     games = play_games(job, scored, store, progress, source)
 
     def robust(paying: dict) -> tuple[dict[str, float], list[dict]]:
-        return robust_values(job, paying, source.game(paying["utility"])[0], scored.margins, progress)
+        return robust_values(job, paying, lambda: source.game(paying["utility"])[0], scored.margins, progress)
 
     payout = pay(games, job.valuation.payout_utility, job.budget, job.payout_policy, robust=robust,
                  threshold=job.valuation.replica_threshold)
