@@ -78,7 +78,7 @@ def check_payable(kind: str, policy: str) -> None:
     if value_kind not in EFFICIENT_KINDS and policy not in ANY_KIND_POLICIES:
         raise ValueError(f"{value_kind.value} values are not Shapley values (they do not sum to v(N) − v(∅)), "
                          f"so the {policy!r} policy cannot pay them as shares of the gain; choose the "
-                         f"'normalised' payout policy, or a Shapley estimator")
+                         f"'robust' (the default) or 'normalised' payout policy, or a Shapley estimator")
 
 
 def payout_shares(
