@@ -60,8 +60,8 @@ def measure() -> dict[str, dict]:
     from common.config.spec import TrainingSpec
     from common.embedded.base_model import build_base_model
     from common.model.base import load_base_model
+    from common.model.lora import load_adapters
     from server.valuation.decoding import CoalitionDecoder, DecodingConfig
-    from server.valuation.scoring import load_adapters
 
     base_dir = build_base_model()
     base, tokenizer = load_base_model(base_dir)

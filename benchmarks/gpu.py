@@ -111,8 +111,9 @@ def measure(work_dir: Path | None = None, *, smoke: bool = False) -> dict[str, d
     from common.embedded.default_job import spec_for
     from common.embedded.model_zoo import build_zoo_model, smollm_135m_shaped
     from common.model.base import load_spec_model
+    from common.model.lora import load_adapters
     from server.valuation.decoding import CoalitionDecoder, DecodingConfig
-    from server.valuation.scoring import load_adapters, score_evaluation
+    from server.valuation.scoring import score_evaluation
 
     scratch = Path(work_dir or tempfile.mkdtemp(prefix="fairpool-gpu-bench-"))
     hardware = Hardware()

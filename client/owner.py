@@ -32,6 +32,9 @@ NODE_ADAPTER_KEY = "adapter-path"
 NODE_ADAPTER_EXAMPLES_KEY = "adapter-examples"
 NODE_DEVICE_KEY = "device"
 NODE_DTYPE_KEY = "dtype"
+NODE_AUDIT_KEY = "allow-audit"
+"""``allow-audit = true``: this owner consents to the audit, i.e. to receiving models trained on
+other owners' data and training one stage of a sequential DPO chain on them with its own data."""
 
 TRANSIENT_ERRORS = (OSError, TimeoutError, ConnectionError)
 """Failures worth retrying (a busy disk, a network filesystem hiccup); a data error is not."""
@@ -48,6 +51,8 @@ class OwnerIdentity:
     """An adapter the owner already trained (a PEFT directory): valued as it is, no training."""
     adapter_examples: int = 0
     """Preference pairs that trained ``adapter_path``, as the owner declares them (0: not declared)."""
+    allow_audit: bool = False
+    """The owner's consent to the audit (:data:`NODE_AUDIT_KEY`)."""
 
     @property
     def source(self) -> AdapterSource:
@@ -65,6 +70,18 @@ def _examples(value: object, where: str) -> int:
     return count
 
 
+def _consent(value: object) -> bool:
+    """A node config's ``allow-audit``: TOML's ``true``, or the text ``true``/``yes``/``1``."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1"):
+        return True
+    if text in ("false", "no", "0", ""):
+        return False
+    raise FairPoolError(f"node config: {NODE_AUDIT_KEY} must be true or false, got {value!r}")
+
+
 def resolve_identity(node_config: Mapping[str, object], roster: Mapping[str, Any] | None) -> OwnerIdentity:
     """Who this node is: its own node config first, else its slot in a simulated roster."""
     if NODE_OWNER_KEY in node_config:
@@ -77,7 +94,8 @@ def resolve_identity(node_config: Mapping[str, object], roster: Mapping[str, Any
                              str(node_config.get(NODE_SIGNING_KEY, "")),
                              str(node_config.get(NODE_PASSPHRASE_ENV_KEY, "")),
                              str(node_config.get(NODE_ADAPTER_KEY, "")),
-                             _examples(node_config.get(NODE_ADAPTER_EXAMPLES_KEY, 0), "node config"))
+                             _examples(node_config.get(NODE_ADAPTER_EXAMPLES_KEY, 0), "node config"),
+                             _consent(node_config.get(NODE_AUDIT_KEY, False)))
     if roster is not None and "partition-id" in node_config:
         index = int(node_config["partition-id"])  # type: ignore[call-overload]
         names, paths = list(roster["names"]), list(roster["paths"])
@@ -86,9 +104,11 @@ def resolve_identity(node_config: Mapping[str, object], roster: Mapping[str, Any
         keys = list(roster.get("keys", [""] * len(names)))
         adapters = list(roster.get("adapters", [""] * len(names)))
         counts = list(roster.get("adapter_examples", [0] * len(names)))
+        consents = list(roster.get("allow_audit", []))
         return OwnerIdentity(names[index], paths[index], keys[index] if index < len(keys) else "",
                              adapter_path=str(adapters[index]) if index < len(adapters) else "",
-                             adapter_examples=int(counts[index]) if index < len(counts) else 0)
+                             adapter_examples=int(counts[index]) if index < len(counts) else 0,
+                             allow_audit=bool(consents[index]) if index < len(consents) else False)
     raise FairPoolError(
         f"this SuperNode has no owner identity: start it with "
         f"--node-config '{NODE_OWNER_KEY}=\"NAME\" {NODE_DATA_KEY}=\"PATH\"'"

@@ -5,7 +5,7 @@ runs (:mod:`server.federation.local_job`), so a notebook and the CLI value the s
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ def value(
     coordinator_key: str | Path | None = None,
     storage_key: str | Path | None = None,
     export_adapters: bool = False,
+    refuse_audit: Sequence[str] = (),
     progress: bool | Callable[[dict], None] = True,
 ) -> Report:
     """Value data owners, as ``fairpool value`` does; return the signed :class:`Report`.
@@ -60,6 +61,8 @@ def value(
         hardware: device and dtype (:class:`~fairpool.Hardware`; default: a GPU where there is one).
         composition, payout_policy, budget, min_owners, owner_timeout_s, split, coordinator_key,
         storage_key, export_adapters: as the CLI options of the same names (docs/cli.md).
+        refuse_audit: owners that do not consent to the audit (``settings.audit``: the
+            federation retrains that many coalitions by sequential DPO to check the arithmetic).
         progress: True draws progress on stderr; False is silent; a callable receives each event.
 
     Raises:
@@ -76,7 +79,8 @@ def value(
                                "valuation": settings or ValuationSettings(), "hardware": hardware or Hardware(),
                                "export_adapters": export_adapters}
     job = make_value_job(dict(owners or {}), eval, out, adapters=adapters, adapter_examples=adapter_examples,
-                         base_model=base_model, spec=spec, split=split, say=say, **options)
+                         base_model=base_model, spec=spec, split=split, refuse_audit=tuple(refuse_audit), say=say,
+                         **options)
     report = run_value_job(job, coordinator_key=coordinator_key, storage_key=storage_key, say=say, on_event=on_event)
     return Report(report, Path(job.out_dir) / "report.json")
 

@@ -110,14 +110,17 @@ def make_federation(tmp: Path, spec: TrainingSpec, owners: Mapping[str, Path], e
 
 
 def run(federation: Federation, intercept: Intercept | None = None) -> tuple[dict | None, LocalGrid]:
-    """Run the job over a fresh :class:`LocalGrid`; returns the report (None on failure) and the grid."""
+    """Run the job over a fresh :class:`LocalGrid`; returns the report (None on failure) and the grid
+    (``grid.trainings`` counts adapters sent back: owners' and audit stages')."""
+    from server.federation.audit_grid import GridRetrainer
     from server.federation.collect import collect_adapters
     from server.federation.run import run_job
 
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0  # what a ServerApp process has
     grid = LocalGrid(federation.node_configs, intercept)
     job = federation.job
-    report = run_job(job, lambda admission, wanted, progress: collect_adapters(grid, job, admission, wanted, progress))
+    report = run_job(job, lambda admission, wanted, progress: collect_adapters(grid, job, admission, wanted, progress),
+                     auditors=lambda progress: GridRetrainer(grid, job, progress))  # as the ServerApp does
     return report, grid
 
 

@@ -39,12 +39,12 @@ def test_architecture_goes_through_the_whole_pipeline(architecture, tmp_path):
     from common.embedded.default_job import spec_for
     from common.embedded.model_zoo import ZooModelConfig, build_zoo_model
     from common.model.base import load_spec_model
-    from common.model.lora import expected_adapter_shapes
+    from common.model.lora import expected_adapter_shapes, load_adapters
     from common.trust.adapter_checks import AdapterLimits
     from common.valuation.utility import all_masks, coalition_utilities
     from server.valuation.decoding import CoalitionDecoder, DecodingConfig
     from server.valuation.pipeline import Submission, rejection_reason
-    from server.valuation.scoring import load_adapters, score_evaluation
+    from server.valuation.scoring import score_evaluation
 
     chat = architecture == "qwen2"
     model_dir = build_zoo_model(tmp_path / architecture, ZooModelConfig(architecture=architecture,

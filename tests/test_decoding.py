@@ -32,7 +32,7 @@ def _tensors(quick_adapters, name):
 
 def _peft(base_model_dir, spec, adapters):
     from common.model.base import load_base_model
-    from server.valuation.scoring import load_adapters
+    from common.model.lora import load_adapters
 
     base, tokenizer = load_base_model(base_model_dir)
     return load_adapters(base, spec, adapters), tokenizer

@@ -9,11 +9,11 @@ import pytest
 
 from common.data import load_preferences
 from common.model.base import load_base_model
-from common.model.lora import expected_adapter_shapes
+from common.model.lora import expected_adapter_shapes, load_adapters
 from common.valuation.composition import compose_logprobs
 from common.valuation.utility import all_masks, coalition_margins
 from server.valuation.pipeline import Submission, rejection_reason
-from server.valuation.scoring import load_adapters, pair_logprobs, score_evaluation
+from server.valuation.scoring import pair_logprobs, score_evaluation
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ from client.trainer import train_adapter
 from common.data import load_preferences
 from common.embedded.base_model import model_fingerprint
 from common.model.base import load_base_model
+from common.model.lora import load_adapters
 from server.studies.sequential import train_sequential, train_union
-from server.valuation.scoring import load_adapters, pair_logprobs
+from server.valuation.scoring import pair_logprobs
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ def test_request_and_roster_round_trip_and_check_their_version():
         Roster.from_record({"names": "a"})
 
 
-@pytest.mark.parametrize("path", ["client/app.py", "server/federation/collect.py"])
+@pytest.mark.parametrize("path", ["client/app.py", "server/federation/collect.py", "server/federation/audit_grid.py"])
 def test_the_flower_layers_name_no_record_or_key_themselves(path):
     """The record names live in :class:`Records` only; a literal in a Flower layer would drift."""
     source = (ROOT / path).read_text()

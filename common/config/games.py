@@ -100,6 +100,12 @@ class ValuationSettings:
         "metavar": "T", "help": "sampling temperature of reward utilities; 0 = greedy decoding"})
     top_p: float = field(default=1.0, metadata={
         "metavar": "P", "help": "nucleus sampling mass of reward utilities (with temperature > 0)"})
+    audit: int = field(default=0, metadata={
+        "metavar": "K",
+        "help": "after valuation, the federation really retrains K coalitions of two or more owners (the "
+                "grand coalition and K−1 drawn with --seed) by sequential DPO, each stage trained by its "
+                "owner on its own data, and the report compares their held-out utilities with the "
+                "arithmetic ones; owners must consent (node config allow-audit = true); 0 = no audit"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precedence", tuple(self.precedence))  # a job file holds a JSON list
@@ -132,6 +138,8 @@ class ValuationSettings:
                               f"{self.beta_alpha!r}, {self.beta_beta!r}")
         if not 0 < self.replica_threshold <= 1:
             raise ConfigError(f"`replica_threshold` must be in (0, 1], got {self.replica_threshold!r}")
+        if isinstance(self.audit, bool) or not isinstance(self.audit, int) or self.audit < 0:
+            raise ConfigError(f"`audit` must be a whole number of coalitions ≥ 0, got {self.audit!r}")
         if not 1 <= self.exact_max_players <= 24:
             raise ConfigError("`exact_max_players` must be between 1 and 24")
 

@@ -87,6 +87,11 @@ class OwnerEntry:
     signing_key: str = ""
     adapter: str = ""
     adapter_examples: int = 0
+    allow_audit: bool = True
+    """A simulated owner's consent to the audit (``audit``): to train a stage of a sequential DPO
+    chain on a model trained on others' data. Simulated owners share the coordinator's machine and
+    user, so they consent unless told not to; a deployed owner consents only in its own node
+    config (``allow-audit = true``), and this field is not read for it."""
 
     @property
     def source(self) -> AdapterSource:
@@ -152,6 +157,8 @@ class ValuationJob:
                 raise ConfigError(f"owner {o.name}: give data or an existing adapter, not both")
             if o.adapter_examples < 0:
                 raise ConfigError(f"owner {o.name}: `adapter_examples` must be ≥ 0, got {o.adapter_examples}")
+            if not isinstance(o.allow_audit, bool):
+                raise ConfigError(f"owner {o.name}: `allow_audit` must be true or false, got {o.allow_audit!r}")
         check_declared_sizes(self.composition, [o.name for o in self.owners if o.adapter and o.adapter_examples <= 0])
         keyed = [o.name for o in self.owners if o.public_key]
         if keyed and len(keyed) != len(names):

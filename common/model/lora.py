@@ -7,6 +7,8 @@ Adapter tensors travel as float32 numpy arrays keyed by PEFT's adapter-free name
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
 from common.config.spec import TrainingSpec
@@ -59,3 +61,38 @@ def expected_adapter_shapes(spec: TrainingSpec, base_model) -> dict[str, tuple[i
 
     probe = get_peft_model(copy.deepcopy(base_model), lora_config(spec, base_model))
     return {k: tuple(v.shape) for k, v in adapter_tensors(probe).items()}
+
+
+def load_adapters(base_model, spec: TrainingSpec, adapters: Mapping[str, Mapping[str, np.ndarray]]):
+    """Wrap ``base_model`` in one ``PeftModel`` holding every owner's adapter by name."""
+    import torch
+    from peft import get_peft_model, set_peft_model_state_dict
+
+    names = list(adapters)
+    config = lora_config(spec, base_model)
+    model = get_peft_model(base_model, config, adapter_name=names[0])
+    for name in names[1:]:
+        model.add_adapter(name, config)
+    for name in names:
+        state = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in adapters[name].items()}
+        result = set_peft_model_state_dict(model, state, adapter_name=name)
+        unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+        if unexpected:
+            raise ValueError(f"adapter {name}: unexpected tensors {unexpected[:3]}")
+    model.eval()
+    return model
+
+
+def merge_chain(base_model, spec: TrainingSpec, chain: Sequence[Mapping[str, np.ndarray]]):
+    """``base_model`` with each adapter of ``chain`` merged into its weights, in order: the model
+    after the stages of a sequential DPO chain (method.md §5).
+
+    Why merge one at a time: stage k's adapter was trained on the model with stages 1..k−1
+    already merged (its reference), so only this order rebuilds that model; an owner training
+    the next stage and the coordinator scoring the chain both rebuild it here, identically.
+    """
+    model = base_model
+    for tensors in chain:
+        model = load_adapters(model, spec, {"stage": tensors}).merge_and_unload()
+    model.eval()
+    return model

@@ -1,4 +1,4 @@
-"""Agreement statistics for comparing utilities and rankings (fidelity study)."""
+"""Agreement statistics for comparing utilities and rankings (the fidelity study and the audit)."""
 
 from __future__ import annotations
 
@@ -46,3 +46,16 @@ def kendall_tau(x: ArrayLike, y: ArrayLike) -> float:
     concordance = (sx * sy).sum()
     denominator = np.sqrt((sx != 0).sum() * (sy != 0).sum())
     return float(concordance / denominator) if denominator > 0 else float("nan")
+
+
+def agreement(approximate: ArrayLike, reference: ArrayLike) -> dict[str, float]:
+    """How well ``approximate`` (arithmetic coalition utilities) tracks ``reference`` (retrained
+    ones): Pearson and Spearman correlation (nan below two points or on a constant side), and
+    the largest and mean absolute error."""
+    a, r = np.asarray(approximate, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    if a.shape != r.shape or a.ndim != 1 or not len(a):
+        raise ValueError("agreement needs two non-empty sequences of equal length")
+    error = np.abs(a - r)
+    return {"pearson": pearson(a, r) if len(a) > 1 else float("nan"),
+            "spearman": spearman(a, r) if len(a) > 1 else float("nan"),
+            "max_abs_error": float(error.max()), "mean_abs_error": float(error.mean())}

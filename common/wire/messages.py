@@ -20,10 +20,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["WIRE_VERSION", "Records", "ReplyMeta", "Roster", "TrainingRequest", "WireError"]
+__all__ = [
+    "AUDIT_CONSENT_ACTION",
+    "AUDIT_STAGE_ACTION",
+    "WIRE_VERSION",
+    "AuditConsent",
+    "Records",
+    "ReplyMeta",
+    "Roster",
+    "StageRequest",
+    "TrainingRequest",
+    "WireError",
+    "chain_record",
+]
 
 WIRE_VERSION = 1
 """Version of this message layout; both sides send it and check the other's."""
+
+
+AUDIT_CONSENT_ACTION = "audit_consent"
+"""Flower action of the audit's consent question (message type ``query.audit_consent``)."""
+AUDIT_STAGE_ACTION = "audit_stage"
+"""Flower action of an audit stage (message type ``train.audit_stage``)."""
 
 
 class WireError(ValueError):
@@ -40,6 +58,14 @@ class Records:
     META = "meta"
     ADAPTER = "adapter"
     METRICS = "metrics"
+    STAGE = "audit_stage"
+    """An audit stage request (:class:`StageRequest`); the chain so far is ``chain.0``, ``chain.1``, …"""
+    CONSENT = "consent"
+
+
+def chain_record(index: int) -> str:
+    """The name of the ``index``-th adapter of an audit stage's chain (an ArrayRecord)."""
+    return f"chain.{index}"
 
 
 def _check_version(record: Mapping[str, object], what: str) -> None:
@@ -83,11 +109,13 @@ class Roster:
     progress: str = ""
     """The coordinator's progress file, on this same machine: simulated owners append their
     training steps to it, so the user sees each owner's step, loss and ETA live ("" = none)."""
+    allow_audit: tuple[bool, ...] = ()
+    """Each simulated owner's audit consent (a deployed owner's is its node config's ``allow-audit``)."""
 
     def to_record(self) -> dict[str, Any]:
         return {"names": list(self.names), "paths": list(self.paths), "keys": list(self.keys),
                 "adapters": list(self.adapters), "adapter_examples": [int(x) for x in self.adapter_examples],
-                "progress": self.progress}
+                "progress": self.progress, "allow_audit": [bool(x) for x in self.allow_audit]}
 
     @classmethod
     def from_record(cls, record: Mapping[str, object]) -> Roster:
@@ -104,7 +132,53 @@ class Roster:
 
         examples = column("adapter_examples") or [0] * len(names)
         return cls(tuple(str(x) for x in names), texts("paths"), texts("keys"), texts("adapters"),
-                   tuple(int(str(x)) for x in examples), str(record.get("progress", "") or ""))
+                   tuple(int(str(x)) for x in examples), str(record.get("progress", "") or ""),
+                   tuple(x is True for x in column("allow_audit")))
+
+
+@dataclass(frozen=True)
+class AuditConsent:
+    """The ``consent`` record of an owner's answer to the audit's question: may the coordinator
+    send it models trained on other owners' data, to train one stage of a sequential DPO chain?
+    ``reason`` says why not (no ``allow-audit = true``; no data to train on)."""
+
+    owner: str
+    allowed: bool = False
+    reason: str = ""
+
+    def to_record(self) -> dict[str, Any]:
+        return {"wire_version": WIRE_VERSION, "owner": self.owner, "allowed": bool(self.allowed),
+                "reason": self.reason}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, object]) -> AuditConsent:
+        owner = str(record.get("owner", ""))
+        try:
+            _check_version(record, "an audit consent")
+        except WireError as exc:
+            return cls(owner, False, str(exc))
+        return cls(owner, record.get("allowed") is True, str(record.get("reason", "")))
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    """The ``stage`` record of an audit: train stage ``len(order)`` of the chain ``order`` (owner
+    names; this owner is the last) on the model the ``chain.*`` adapters rebuild, one per
+    earlier stage. The stage is seeded ``spec.seed + len(order) − 1`` (as the fidelity study's)."""
+
+    run_id: str
+    order: tuple[str, ...]
+
+    def to_record(self) -> dict[str, Any]:
+        return {"wire_version": WIRE_VERSION, "run_id": self.run_id, "order": list(self.order)}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, object]) -> StageRequest:
+        _check_version(record, "an audit stage request")
+        order = record.get("order", [])
+        if not isinstance(order, list) or len(order) < 2:
+            raise WireError("an audit stage request names an order of at least two owners")
+        return cls(str(record.get("run_id", "")), tuple(str(x) for x in order))
 
 
 

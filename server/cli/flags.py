@@ -26,7 +26,7 @@ _HAND_DECLARED = {
     "payout_policy": "--payout-policy", "budget": "--budget", "adapter_examples": "--adapter-examples",
     "split": "--split", "default_split": "--split", "out_dir": "--out", "seed": "--seed",
     "chat_template": "--chat-template", "eval": "--eval", "owners": "--owner", "adapters": "--adapter",
-    "force": "--force", "ca_cert": "--ca-cert",
+    "force": "--force", "ca_cert": "--ca-cert", "refuse_audit": "--refuse-audit", "allow_audit": "--refuse-audit",
 }
 
 _SETTING = re.compile(r"`([a-z][a-z0-9_]*)`")

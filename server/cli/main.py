@@ -45,7 +45,7 @@ from common.valuation.payout import PAYOUT_POLICIES
 from server.cli.flags import as_cli
 from server.federation.local_job import OUT_LOCK, check_data_needs, data_ref, make_value_job, prepare_job
 from server.federation.process_owner import Interrupted, raise_on_termination
-from server.report.schema import advice_sentences, owner_flags
+from server.report.schema import advice_sentences, audit_summary, owner_flags
 from server.valuation.scorers import resolve_scorers
 
 OFFLINE_ENVIRONMENT: dict[str, str] = {
@@ -296,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     value.add_argument("--adapter-examples", action="append", default=[], metavar="NAME=N",
                        help="preference pairs that trained --adapter NAME (the size composition rule and "
                             "the report use it; default: 0, not declared)")
+    value.add_argument("--refuse-audit", action="append", default=[], metavar="NAME",
+                       help="a simulated owner that does not consent to --audit (as a deployed owner without "
+                            "allow-audit = true in its node config): coalitions with it are not retrained; repeat")
     value.add_argument("--eval", required=True, help="held-out preference pairs of the coordinator (PATH or DIR:SPLIT)")
     value.add_argument("--split", default=None, metavar="NAME",
                        help="split of every datasets directory given without PATH:SPLIT (default: train)")
@@ -401,10 +404,9 @@ def _record_interruption(job, how: str) -> None:
 
 def _run_and_print(job) -> int:
     from server.cli.progress_view import ProgressView
-    from server.federation.run import held_owners
-    from server.federation.simulation import run_local
+    from server.federation.simulation import run_local, runs_from_ledger
 
-    instant = set(job.owner_names) <= held_owners(job)  # run_local's choice, said before it starts
+    instant = runs_from_ledger(job)  # run_local's choice, said before it starts
     _say(f"FairPool run {job.run_id}: {len(job.owners)} owners "
          + ("(every adapter is in the ledger: valued without starting Flower)" if instant
             else "in Flower's Simulation Engine"))
@@ -425,6 +427,8 @@ def _run_and_print(job) -> int:
           f"\nChart: {out / 'values.png'}")
     if (out / "signature.png").exists():
         print(f"Data signature: {out / 'signature.png'}")
+    if (out / "audit.png").exists():
+        print(f"Audit chart: {out / 'audit.png'}")
     if "signature" in report:
         public = Path(job.coordinator_key).with_suffix(".pub")
         print(f"Signed by coordinator key {report['signature']['fingerprint']}: "
@@ -467,6 +471,8 @@ def render_table(report: dict) -> str:
             lines.append(f"  ⚑ {owner['name']}: {'; '.join(flags)}")
     for refused in report.get("refused", []):
         lines.append(f"Refused a reply from {refused['owner']}: {refused['reason']}")
+    if "audit" in report:
+        lines.append(audit_summary(report["audit"]))
     return "\n".join(lines)
 
 
@@ -547,7 +553,9 @@ def cmd_value(args: argparse.Namespace) -> int:
     overrides = checked_overrides(args)
     eval_ref = resolve_data_ref("--eval", args.eval, args.split)
     job = make_value_job(dict(owners), eval_ref, args.out, adapters=adapters, adapter_examples=examples,
-                         base_model=base_model_arg(args), spec=overrides, **options)
+                         base_model=base_model_arg(args), spec=overrides,
+                         refuse_audit=[check_owner_name(name, "--refuse-audit") for name in args.refuse_audit],
+                         **options)
     return _locked_run(job, args)
 
 

@@ -7,7 +7,7 @@ logic; the ``Grid`` is the only Flower object it touches.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
@@ -43,8 +43,33 @@ def wait_for_nodes(grid: Grid, count: int, timeout_s: float, poll_s: float = 0.5
         time.sleep(poll_s)
 
 
+def replies(grid: Grid, message_ids: Iterable[str], timeout_s: float, poll_s: float = 0.5) -> Iterator[Message]:
+    """The replies to ``message_ids`` as they arrive, until all came or ``timeout_s`` passed
+    (the caller tells the missing ones by the ids it did not see)."""
+    pending = set(message_ids)
+    deadline = time.monotonic() + timeout_s
+    while pending and time.monotonic() < deadline:
+        for reply in grid.pull_messages(list(pending)):
+            pending.discard(reply.metadata.reply_to_message_id)
+            yield reply
+        if pending:
+            time.sleep(poll_s)
+
+
 SIMULATION_SETTLE_S = 5.0
 """How long a simulation's node set must stay the same before fewer nodes than owners is an error."""
+
+
+def owner_nodes(grid: Grid, job: ValuationJob, wanted: int) -> list[int]:
+    """The node ids to ask, once ``wanted`` owners' nodes have joined (or the timeout passed)."""
+    if job.simulated:  # partition i plays roster owner i: every owner needs its own SuperNode
+        node_ids = wait_for_nodes(grid, len(job.owners), job.owner_timeout_s, settle_s=SIMULATION_SETTLE_S)
+        if len(node_ids) < len(job.owners):
+            raise FairPoolError(f"the simulation has {len(node_ids)} SuperNode(s) for {len(job.owners)} owners: it "
+                                f"needs one per owner (options.num-supernodes = {len(job.owners)} in the local "
+                                "connection of $FLWR_HOME/config.toml)")
+        return node_ids
+    return wait_for_nodes(grid, wanted, job.owner_timeout_s)
 
 
 def training_message(job: ValuationJob, node_id: int, nonce: str, held: Sequence[str]) -> Message:
@@ -56,13 +81,21 @@ def training_message(job: ValuationJob, node_id: int, nonce: str, held: Sequence
         Records.REQUEST: ConfigRecord(TrainingRequest(job.run_id, nonce, tuple(held)).to_record()),
         Records.HARDWARE: ConfigRecord(job.hardware.to_record()),
     })
+    with_roster(job, content)
+    return Message(content=content, dst_node_id=node_id, message_type=MessageType.TRAIN)
+
+
+def with_roster(job: ValuationJob, content: RecordDict) -> RecordDict:
+    """``content`` with the job's roster added when owners are simulated (each simulated node
+    learns from it which owner it plays); a deployed owner knows itself from its node config."""
     if job.simulated:
         roster = Roster(tuple(o.name for o in job.owners), tuple(o.data for o in job.owners),
                         tuple(o.signing_key for o in job.owners), tuple(o.adapter for o in job.owners),
                         tuple(int(o.adapter_examples) for o in job.owners),
-                        progress=str(Path(job.out_dir) / PROGRESS_FILE))
+                        progress=str(Path(job.out_dir) / PROGRESS_FILE),
+                        allow_audit=tuple(o.allow_audit for o in job.owners))
         content[Records.ROSTER] = ConfigRecord(roster.to_record())
-    return Message(content=content, dst_node_id=node_id, message_type=MessageType.TRAIN)
+    return content
 
 
 def decode_reply(reply: Message) -> Submission | None:
@@ -90,14 +123,7 @@ def collect_adapters(grid: Grid, job: ValuationJob, admission: Admission, wanted
     """
     expected = set(wanted)
     progress("wait", f"waiting for {len(expected)} owner node(s) to join")
-    if job.simulated:  # partition i plays roster owner i: every owner needs its own SuperNode
-        node_ids = wait_for_nodes(grid, len(job.owners), job.owner_timeout_s, settle_s=SIMULATION_SETTLE_S)
-        if len(node_ids) < len(job.owners):
-            raise FairPoolError(f"the simulation has {len(node_ids)} SuperNode(s) for {len(job.owners)} owners: it "
-                                f"needs one per owner (options.num-supernodes = {len(job.owners)} in the local "
-                                "connection of $FLWR_HOME/config.toml)")
-    else:
-        node_ids = wait_for_nodes(grid, len(expected), job.owner_timeout_s)
+    node_ids = owner_nodes(grid, job, len(expected))
     messages, nonces = [], []
     for node_id in node_ids:
         nonce = new_nonce()
@@ -106,35 +132,29 @@ def collect_adapters(grid: Grid, job: ValuationJob, admission: Admission, wanted
         nonces.append(nonce)
     progress("train", f"sent training spec to {len(node_ids)} node(s)", done=0, total=len(expected))
     issued = dict(zip(grid.push_messages(messages), nonces))
-    pending = set(issued)
     accepted: set[str] = set()
     reasons: dict[str, str] = {}
-    deadline = time.monotonic() + job.owner_timeout_s
-    while pending and time.monotonic() < deadline:
-        for reply in grid.pull_messages(list(pending)):
-            message_id = reply.metadata.reply_to_message_id
-            pending.discard(message_id)
-            sub = decode_reply(reply)
-            if sub is None:
-                progress("train", f"a node replied with an error: {reply.error if reply.has_error() else 'no owner'}")
-                continue
-            if sub.skipped:
-                continue
-            if sub.owner in accepted:
-                progress("train", f"ignored a second reply claiming owner {sub.owner!r}")
-                continue
-            reason = admission.admit(sub, issued.get(message_id))
-            if reason is None:
-                accepted.add(sub.owner)
-                reasons.pop(sub.owner, None)
-                progress("train", f"{sub.owner}: adapter accepted ({sub.num_examples} examples)", owner=sub.owner,
-                         done=len(accepted), total=len(expected))
-            else:
-                if sub.owner in expected:
-                    reasons[sub.owner] = reason
-                progress("train", f"{sub.owner}: refused: {reason}", owner=sub.owner)
-        if pending:
-            time.sleep(0.5)
+    for reply in replies(grid, issued, job.owner_timeout_s):
+        message_id = reply.metadata.reply_to_message_id
+        sub = decode_reply(reply)
+        if sub is None:
+            progress("train", f"a node replied with an error: {reply.error if reply.has_error() else 'no owner'}")
+            continue
+        if sub.skipped:
+            continue
+        if sub.owner in accepted:
+            progress("train", f"ignored a second reply claiming owner {sub.owner!r}")
+            continue
+        reason = admission.admit(sub, issued.get(message_id))
+        if reason is None:
+            accepted.add(sub.owner)
+            reasons.pop(sub.owner, None)
+            progress("train", f"{sub.owner}: adapter accepted ({sub.num_examples} examples)", owner=sub.owner,
+                     done=len(accepted), total=len(expected))
+        else:
+            if sub.owner in expected:
+                reasons[sub.owner] = reason
+            progress("train", f"{sub.owner}: refused: {reason}", owner=sub.owner)
     for name in sorted(expected - accepted - set(reasons)):
         reasons[name] = f"no reply within {job.owner_timeout_s:.0f}s"
         admission.ledger.record_submission(job.run_id, name, status="missing", reason=reasons[name], meta={})

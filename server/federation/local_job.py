@@ -67,6 +67,7 @@ def make_value_job(
     spec: Mapping[str, Any] | None = None,
     split: str | None = None,
     run_id: str | None = None,
+    refuse_audit: Sequence[str] = (),
     say: Callable[[str], None] = lambda _m: None,
     **options: Any,
 ) -> ValuationJob:
@@ -77,6 +78,7 @@ def make_value_job(
     ``base_model`` the embedded tiny model is built or reused. ``options`` are the other
     :class:`~common.config.job.ValuationJob` fields (``valuation``, ``composition``,
     ``payout_policy``, ``budget``, ``min_owners``, ``owner_timeout_s``, ``hardware``, ...).
+    ``refuse_audit`` names simulated owners that do not consent to the audit (the others do).
     """
     from common.data import load_preferences
     from common.embedded.default_job import new_run_id, spec_for
@@ -89,6 +91,9 @@ def make_value_job(
         check_owner_name(name)
     if not owners and not adapter_dirs:
         raise ConfigError("a valuation needs at least one owner: give `owners` (data) or `adapters`")
+    unknown = sorted(set(refuse_audit) - set(owners) - set(adapter_dirs))
+    if unknown:
+        raise ConfigError(f"`refuse_audit` names {', '.join(unknown)}, not an owner of this valuation")
     precedence = getattr(options.get("valuation"), "precedence", ())
     if precedence:
         from common.valuation.asymmetric import parse_precedence
@@ -119,8 +124,9 @@ def make_value_job(
     check_adapter_dirs(adapter_dirs, training.base_model, training)  # every adapter, before anything is written
     return ValuationJob(
         run_id=run_id or new_run_id(),
-        owners=tuple(OwnerEntry(name, ref) for name, ref in refs.items())
-        + tuple(OwnerEntry(name, adapter=path, adapter_examples=examples.get(name, 0)) for name, path in adapter_dirs.items()),
+        owners=tuple(OwnerEntry(name, ref, allow_audit=name not in refuse_audit) for name, ref in refs.items())
+        + tuple(OwnerEntry(name, adapter=path, adapter_examples=examples.get(name, 0),
+                           allow_audit=name not in refuse_audit) for name, path in adapter_dirs.items()),
         eval_path=eval_ref,
         out_dir=str(Path(out).expanduser().resolve()),
         spec=training,

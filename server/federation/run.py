@@ -26,6 +26,7 @@ from common.trust import faults
 from server.federation.admission import Admission
 from server.federation.ledger import Ledger
 from server.report.write import report_is_written, write_report
+from server.valuation.audit import Retrainer
 from server.valuation.pipeline import Submission, value_submissions
 
 ERROR_FILE = "error.json"
@@ -37,18 +38,23 @@ Collector = Callable[[Admission, Sequence[str], Callable[..., None]], dict[str, 
 """``collect(admission, wanted_owners, progress) -> {owner: reason not accepted}``; accepted
 submissions go through ``admission.admit`` into the ledger."""
 
+Auditors = Callable[[Callable[..., None]], Retrainer]
+"""``auditors(progress)``: the federation's retrainer of the audit's stages (a job's ``audit``)."""
 
-def run_job(job: ValuationJob, collect: Collector, on_event: Callable[[dict], object] | None = None) -> dict | None:
+
+def run_job(job: ValuationJob, collect: Collector, on_event: Callable[[dict], object] | None = None,
+            auditors: Auditors | None = None) -> dict | None:
     """Collect the adapters still missing with ``collect``, then value; return the report (None on error).
 
     Every progress event goes to ``progress.jsonl`` and the ledger, and to ``on_event`` when given
-    (a caller in this process draws it at once instead of following the file).
+    (a caller in this process draws it at once instead of following the file). ``auditors``
+    gives the retrainer of a job that asks for an audit (the federation's owners).
     """
     out = Path(job.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     try:
         with exclusive_lock(out / LEDGER_LOCK, f"the ledger in {out}"):
-            return _run_locked(job, collect, out, on_event)
+            return _run_locked(job, collect, out, on_event, auditors)
     except LockHeld as exc:
         # Another coordinator (one orphaned by a killed CLI) is live on this ledger: its run is left
         # untouched; only this CLI hears why (the CLI's own lock means no other CLI follows OUT).
@@ -70,6 +76,19 @@ def held_owners(job: ValuationJob) -> set[str]:
             return ledger.stored_owners(job.run_id)
     except (FairPoolError, OSError, sqlite3.Error):
         return set()
+
+
+def run_finished(job: ValuationJob) -> bool:
+    """Whether the ledger in ``OUT`` holds this run's finished report (False without one)."""
+    path = Path(job.out_dir) / LEDGER_FILE
+    if not path.exists():
+        return False
+    try:
+        with Ledger(path, _ledger_key(job)) as ledger:
+            row = ledger.run(job.run_id)
+    except (FairPoolError, OSError, sqlite3.Error):
+        return False
+    return row is not None and row["status"] == RunStatus.DONE
 
 
 def run_held(job: ValuationJob, on_event: Callable[[dict], object] | None = None) -> dict:
@@ -125,7 +144,7 @@ def _replay_finished(job: ValuationJob, out: Path, on_event: Callable[[dict], ob
 
 
 def _run_locked(job: ValuationJob, collect: Collector, out: Path,
-                on_event: Callable[[dict], object] | None = None) -> dict | None:
+                on_event: Callable[[dict], object] | None = None, auditors: Auditors | None = None) -> dict | None:
     (out / ERROR_FILE).unlink(missing_ok=True)
     try:
         mac_key = _ledger_key(job)
@@ -142,7 +161,7 @@ def _run_locked(job: ValuationJob, collect: Collector, out: Path,
             ledger.start_run(job.run_id, job.to_json())
             log.emit("start", f"run {job.run_id}: {len(job.owners)} owner(s)"
                      + (" (resumed)" if previous else ""), total=len(job.owners))
-            report = _run(job, ledger, log, collect)
+            report = _run(job, ledger, log, collect, auditors)
         except FairPoolError as exc:
             _fail(out, log, str(exc))
             ledger.finish_run(job.run_id, RunStatus.FAILED, failure=str(exc))
@@ -157,7 +176,8 @@ def _run_locked(job: ValuationJob, collect: Collector, out: Path,
     return report
 
 
-def _run(job: ValuationJob, ledger: Ledger, log: ProgressLog, collect: Collector) -> dict:
+def _run(job: ValuationJob, ledger: Ledger, log: ProgressLog, collect: Collector,
+         auditors: Auditors | None = None) -> dict:
     from common.model.base import load_spec_model
     from common.model.lora import expected_adapter_shapes
 
@@ -178,8 +198,9 @@ def _run(job: ValuationJob, ledger: Ledger, log: ProgressLog, collect: Collector
     submissions = [accepted.get(name) or Submission(name, error=reasons.get(name) or "no adapter accepted")
                    for name in job.owner_names]
     try:
+        retrainer = auditors(log.emit) if auditors is not None and job.valuation.audit else None
         report = value_submissions(job, submissions, log.emit, store=ledger, base=base, expected=expected,
-                                   refused=admission.refused)
+                                   refused=admission.refused, retrainer=retrainer)
     finally:  # also when the quorum is not met: the ledger says who was missing and why
         for sub in submissions:
             ledger.settle_owner(job.run_id, sub.owner, SubmissionStatus.REJECTED if sub.error else SubmissionStatus.ACCEPTED,

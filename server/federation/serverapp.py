@@ -17,6 +17,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from common.config.job import ValuationJob
 from common.storage.progress import PROGRESS_FILE, follow
+from server.federation.audit_grid import GridRetrainer
 from server.federation.collect import collect_adapters
 from server.federation.run import ERROR_FILE, run_job
 
@@ -51,7 +52,8 @@ def main(grid: Grid, context: Context) -> None:
     owners = _OwnerSteps(out / PROGRESS_FILE, log)  # simulated owners append their steps to that file
     try:
         report = run_job(job, lambda admission, wanted, progress: collect_adapters(grid, job, admission, wanted,
-                                                                                    progress), stream)
+                                                                                    progress), stream,
+                         auditors=lambda progress: GridRetrainer(grid, job, progress))
     finally:
         owners.stop()
     if report is None:

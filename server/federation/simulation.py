@@ -153,12 +153,21 @@ def flwr_executable() -> str:
 
 def run_local(job: ValuationJob, on_event: Callable[[dict], None] = lambda _e: None) -> dict:
     """Run ``job`` on this machine: from the ledger alone when it holds every owner's adapter
-    (instant resume: no Flower, no training), else in Flower's Simulation Engine."""
-    from server.federation.run import held_owners, run_held
+    (instant resume: no Flower, no training; with an audit, only once the run has finished),
+    else in Flower's Simulation Engine."""
+    from server.federation.run import run_held
 
-    if set(job.owner_names) <= held_owners(job):
+    if runs_from_ledger(job):
         return run_held(job, on_event)
     return run_simulation(job, on_event)
+
+
+def runs_from_ledger(job: ValuationJob) -> bool:
+    """:func:`run_local`'s choice: the ledger holds every owner's adapter and, when the job
+    audits (retraining goes through the owners' nodes), the finished run."""
+    from server.federation.run import held_owners, run_finished
+
+    return set(job.owner_names) <= held_owners(job) and (not job.valuation.audit or run_finished(job))
 
 
 def run_simulation(

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.storage.atomic import atomic_write
-from server.report.schema import PUBLIC_FILE_MODE, payout_game, value_kind, value_unit
+from server.report.schema import AUDIT_UTILITY_WORDS, PUBLIC_FILE_MODE, payout_game, value_kind, value_unit
 
 PLAIN_TEXT = {"text.parse_math": False}
 """Figures are built under this rc: owner names and run ids are user text, and one with ``$…$``
@@ -141,3 +141,38 @@ def signature_figure(report: dict, plt):
         ax.set_ylabel(f"{value_kind(second)}: {second['utility']}")
         ax.set_title("Data signature of each owner")
     return fig
+
+
+def audit_png(report: dict) -> bytes:
+    """``audit.png``: each audited coalition's arithmetic utility against its really retrained
+    one, one panel per utility, with the diagonal where they would agree exactly."""
+    plt, _ticker = pyplot()
+    audit = report["audit"]
+    rows = audit["coalitions"]
+    utilities = list(audit.get("utilities") or rows[0]["arithmetic"])
+    with plt.rc_context(PLAIN_TEXT):
+        fig, axes = plt.subplots(1, len(utilities), figsize=(5.2 * len(utilities), 4.6), constrained_layout=True,
+                                 squeeze=False)
+        for ax, utility in zip(axes[0], utilities):
+            x = [r["retrained"][utility] for r in rows]
+            y = [r["arithmetic"][utility] for r in rows]
+            low, high = min(x + y), max(x + y)
+            pad = (high - low) * 0.08 or 0.01
+            ax.plot([low - pad, high + pad], [low - pad, high + pad], color="#9e9e9e", linestyle="--",
+                    linewidth=1, label="arithmetic = retrained")
+            ax.scatter(x, y, color="#264653", zorder=3, label="audited coalition")
+            for r, xi, yi in zip(rows, x, y):
+                ax.annotate("+".join(r["members"]), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            ax.set_xlabel(f"retrained by sequential DPO ({AUDIT_UTILITY_WORDS.get(utility, utility)})")
+            ax.set_ylabel(f"arithmetic ({AUDIT_UTILITY_WORDS.get(utility, utility)})")
+            stats = audit.get("agreement", {}).get(utility, {})
+            told = "" if stats.get("pearson") is None else f": Pearson {stats['pearson']:.2f}"
+            ax.set_title(f"{utility}{told}, max error {stats.get('max_abs_error', 0):.4f}", fontsize=10)
+            ax.legend(fontsize=8, loc="upper left")
+        fig.suptitle(f"Audit: arithmetic against really retrained coalitions (run {report['run_id']})", fontsize=11)
+    return png_bytes(fig, plt)
+
+
+def render_audit(report: dict, path: Path, mode: int = PUBLIC_FILE_MODE) -> None:
+    """Write :func:`audit_png` to ``path``."""
+    atomic_write(path, audit_png(report), mode)

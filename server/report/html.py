@@ -23,10 +23,20 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from common.status import OwnerStatus
-from server.report.figures import PLAIN_TEXT, draw_values, png_bytes, pyplot, rejected_owners, signature_figure
+from server.report.figures import (
+    PLAIN_TEXT,
+    audit_png,
+    draw_values,
+    png_bytes,
+    pyplot,
+    rejected_owners,
+    signature_figure,
+)
 from server.report.markdown import evaluated
 from server.report.schema import (
+    AUDIT_UTILITY_WORDS,
     advice_sentences,
+    audit_summary,
     examples_cell,
     format_with_unit,
     is_exact,
@@ -354,6 +364,35 @@ def signature_section(report: dict) -> str:
             + _figure(signature_png(report), "data signature of each owner", caption) + "</section>")
 
 
+def audit_section(report: dict) -> str:
+    """Arithmetic against really retrained coalitions (``--audit``): the summary, the scatter
+    plot and the per-coalition table."""
+    audit = report["audit"]
+    parts = ['<section id="audit"><h2>Audit: arithmetic against really retrained coalitions</h2>',
+             f"<p>{_e(audit_summary(audit))}</p>"]
+    rows = audit.get("coalitions", [])
+    if rows:
+        utilities = list(audit.get("utilities") or rows[0]["arithmetic"])
+        parts.append(_figure(audit_png(report), "arithmetic against retrained utility of each audited coalition",
+                             "One point per audited coalition: its utility by arithmetic on the owners' adapters "
+                             "(what the valuation used) against the utility of the model the owners really "
+                             "retrained by sequential DPO. On the dashed line they agree exactly."))
+        head = "".join(f'<th scope="col">{_e(AUDIT_UTILITY_WORDS.get(u, u))}: arithmetic</th>'
+                       f'<th scope="col">retrained</th><th scope="col">error</th>' for u in utilities)
+        body = "".join("<tr><td>" + _e(" + ".join(r["members"])) + "</td>"
+                       + "".join(f'<td class="num">{r["arithmetic"][u]:.4f}</td><td class="num">'
+                                 f'{r["retrained"][u]:.4f}</td><td class="num">{r["error"][u]:+.4f}</td>'
+                                 for u in utilities) + "</tr>" for r in rows)
+        parts.append(f'<table class="audit"><thead><tr><th scope="col">coalition</th>{head}</tr></thead>'
+                     f"<tbody>{body}</tbody></table>")
+    skipped = audit.get("skipped", [])
+    if skipped:
+        parts.append("<ul>" + "".join(f"<li>not retrained: <strong>{_e(' + '.join(s['members']))}</strong>: "
+                                      f"{_e(s['reason'])}</li>" for s in skipped) + "</ul>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
 def digests_section(report: dict) -> str:
     """The digests an auditor compares against what owners sent (folded: long and rarely read)."""
     rows = "".join(f"<tr><td>{_e(o['name'])}</td><td><code>{_e(o['adapter_sha256'])}</code></td></tr>"
@@ -371,6 +410,8 @@ def render_html(report: dict) -> str:
     body += [game_section(i, g, rejected_owners(report)) for i, g in enumerate(report["games"])]
     if len(report["games"]) >= 2:
         body.append(signature_section(report))
+    if "audit" in report:
+        body.append(audit_section(report))
     body.append(digests_section(report))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'

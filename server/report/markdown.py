@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from common.status import OwnerStatus
 from server.report.schema import (
+    AUDIT_PNG,
+    AUDIT_UTILITY_WORDS,
     advice_sentences,
+    audit_summary,
     examples_cell,
     format_with_unit,
     owner_flags,
@@ -60,6 +63,8 @@ def render_markdown(report: dict) -> str:
     if report.get("refused"):
         lines += ["", "## Refused replies (not players)", ""]
         lines += [f"- **{r['owner']}**: {r['reason']}" for r in report["refused"]]
+    if "audit" in report:
+        lines += _audit_section(report["audit"])
     for game in games:
         lines += _game_section(game)
     settings = report.get("settings", {})
@@ -103,4 +108,25 @@ def _game_section(game: dict) -> list[str]:
     hidden = len(rows) - MD_COALITION_ROWS + game.get("coalitions_omitted", 0)
     if hidden > 0:
         lines.append(f"| … {hidden} more coalitions (see report.json) | |")
+    return lines
+
+
+def _audit_section(audit: dict) -> list[str]:
+    """Arithmetic against really retrained coalitions (``--audit``), one row per coalition."""
+    lines = ["", "## Audit: arithmetic against really retrained coalitions", "", audit_summary(audit)]
+    rows = audit.get("coalitions", [])
+    if rows:
+        utilities = list(audit.get("utilities") or rows[0]["arithmetic"])
+        lines += ["", f"![arithmetic against retrained utility]({AUDIT_PNG})", "",
+                  "| coalition | " + " | ".join(f"{AUDIT_UTILITY_WORDS.get(u, u)}: arithmetic | retrained | error"
+                                                for u in utilities) + " |",
+                  "|---|" + "---:|---:|---:|" * len(utilities)]
+        for row in rows:
+            cells = " | ".join(f"{row['arithmetic'][u]:.4f} | {row['retrained'][u]:.4f} | {row['error'][u]:+.4f}"
+                               for u in utilities)
+            lines.append(f"| {' + '.join(row['members'])} | {cells} |")
+    if audit.get("skipped"):
+        lines.append("")
+    for skipped in audit.get("skipped", []):
+        lines.append(f"- not retrained: **{' + '.join(skipped['members'])}**: {skipped['reason']}")
     return lines

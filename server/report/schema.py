@@ -13,6 +13,8 @@ VALUES_PNG = "values.png"
 SIGNATURE_PNG = "signature.png"
 
 REPORT_HTML = "report.html"
+AUDIT_PNG = "audit.png"
+"""With an audit that compared coalitions: arithmetic against retrained utility, one point each."""
 
 
 PRIVATE_FILE_MODE = 0o600
@@ -203,3 +205,37 @@ def plain_reading(report: dict) -> str:
     if trimmed:
         sentences.append("Rows: " + "; ".join(trimmed) + ".")
     return " ".join(sentences)
+
+
+AUDIT_UTILITY_WORDS = {"preference": "held-out accuracy", "preference-logsigmoid": "held-out log σ(β·m)"}
+
+
+def has_audit_points(report: dict) -> bool:
+    """Whether the report's audit compared at least one coalition (and so has ``audit.png``)."""
+    return bool(report.get("audit", {}).get("coalitions"))
+
+
+def audit_summary(audit: dict) -> str:
+    """The audit in plain words: what was retrained, what it cost, how well the arithmetic held,
+    and what was skipped (report.md, report.html and the terminal say the same)."""
+    rows, skipped = audit.get("coalitions", []), audit.get("skipped", [])
+    if not rows:
+        reason = audit.get("note") or (f"all {len(skipped)} chosen coalitions were skipped" if skipped else
+                                       "nothing was retrained")
+        return f"Audit of {audit.get('requested', 0)} coalition(s): no coalition was compared ({reason})."
+    parts = [f"The federation really retrained {len(rows)} coalition(s) by sequential DPO, each stage by its "
+             f"owner on its own data ({audit.get('fine_tunings', 0)} fine-tunings, {audit.get('wall_s', 0):.0f} s)."]
+    for utility, stats in audit.get("agreement", {}).items():
+        correlation = stats.get("pearson")
+        told = "no correlation (fewer than two distinct points)" if correlation is None else \
+            f"Pearson {correlation:.2f}, Spearman {_or_dash(stats.get('spearman'))}"
+        parts.append(f"On {AUDIT_UTILITY_WORDS.get(utility, utility)}, arithmetic against retrained: {told}, "
+                     f"largest error {stats['max_abs_error']:.4f}.")
+    if skipped:
+        parts.append(f"{len(skipped)} chosen coalition(s) were not retrained: "
+                     + "; ".join(f"{'+'.join(s['members'])} ({s['reason']})" for s in skipped) + ".")
+    return " ".join(parts)
+
+
+def _or_dash(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"

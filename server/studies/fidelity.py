@@ -19,25 +19,18 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-from numpy.typing import ArrayLike
 
 from client.trainer import train_adapter
 from common.config.spec import TrainingSpec
 from common.data import PreferenceExample
 from common.model.base import load_spec_model
+from common.model.lora import load_adapters, merge_chain
 from common.valuation.bits import mask_of
 from common.valuation.shapley import exact_shapley
-from common.valuation.stats import kendall_tau, pearson, spearman
+from common.valuation.stats import agreement, kendall_tau
 from common.valuation.utility import all_masks, coalition_utilities
 from server.studies.sequential import train_sequential_orders, train_union
-from server.valuation.scoring import (
-    ScoredEvaluation,
-    load_adapters,
-    pad_id_of,
-    pair_sequences,
-    score_evaluation,
-    sequence_logprobs,
-)
+from server.valuation.scoring import ModelScorer, score_evaluation
 
 
 def studied_coalitions(n: int, coalitions: str | int, seed: int) -> list[tuple[int, ...]]:
@@ -66,42 +59,6 @@ METRICS = ("accuracy", "logsigmoid")
 continuous, so agreement measured on it is not blurred by accuracy saturating at 0 or 1."""
 
 
-class _Evaluator:
-    """The preference utilities of a *really retrained* model, computed exactly as the game's.
-
-    The held-out pairs are tokenised once (:func:`server.valuation.scoring.pair_sequences`);
-    each model is scored like an owner in :func:`score_evaluation`, and its utility is the game's
-    utility of the one-member coalition (:func:`coalition_utilities`), so a retrained model and
-    an arithmetic coalition are measured by the same code.
-    """
-
-    def __init__(self, spec: TrainingSpec, evaluation: Sequence[PreferenceExample], hardware=None) -> None:
-        self.spec = spec
-        base, tokenizer = load_spec_model(spec, hardware)
-        self.sequences = pair_sequences(tokenizer, list(evaluation), spec.max_length, spec.max_prompt_length)
-        self.pad = pad_id_of(tokenizer)
-        self.base = self._logprobs(base)
-
-    def _logprobs(self, model) -> tuple[np.ndarray, np.ndarray]:
-        chosen, rejected = self.sequences
-        return sequence_logprobs(model, chosen, self.pad), sequence_logprobs(model, rejected, self.pad)
-
-    def utilities_of(self, model) -> dict[str, float]:
-        """Every metric of ``model``'s margins: ``{"accuracy": ..., "logsigmoid": ...}``."""
-        chosen, rejected = self._logprobs(model)
-        scored = ScoredEvaluation(("model",), self.base[0], self.base[1], chosen[None, :], rejected[None, :])
-        alone = np.array([1], dtype=np.int64)
-        return {metric: float(coalition_utilities(scored.margins, alone, metric, beta=self.spec.beta)[0])
-                for metric in METRICS}
-
-
-def _agreement(arith: ArrayLike, retrained: ArrayLike) -> dict:
-    a, r = np.asarray(arith), np.asarray(retrained)
-    return {"pearson": pearson(a, r) if len(a) > 1 else float("nan"),
-            "spearman": spearman(a, r) if len(a) > 1 else float("nan"),
-            "max_abs_error": float(np.abs(a - r).max()), "mean_abs_error": float(np.abs(a - r).mean())}
-
-
 def run_fidelity(spec: TrainingSpec, owners: Mapping[str, Sequence[PreferenceExample]],
                  evaluation: Sequence[PreferenceExample], *, coalitions: str | int = "all", orders: int = 2,
                  rules: Sequence[str] = ("sum", "mean", "size"), seed: int = 0,
@@ -116,7 +73,7 @@ def run_fidelity(spec: TrainingSpec, owners: Mapping[str, Sequence[PreferenceExa
     names = list(owners)
     n = len(names)
     chosen = studied_coalitions(n, coalitions, seed)
-    evaluator = _Evaluator(spec, evaluation, hardware)
+    evaluator = ModelScorer(spec, evaluation, hardware)
 
     started = time.perf_counter()
     adapters, sizes, diagnostics = {}, [], {}
@@ -140,8 +97,7 @@ def run_fidelity(spec: TrainingSpec, owners: Mapping[str, Sequence[PreferenceExa
 
     def merged(name: str):
         """Owner ``name``'s stage-1 model: π₀ with its own adapter merged (the arithmetic route's)."""
-        model = load_adapters(load_spec_model(spec, hardware)[0], spec, {name: adapters[name]})
-        return model.merge_and_unload()
+        return merge_chain(load_spec_model(spec, hardware)[0], spec, [adapters[name]])
 
     # Sequential DPO: every order of every coalition, each shared prefix trained once and the
     # first stage taken from the owners' own adapters (server.studies.sequential).
@@ -150,7 +106,7 @@ def run_fidelity(spec: TrainingSpec, owners: Mapping[str, Sequence[PreferenceExa
     t0 = time.perf_counter()
 
     def score_chain(order: tuple[int, ...], chain) -> None:
-        chain_utilities[order] = evaluator.utilities_of(chain.model)
+        chain_utilities[order] = evaluator.utilities_of(chain.model, METRICS)
 
     seq_trainings = train_sequential_orders(
         spec, [owners[name] for name in names], [o for os_ in coalition_orders.values() for o in os_], score_chain,
@@ -177,7 +133,7 @@ def run_fidelity(spec: TrainingSpec, owners: Mapping[str, Sequence[PreferenceExa
             pooled_tensors = train_union(spec, [owners[names[i]] for i in members], hardware=hardware).tensors
             union_trainings += 1
         pooled_utils = evaluator.utilities_of(load_adapters(load_spec_model(spec, hardware)[0], spec,
-                                                            {"union": pooled_tensors}))
+                                                            {"union": pooled_tensors}), METRICS)
         for m in METRICS:
             union[m].append(pooled_utils[m])
         union_seconds += time.perf_counter() - t0
@@ -191,7 +147,7 @@ def run_fidelity(spec: TrainingSpec, owners: Mapping[str, Sequence[PreferenceExa
             for k, c in enumerate(chosen)]
 
     def agreement_on(metric: str) -> dict:
-        return {f"{rule}_vs_{route}": _agreement(arithmetic[metric][rule], values[metric])
+        return {f"{rule}_vs_{route}": agreement(arithmetic[metric][rule], values[metric])
                 for rule in rules for route, values in (("sequential", sequential), ("union", union))}
 
     report = {

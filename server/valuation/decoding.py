@@ -250,7 +250,7 @@ class CoalitionDecoder:
                      sizes: Sequence[int] | None = None, hardware=None) -> "CoalitionDecoder":
         """Load the spec's base model and wrap it with the received adapter tensors (one adapter per owner)."""
         from common.model.base import load_spec_model
-        from server.valuation.scoring import load_adapters
+        from common.model.lora import load_adapters
 
         base, tokenizer = load_spec_model(spec, hardware)
         return cls(load_adapters(base, spec, adapters), tokenizer, list(adapters), rule, sizes,
@@ -508,7 +508,7 @@ def save_adapter_dir(base_model_path: str, spec, name: str, tensors: Mapping[str
                      out_dir: str | Path) -> Path:
     """Write adapter ``name`` (received ``tensors``) as a PEFT directory ``out_dir``; return it."""
     from common.model.base import load_base_model
-    from server.valuation.scoring import load_adapters
+    from common.model.lora import load_adapters
 
     base, _ = load_base_model(base_model_path)
     return export_adapter_dir(load_adapters(base, spec, {name: tensors}), name, out_dir)

@@ -20,10 +20,10 @@ import numpy as np
 from common.config.games import PREFERENCE_UTILITIES, reward_scorer
 from common.config.job import OwnerEntry, ValuationJob
 from common.config.spec import TrainingSpec
-from common.data import load_preferences
+from common.data import PreferenceExample, load_preferences
 from common.errors import FairPoolError
 from common.model.base import load_spec_model
-from common.model.lora import expected_adapter_shapes
+from common.model.lora import expected_adapter_shapes, load_adapters
 from common.model.tokenization import usable_pairs
 from common.status import OwnerStatus
 from common.trust import faults
@@ -41,9 +41,10 @@ from common.valuation.preference_game import preference_game
 from common.valuation.replicas import margin_similarity, quotient_game, replica_groups, split_group_values
 from common.valuation.shapley import ValuationResult
 from common.wire.messages import ReplyMeta
+from server.valuation.audit import Retrainer, audit_key, run_audit
 from server.valuation.generation_game import CoalitionGenerations, reward_game, reward_game_key
 from server.valuation.scorers import resolve_scorers
-from server.valuation.scoring import load_adapters, score_evaluation
+from server.valuation.scoring import score_evaluation
 
 ADAPTERS_DIR = "adapters"
 
@@ -156,6 +157,8 @@ class Scored:
     margins: np.ndarray
     peft_model: object
     tokenizer: object
+    evaluation: list[PreferenceExample] = field(default_factory=list)
+    """The held-out pairs the margins are of (what an audit scores a retrained model on)."""
 
 
 def preference_game_for(job: ValuationJob, utility: str, scored: Scored,
@@ -331,7 +334,7 @@ def score_accepted(accepted: Sequence[Submission], base_model, tokenizer, spec: 
     evaluation = score_evaluation(peft_model, tokenizer, names, eval_examples, spec.max_length,
                                   progress=lambda m: progress("score", m), max_prompt_length=spec.max_prompt_length)
     return Scored(names, [s.num_examples for s in accepted], [s.digest for s in accepted], evaluation.margins,
-                  peft_model, tokenizer), unusable
+                  peft_model, tokenizer, list(eval_examples)), unusable
 
 
 class GameSource:
@@ -468,6 +471,7 @@ def value_submissions(
     base=None,
     expected: Mapping[str, tuple[int, ...]] | None = None,
     refused: Sequence[Mapping[str, object]] = (),
+    retrainer: Retrainer | None = None,
 ) -> dict:
     """The valuation pipeline, admit → score → build games → estimate → pay → report; returns the
     report (the ``report.json`` contract, docs/report.md).
@@ -477,8 +481,13 @@ def value_submissions(
     finished game is stored too, so a resumed run re-plays nothing. ``base`` is an already
     loaded ``(model, tokenizer)`` and ``expected`` the adapter shapes of its spec (both are
     computed here when not given); ``refused`` lists replies refused before valuation that
-    named no owner of the job (or were replays), for the audit section of the report.
+    named no owner of the job (or were replays), for the ``refused`` section of the report.
+    ``retrainer`` trains the stages of ``audit`` (the federation's owners): without one, a job
+    that asks for an audit is refused before any work.
     """
+    if job.valuation.audit and retrainer is None:
+        raise FairPoolError(f"`audit` {job.valuation.audit} needs a federation to retrain coalitions: run the job "
+                            "through Flower (fairpool value starts one)")
     base_model, tokenizer = base or load_spec_model(job.spec, job.hardware)
     expected = expected or expected_adapter_shapes(job.spec, base_model)
     admitted = admit_submissions(job.owners, submissions, expected, rank=job.spec.lora_r, limits=job.adapter_limits,
@@ -516,7 +525,26 @@ def value_submissions(
     }
     if refused:
         report["refused"] = [dict(r) for r in refused]
+    if job.valuation.audit and retrainer is not None:
+        report["audit"] = audit_stage(job, scored, _tensors_of(admitted.accepted), retrainer, store, progress)
     return report
+
+
+def audit_stage(job: ValuationJob, scored: Scored, adapters: Mapping[str, Mapping[str, np.ndarray]],
+                retrainer: Retrainer, store: UtilityStore | None, progress: Callable[..., None]) -> dict:
+    """Stage 7 (audit, when asked): the report's ``audit`` block, read from ``store`` when a
+    resumed run already holds it (retraining is the costliest thing a run does)."""
+    results = store if isinstance(store, ResultStore) else None
+    name = audit_key(job, scored.names, scored.digests)
+    kept = results.result(job.run_id, name) if results is not None else None
+    if kept is not None:
+        progress("audit", "audit read from the ledger")
+        return json.loads(kept)
+    block = run_audit(job, scored.names, scored.sizes, scored.margins, adapters, scored.evaluation, retrainer,
+                      progress)
+    if results is not None:
+        results.save_result(job.run_id, name, json.dumps(block).encode())
+    return block
 
 
 def check_efficiency(game: dict, tol: float = 1e-9) -> bool:

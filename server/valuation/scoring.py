@@ -8,16 +8,15 @@ computed without touching the model again (method.md §3). Tokenisation is the o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from common.config.spec import TrainingSpec
 from common.data import PreferenceExample
-from common.model.lora import lora_config
 from common.model.tokenization import tokenize_pair
-from common.valuation.utility import preference_margins
+from common.valuation.utility import coalition_utilities, preference_margins
 
 BASE = "__base__"
 
@@ -37,26 +36,6 @@ def pair_sequences(tokenizer, examples: Sequence[PreferenceExample], max_length:
     pairs = [tokenize_pair(tokenizer, e, max_prompt_length) for e in examples]
     return ([p.sequence("chosen", max_length) for p in pairs],
             [p.sequence("rejected", max_length) for p in pairs])
-
-
-def load_adapters(base_model, spec: TrainingSpec, adapters: Mapping[str, Mapping[str, np.ndarray]]):
-    """Wrap ``base_model`` in one ``PeftModel`` holding every owner's adapter by name."""
-    import torch
-    from peft import get_peft_model, set_peft_model_state_dict
-
-    names = list(adapters)
-    config = lora_config(spec, base_model)
-    model = get_peft_model(base_model, config, adapter_name=names[0])
-    for name in names[1:]:
-        model.add_adapter(name, config)
-    for name in names:
-        state = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in adapters[name].items()}
-        result = set_peft_model_state_dict(model, state, adapter_name=name)
-        unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
-        if unexpected:
-            raise ValueError(f"adapter {name}: unexpected tensors {unexpected[:3]}")
-    model.eval()
-    return model
 
 
 def sequence_logprobs(model, sequences: Sequence[Sequence_], pad_id: int, batch_size: int = 64) -> np.ndarray:
@@ -141,3 +120,36 @@ def score_evaluation(
         owner_c.append(c)
         owner_r.append(r)
     return ScoredEvaluation(tuple(owners), base_c, base_r, np.array(owner_c), np.array(owner_r))
+
+
+class ModelScorer:
+    """The preference utilities of one standalone model (a *really retrained* coalition model),
+    computed exactly as the game computes an arithmetic coalition's.
+
+    The held-out pairs are tokenised once (:func:`pair_sequences`); each model is scored like an
+    owner in :func:`score_evaluation`, and its utility is the game's utility of the one-member
+    coalition (:func:`~common.valuation.utility.coalition_utilities`), so a retrained model and an
+    arithmetic coalition are measured by the same code (the fidelity study and the audit).
+    """
+
+    def __init__(self, spec: TrainingSpec, evaluation: Sequence[PreferenceExample], hardware=None,
+                 base=None) -> None:
+        from common.model.base import load_spec_model
+
+        self.spec = spec
+        model, tokenizer = base or load_spec_model(spec, hardware)
+        self.sequences = pair_sequences(tokenizer, list(evaluation), spec.max_length, spec.max_prompt_length)
+        self.pad = pad_id_of(tokenizer)
+        self.base = self._logprobs(model)
+
+    def _logprobs(self, model) -> tuple[np.ndarray, np.ndarray]:
+        chosen, rejected = self.sequences
+        return sequence_logprobs(model, chosen, self.pad), sequence_logprobs(model, rejected, self.pad)
+
+    def utilities_of(self, model, metrics: Sequence[str]) -> dict[str, float]:
+        """Each of ``metrics`` (``accuracy``, ``logsigmoid``) of ``model``'s margins over π₀."""
+        chosen, rejected = self._logprobs(model)
+        scored = ScoredEvaluation(("model",), self.base[0], self.base[1], chosen[None, :], rejected[None, :])
+        alone = np.array([1], dtype=np.int64)
+        return {metric: float(coalition_utilities(scored.margins, alone, metric, beta=self.spec.beta)[0])
+                for metric in metrics}
