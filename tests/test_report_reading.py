@@ -102,3 +102,56 @@ def test_values_png_is_labelled_with_units_values_legend_and_rejected_owners(tmp
                                                                     "rejected: not valued"]
     assert [t.get_text() for t in ax.get_xticklabels()][-1] == "ghost"
     plt.close(fig)
+
+
+def _audited(report: dict) -> dict:
+    """``report`` with an audit block: two compared coalitions, one skipped for consent."""
+    rows = [{"members": ["clean", "flipped"], "arithmetic": {"preference": 0.6, "preference-logsigmoid": -0.6},
+             "retrained": {"preference": 0.2, "preference-logsigmoid": -0.9}},
+            {"members": ["clean", "clean-small", "flipped"],
+             "arithmetic": {"preference": 0.9, "preference-logsigmoid": -0.3},
+             "retrained": {"preference": 0.8, "preference-logsigmoid": -0.35}}]
+    for row in rows:
+        row["error"] = {u: row["arithmetic"][u] - row["retrained"][u] for u in row["arithmetic"]}
+    audit = {"requested": 3, "seed": 0, "order": "roster order within each coalition",
+             "utilities": ["preference", "preference-logsigmoid"], "coalitions": rows,
+             "skipped": [{"members": ["clean-small", "flipped"], "reason": "no consent from clean-small"}],
+             "declined": {"clean-small": "its node config does not set allow-audit = true"},
+             "agreement": {"preference": {"pearson": 1.0, "spearman": 1.0, "max_abs_error": 0.4,
+                                          "mean_abs_error": 0.25},
+                           "preference-logsigmoid": {"pearson": None, "spearman": None, "max_abs_error": 0.3,
+                                                     "mean_abs_error": 0.175}},
+             "fine_tunings": 2, "wall_s": 12.5}
+    return {**report, "audit": audit}
+
+
+def test_the_audit_is_told_in_words_in_a_numbered_table_and_a_scatter_plot(tmp_path) -> None:
+    from server.report.schema import audit_summary
+    from server.report.write import report_files, write_report
+
+    report = _audited(make_report())
+    summary = audit_summary(report["audit"])
+    assert summary.startswith("The federation really retrained 2 coalition(s) by sequential DPO")
+    assert "(2 fine-tunings, 12 s)" in summary and "Pearson 1.00" in summary and "largest error 0.4000" in summary
+    assert "no correlation (fewer than two distinct points)" in summary  # a null is said, not drawn as 0
+    assert "clean-small+flipped (no consent from clean-small)" in summary
+    md = render_markdown(report)
+    assert "| 1 | clean + flipped | 0.6000 | 0.2000 | +0.4000 | -0.6000 | -0.9000 | +0.3000 |" in md
+    assert "- not retrained: **clean-small + flipped**: no consent from clean-small" in md
+    page = Page(render_html(report))
+    (table,) = [t for t in page.tables if t["class"] == "audit"]
+    assert [row[:2] for row in table["rows"]] == [["1", "clean + flipped"], ["2", "clean + clean-small + flipped"]]
+    assert "audit.png" in report_files(report) and "audit.png" not in report_files(make_report())
+    write_report(report, tmp_path)
+    assert (tmp_path / "audit.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_audit_that_compared_nothing_says_why() -> None:
+    from server.report.schema import audit_summary
+
+    nothing = {"requested": 2, "coalitions": [], "skipped": [{"members": ["a", "b"], "reason": "no consent from b"}]}
+    assert audit_summary(nothing) == ("Audit of 2 coalition(s): no coalition was compared (all 1 chosen "
+                                      "coalition(s) were skipped).")
+    alone = {"requested": 2, "coalitions": [], "skipped": [], "note": "fewer than two owners were valued"}
+    assert "fewer than two owners were valued" in audit_summary(alone)
+    assert "## Audit" in render_markdown({**make_report(), "audit": nothing})

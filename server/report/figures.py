@@ -145,30 +145,35 @@ def signature_figure(report: dict, plt):
 
 def audit_png(report: dict) -> bytes:
     """``audit.png``: each audited coalition's arithmetic utility against its really retrained
-    one, one panel per utility, with the diagonal where they would agree exactly."""
+    one, one panel per utility, with the diagonal where they would agree exactly. Points carry
+    the coalition's number in the report's audit table (names would overlap)."""
     plt, _ticker = pyplot()
     audit = report["audit"]
     rows = audit["coalitions"]
     utilities = list(audit.get("utilities") or rows[0]["arithmetic"])
     with plt.rc_context(PLAIN_TEXT):
-        fig, axes = plt.subplots(1, len(utilities), figsize=(5.2 * len(utilities), 4.6), constrained_layout=True,
+        fig, axes = plt.subplots(1, len(utilities), figsize=(5.0 * len(utilities), 5.0), constrained_layout=True,
                                  squeeze=False)
         for ax, utility in zip(axes[0], utilities):
+            words = AUDIT_UTILITY_WORDS.get(utility, utility)
             x = [r["retrained"][utility] for r in rows]
             y = [r["arithmetic"][utility] for r in rows]
             low, high = min(x + y), max(x + y)
             pad = (high - low) * 0.08 or 0.01
             ax.plot([low - pad, high + pad], [low - pad, high + pad], color="#9e9e9e", linestyle="--",
                     linewidth=1, label="arithmetic = retrained")
-            ax.scatter(x, y, color="#264653", zorder=3, label="audited coalition")
-            for r, xi, yi in zip(rows, x, y):
-                ax.annotate("+".join(r["members"]), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
-            ax.set_xlabel(f"retrained by sequential DPO ({AUDIT_UTILITY_WORDS.get(utility, utility)})")
-            ax.set_ylabel(f"arithmetic ({AUDIT_UTILITY_WORDS.get(utility, utility)})")
+            ax.scatter(x, y, color="#264653", zorder=3, label="audited coalition (its # in the table)")
+            for number, (xi, yi) in enumerate(zip(x, y), start=1):
+                ax.annotate(str(number), (xi, yi), textcoords="offset points", xytext=(5, -3), fontsize=8)
+            ax.set_xlim(low - pad, high + pad)
+            ax.set_ylim(low - pad, high + pad)
+            ax.set_aspect("equal")
+            ax.set_xlabel(f"retrained by sequential DPO ({words})")
+            ax.set_ylabel(f"arithmetic, as valued ({words})")
             stats = audit.get("agreement", {}).get(utility, {})
-            told = "" if stats.get("pearson") is None else f": Pearson {stats['pearson']:.2f}"
-            ax.set_title(f"{utility}{told}, max error {stats.get('max_abs_error', 0):.4f}", fontsize=10)
-            ax.legend(fontsize=8, loc="upper left")
+            told = "" if stats.get("pearson") is None else f"Pearson {stats['pearson']:.2f}, "
+            ax.set_title(f"{words}: {told}max error {stats.get('max_abs_error', 0):.4f}", fontsize=10)
+            ax.legend(fontsize=8, loc="best")
         fig.suptitle(f"Audit: arithmetic against really retrained coalitions (run {report['run_id']})", fontsize=11)
     return png_bytes(fig, plt)
 

@@ -376,15 +376,16 @@ def audit_section(report: dict) -> str:
         parts.append(_figure(audit_png(report), "arithmetic against retrained utility of each audited coalition",
                              "One point per audited coalition: its utility by arithmetic on the owners' adapters "
                              "(what the valuation used) against the utility of the model the owners really "
-                             "retrained by sequential DPO. On the dashed line they agree exactly."))
+                             "retrained by sequential DPO, numbered as in the table below. On the dashed line "
+                             "they agree exactly."))
         head = "".join(f'<th scope="col">{_e(AUDIT_UTILITY_WORDS.get(u, u))}: arithmetic</th>'
                        f'<th scope="col">retrained</th><th scope="col">error</th>' for u in utilities)
-        body = "".join("<tr><td>" + _e(" + ".join(r["members"])) + "</td>"
+        body = "".join(f'<tr><td class="num">{number}</td><td>' + _e(" + ".join(r["members"])) + "</td>"
                        + "".join(f'<td class="num">{r["arithmetic"][u]:.4f}</td><td class="num">'
                                  f'{r["retrained"][u]:.4f}</td><td class="num">{r["error"][u]:+.4f}</td>'
-                                 for u in utilities) + "</tr>" for r in rows)
-        parts.append(f'<table class="audit"><thead><tr><th scope="col">coalition</th>{head}</tr></thead>'
-                     f"<tbody>{body}</tbody></table>")
+                                 for u in utilities) + "</tr>" for number, r in enumerate(rows, start=1))
+        parts.append(f'<table class="audit"><thead><tr><th scope="col">#</th><th scope="col">coalition</th>'
+                     f"{head}</tr></thead><tbody>{body}</tbody></table>")
     skipped = audit.get("skipped", [])
     if skipped:
         parts.append("<ul>" + "".join(f"<li>not retrained: <strong>{_e(' + '.join(s['members']))}</strong>: "

@@ -118,13 +118,13 @@ def _audit_section(audit: dict) -> list[str]:
     if rows:
         utilities = list(audit.get("utilities") or rows[0]["arithmetic"])
         lines += ["", f"![arithmetic against retrained utility]({AUDIT_PNG})", "",
-                  "| coalition | " + " | ".join(f"{AUDIT_UTILITY_WORDS.get(u, u)}: arithmetic | retrained | error"
+                  "| # | coalition | " + " | ".join(f"{AUDIT_UTILITY_WORDS.get(u, u)}: arithmetic | retrained | error"
                                                 for u in utilities) + " |",
-                  "|---|" + "---:|---:|---:|" * len(utilities)]
-        for row in rows:
+                  "|---:|---|" + "---:|---:|---:|" * len(utilities)]
+        for number, row in enumerate(rows, start=1):
             cells = " | ".join(f"{row['arithmetic'][u]:.4f} | {row['retrained'][u]:.4f} | {row['error'][u]:+.4f}"
                                for u in utilities)
-            lines.append(f"| {' + '.join(row['members'])} | {cells} |")
+            lines.append(f"| {number} | {' + '.join(row['members'])} | {cells} |")
     if audit.get("skipped"):
         lines.append("")
     for skipped in audit.get("skipped", []):

@@ -220,7 +220,7 @@ def audit_summary(audit: dict) -> str:
     and what was skipped (report.md, report.html and the terminal say the same)."""
     rows, skipped = audit.get("coalitions", []), audit.get("skipped", [])
     if not rows:
-        reason = audit.get("note") or (f"all {len(skipped)} chosen coalitions were skipped" if skipped else
+        reason = audit.get("note") or (f"all {len(skipped)} chosen coalition(s) were skipped" if skipped else
                                        "nothing was retrained")
         return f"Audit of {audit.get('requested', 0)} coalition(s): no coalition was compared ({reason})."
     parts = [f"The federation really retrained {len(rows)} coalition(s) by sequential DPO, each stage by its "
@@ -231,6 +231,8 @@ def audit_summary(audit: dict) -> str:
             f"Pearson {correlation:.2f}, Spearman {_or_dash(stats.get('spearman'))}"
         parts.append(f"On {AUDIT_UTILITY_WORDS.get(utility, utility)}, arithmetic against retrained: {told}, "
                      f"largest error {stats['max_abs_error']:.4f}.")
+    parts.append(f"Each chain trains its owners in {audit.get('order', 'roster order')}; sequential DPO depends on "
+                 "that order (where owners with opposed data meet, the last trained weighs most: docs/fidelity.md).")
     if skipped:
         parts.append(f"{len(skipped)} chosen coalition(s) were not retrained: "
                      + "; ".join(f"{'+'.join(s['members'])} ({s['reason']})" for s in skipped) + ".")

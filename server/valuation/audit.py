@@ -145,7 +145,7 @@ def _train_chains(coalitions: Sequence[tuple[int, ...]], names: Sequence[str], a
                                    tuple(stages[prefix[:j]] for j in range(1, len(prefix)))))
         if not tasks:
             continue
-        progress("audit", f"training {len(tasks)} stage(s) {len(depth[0])} of sequential DPO: "
+        progress("audit", f"sequential DPO stage {len(depth[0])}, {len(tasks)} chain(s) at once: "
                           + ", ".join(" → ".join(t.order) for t in tasks))
         outcomes = retrainer.train_stages(tasks)
         for prefix, task in zip(prefixes, tasks):
