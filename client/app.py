@@ -68,10 +68,8 @@ def train(msg: Message, context: Context) -> Message:
     torch.set_num_threads(int(os.environ.get("FAIRPOOL_CLIENT_THREADS", "1")))
     content = msg.content
     try:
-        listed = Roster.from_record(dict(content[Records.ROSTER])) if Records.ROSTER in content else None
-        roster = listed.to_record() if listed is not None else None
+        identity, listed = _identity(msg, context)
         request = TrainingRequest.from_record(dict(content[Records.REQUEST]) if Records.REQUEST in content else None)
-        identity = resolve_identity(context.node_config, roster)
     except (FairPoolError, WireError) as exc:
         return _reply(msg, ReplyMeta("", error=str(exc)))
     if identity.name in request.held:

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.config.games import ValuationSettings
 from common.config.job import OwnerEntry, ValuationJob
 from common.embedded.market import Market, default_profiles, make_market
 from common.errors import ConfigError, FairPoolError
@@ -67,6 +68,8 @@ class LoopbackSettings:
     eval_size: int = 200
     epochs: float | None = None
     timeout_s: float = 900.0
+    audit: int = 0
+    """Coalitions the federation retrains to check the arithmetic (every local owner consents)."""
     pid_file: Path | None = None
     work_dir: Path | None = None
 
@@ -86,15 +89,18 @@ def superlink_command(port: int, layout: Layout, database: Path) -> list[str]:
             "--disable-runtime-dependency-installation"]
 
 
-def node_config(owner: str, data_path: str | Path, signing_key: str | Path | None = None) -> str:
-    """The SuperNode's ``--node-config``: the ClientApp reads its identity, data and signing key from it."""
+def node_config(owner: str, data_path: str | Path, signing_key: str | Path | None = None,
+                allow_audit: bool = False) -> str:
+    """The SuperNode's ``--node-config``: the ClientApp reads its identity, data, signing key and
+    audit consent from it."""
     quote = lambda v: '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'  # noqa: E731
     config = f"owner-name={quote(owner)} data-path={quote(data_path)}"
-    return config + (f" signing-key={quote(signing_key)}" if signing_key else "")
+    config += f" signing-key={quote(signing_key)}" if signing_key else ""
+    return config + (" allow-audit=true" if allow_audit else "")
 
 
 def supernode_command(superlink: str, runtime_port: int, layout: Layout, owner: str, data_path: str | Path,
-                      max_retries: int | None = None) -> list[str]:
+                      max_retries: int | None = None, allow_audit: bool = False) -> list[str]:
     """``flower-supernode`` of ``owner``: TLS to the SuperLink (CA pinned), its authentication key, and
     a node config naming its data and the key that signs its submissions."""
     command = ["flower-supernode",
@@ -102,7 +108,7 @@ def supernode_command(superlink: str, runtime_port: int, layout: Layout, owner: 
                "--root-certificates", str(layout.owner_dir(owner) / "ca.pem"),
                "--auth-supernode-private-key", str(layout.supernode_key(owner)),
                "--host", "127.0.0.1", "--port", str(runtime_port),
-               "--node-config", node_config(owner, data_path, layout.signing_key(owner))]
+               "--node-config", node_config(owner, data_path, layout.signing_key(owner), allow_audit)]
     if max_retries is not None:
         command += ["--max-retries", str(max_retries)]
     return command
@@ -124,7 +130,7 @@ def write_connection(flwr_home: Path, address: str, root_certificates: Path | No
 
 
 def deployed_job(market: Market, layout: Layout, owners: Sequence[str], out_dir: Path, seed: int,
-                 epochs: float | None = None, run_id: str | None = None) -> ValuationJob:
+                 epochs: float | None = None, run_id: str | None = None, audit: int = 0) -> ValuationJob:
     """A job whose owners are real SuperNodes: names and signing public keys, no data paths.
 
     Owners' submissions must carry signatures by their keys; the coordinator's key signs the
@@ -141,7 +147,7 @@ def deployed_job(market: Market, layout: Layout, owners: Sequence[str], out_dir:
     entries = tuple(OwnerEntry(name, public_key=public_key_text(load_public_key(layout.signing_pub(name))))
                     for name in owners)
     job = ValuationJob(run_id=run_id or new_run_id(), owners=entries, eval_path=str(market.eval_path),
-                       out_dir=str(out_dir), spec=spec, simulated=False)
+                       out_dir=str(out_dir), spec=spec, simulated=False, valuation=ValuationSettings(audit=audit))
     return with_trust_material(job, coordinator_key=layout.coordinator_signing_key)
 
 
@@ -362,7 +368,8 @@ def run_loopback(settings: LoopbackSettings) -> dict:
         layout = Layout(work / "credentials")
         make_credentials(Request(out=layout.root, hosts=("127.0.0.1",), owners=settings.owners))
         shutil.copyfile(layout.coordinator_signing_pub, out / "coordinator.pub")
-        job = deployed_job(market, layout, settings.owners, out, settings.seed, settings.epochs)
+        job = deployed_job(market, layout, settings.owners, out, settings.seed, settings.epochs,
+                           audit=settings.audit)
         _, app_dir = write_run(job)
         env = {**flower_env(work / "flwr-home"), "FAIRPOOL_CLIENT_THREADS": "1"}
         port = free_port()
@@ -378,7 +385,7 @@ def run_loopback(settings: LoopbackSettings) -> dict:
             say(f"registered {owner}'s SuperNode key: node {node_ids[owner]}")
         for owner in settings.owners:
             processes.start(f"supernode-{owner}", supernode_command(
-                f"127.0.0.1:{port}", free_port(), layout, owner, market.owners[owner]))
+                f"127.0.0.1:{port}", free_port(), layout, owner, market.owners[owner], allow_audit=settings.audit > 0))
         wait_until_online(env, list(node_ids.values()), 120, processes)
         say(f"{len(node_ids)} SuperNodes online; running the valuation with flwr run")
         return run_job(env, app_dir, job, processes, settings.timeout_s)
@@ -403,7 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the market and of training (default 0)")
     p.add_argument("--scale", type=int, default=320, help="examples of each large owner (default 320)")
     p.add_argument("--eval-size", type=int, default=200, help="held-out pairs (default 200)")
-    p.add_argument("--epochs", type=float, default=None, help="DPO epochs per owner (default 3)")
+    p.add_argument("--epochs", type=float, default=None, help="DPO epochs per owner (default: the spec's, 6)")
+    p.add_argument("--audit", type=int, default=0, metavar="K",
+                   help="after valuation, retrain K coalitions by sequential DPO across the SuperNodes to check "
+                        "the arithmetic; every owner's node config then sets allow-audit=true (default 0: none)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds the valuation run may take (default 900)")
     p.add_argument("--pid-file", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--work-dir", type=Path, default=None, help=argparse.SUPPRESS)
@@ -418,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = LoopbackSettings(out=args.out, owners=tuple(o.strip() for o in args.owners.split(",") if o.strip()),
                                 seed=args.seed, scale=args.scale, eval_size=args.eval_size, epochs=args.epochs,
-                                timeout_s=args.timeout, pid_file=args.pid_file, work_dir=args.work_dir)
+                                timeout_s=args.timeout, audit=args.audit, pid_file=args.pid_file, work_dir=args.work_dir)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _exit_on_signal)
     started = time.monotonic()
