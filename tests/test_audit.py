@@ -328,3 +328,22 @@ def test_fairpool_value_audits_a_micro_market_in_the_simulation_engine(tmp_path,
     assert "## Audit: arithmetic against really retrained coalitions" in (out / "report.md").read_text()
     assert 'id="audit"' in (out / "report.html").read_text()
     assert (out / "audit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_audit_that_fails_keeps_the_valuation_and_says_why(micro):
+    from server.valuation.pipeline import Scored, audit_stage
+
+    market, spec, names, _data, results, evaluation, scored = micro
+
+    class Unreachable:
+        def consent(self, owners):
+            raise FairPoolError("the simulation has 1 SuperNode(s) for 3 owners")
+
+        def train_stages(self, tasks):
+            raise AssertionError("never asked")
+
+    valued = Scored(names, [results[n].num_examples for n in names], ["d"] * 3, scored.margins, None, None,
+                    list(evaluation))
+    block = audit_stage(_job(spec, names, market, audit=2), valued, {n: results[n].tensors for n in names},
+                        Unreachable(), None, lambda *_a, **_k: None)
+    assert block["coalitions"] == [] and block["note"] == "the audit failed: the simulation has 1 SuperNode(s) for 3 owners"

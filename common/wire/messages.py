@@ -75,6 +75,16 @@ def _check_version(record: Mapping[str, object], what: str) -> None:
                         "owners and coordinator must run compatible FairPool versions")
 
 
+def _version_problem(record: Mapping[str, object], what: str) -> str:
+    """Why ``record`` cannot be read here ("" when it can): an answer of another version is
+    recorded as the sender's refusal rather than raised."""
+    try:
+        _check_version(record, what)
+    except WireError as exc:
+        return str(exc)
+    return ""
+
+
 @dataclass(frozen=True)
 class TrainingRequest:
     """The ``request`` record: which run asks, the fresh nonce the reply must carry, and the
@@ -153,10 +163,9 @@ class AuditConsent:
     @classmethod
     def from_record(cls, record: Mapping[str, object]) -> AuditConsent:
         owner = str(record.get("owner", ""))
-        try:
-            _check_version(record, "an audit consent")
-        except WireError as exc:
-            return cls(owner, False, str(exc))
+        problem = _version_problem(record, "an audit consent")
+        if problem:
+            return cls(owner, False, problem)
         return cls(owner, record.get("allowed") is True, str(record.get("reason", "")))
 
 
@@ -217,10 +226,9 @@ class ReplyMeta:
     def from_record(cls, record: Mapping[str, object]) -> ReplyMeta:
         """The reply's meta; a reply of another wire version becomes an ``error`` with the reason."""
         owner = str(record.get("owner", ""))
-        try:
-            _check_version(record, "a reply")
-        except WireError as exc:
-            return cls(owner, error=str(exc))
+        problem = _version_problem(record, "a reply")
+        if problem:
+            return cls(owner, error=problem)
         if record.get("error"):
             return cls(owner, error=str(record["error"]))
         if record.get("skipped"):

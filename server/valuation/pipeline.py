@@ -533,15 +533,22 @@ def value_submissions(
 def audit_stage(job: ValuationJob, scored: Scored, adapters: Mapping[str, Mapping[str, np.ndarray]],
                 retrainer: Retrainer, store: UtilityStore | None, progress: Callable[..., None]) -> dict:
     """Stage 7 (audit, when asked): the report's ``audit`` block, read from ``store`` when a
-    resumed run already holds it (retraining is the costliest thing a run does)."""
+    resumed run already holds it (retraining is the costliest thing a run does). An audit that
+    fails says why in its ``note``; the valuation it checks stands."""
     results = store if isinstance(store, ResultStore) else None
     name = audit_key(job, scored.names, scored.digests)
     kept = results.result(job.run_id, name) if results is not None else None
     if kept is not None:
         progress("audit", "audit read from the ledger")
         return json.loads(kept)
-    block = run_audit(job, scored.names, scored.sizes, scored.margins, adapters, scored.evaluation, retrainer,
-                      progress)
+    try:
+        block = run_audit(job, scored.names, scored.sizes, scored.margins, adapters, scored.evaluation, retrainer,
+                          progress)
+    except Exception as exc:  # the audit checks the valuation; its failure must not lose the valuation
+        reason = str(exc) if isinstance(exc, FairPoolError) else f"{type(exc).__name__}: {exc}"
+        progress("audit", f"the audit failed: {reason}")
+        return {"requested": job.valuation.audit, "coalitions": [], "skipped": [], "declined": {},
+                "fine_tunings": 0, "note": f"the audit failed: {reason}"}
     if results is not None:
         results.save_result(job.run_id, name, json.dumps(block).encode())
     return block
