@@ -2,7 +2,7 @@
 # A real Flower deployment on this machine: SuperLink + one SuperNode per owner on 127.0.0.1,
 # TLS with a private CA and SuperNode authentication; values owners of the embedded market.
 #
-#   deploy/local.sh [--out DIR] [--owners clean,noisy,flipped] [--seed N] [--scale N] [--epochs E]
+#   deploy/local.sh [--out DIR] [--owners clean,noisy,flipped] [--seed N] [--scale N] [--epochs E] [--audit K]
 #
 # The work is done by deploy/local.py, which stops every process it starts. This wrapper is the
 # second line of defence: if the Python process is killed outright (SIGKILL, OOM), the EXIT trap

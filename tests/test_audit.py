@@ -347,3 +347,16 @@ def test_an_audit_that_fails_keeps_the_valuation_and_says_why(micro):
     block = audit_stage(_job(spec, names, market, audit=2), valued, {n: results[n].tensors for n in names},
                         Unreachable(), None, lambda *_a, **_k: None)
     assert block["coalitions"] == [] and block["note"] == "the audit failed: the simulation has 1 SuperNode(s) for 3 owners"
+
+
+def test_audit_options_are_checked_before_anything_is_written(micro, tmp_path, capsys):
+    from server.cli.main import main
+
+    market = micro[0]
+    common = ["value", "--owner", f"clean={market.owners['clean']}", "--owner", f"noisy={market.owners['noisy']}",
+              "--eval", str(market.eval_path), "--out", str(tmp_path / "out")]
+    assert main([*common, "--audit", "2", "--refuse-audit", "ghost"]) == 2
+    assert "--refuse-audit names ghost, not an owner of this valuation" in capsys.readouterr().err
+    assert main([*common, "--audit", "-1"]) == 2
+    assert "--audit must be a whole number of coalitions ≥ 0, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
