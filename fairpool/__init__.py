@@ -45,13 +45,24 @@ from common.valuation.stopping import (
     ValuationStatus,
 )
 from fairpool.api import to_dataframe, value
-from server.report.model import GameResult, OwnerResult, PayoutResult, PlayerValue, Report, read_report
+from server.report.model import (
+    AuditedCoalition,
+    AuditResult,
+    GameResult,
+    OwnerResult,
+    PayoutResult,
+    PlayerValue,
+    Report,
+    read_report,
+)
 from server.report.verify import verify_report_file as verify_report
 
 __all__ = [
     "ESTIMATORS",
     "AllOf",
     "AnyOf",
+    "AuditResult",
+    "AuditedCoalition",
     "ConfigError",
     "DataError",
     "FairPoolError",

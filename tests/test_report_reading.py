@@ -155,3 +155,21 @@ def test_an_audit_that_compared_nothing_says_why() -> None:
     alone = {"requested": 2, "coalitions": [], "skipped": [], "note": "fewer than two owners were valued"}
     assert "fewer than two owners were valued" in audit_summary(alone)
     assert "## Audit" in render_markdown({**make_report(), "audit": nothing})
+
+
+def test_the_python_report_types_the_audit() -> None:
+    from common.trust.signing import REPORT_SCHEMA_VERSION
+    from fairpool import AuditResult, Report
+
+    versioned = {"schema_version": REPORT_SCHEMA_VERSION, **make_report()}
+    plain = Report(versioned)
+    assert plain.audit is None and plain.audit_dataframe().empty
+    audited = Report(_audited(versioned))
+    audit = audited.audit
+    assert isinstance(audit, AuditResult) and audit.fine_tunings == 2 and audit.requested == 3
+    assert [c.members for c in audit.coalitions] == [("clean", "flipped"), ("clean", "clean-small", "flipped")]
+    assert audit.skipped == {("clean-small", "flipped"): "no consent from clean-small"}
+    assert audit.agreement["preference-logsigmoid"]["pearson"] is None
+    frame = audited.audit_dataframe()
+    assert list(frame["coalition"]) == ["clean + flipped", "clean + clean-small + flipped"]
+    assert frame.loc[0, "preference_error"] == 0.6 - 0.2

@@ -22,7 +22,8 @@ from common.valuation.game import Game
 if TYPE_CHECKING:  # pandas is imported only when a frame is asked for
     import pandas as pd
 
-__all__ = ["GameResult", "OwnerResult", "PayoutResult", "PlayerValue", "Report", "read_report"]
+__all__ = ["AuditResult", "AuditedCoalition", "GameResult", "OwnerResult", "PayoutResult", "PlayerValue", "Report",
+           "read_report"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,30 @@ class PayoutResult:
 
 
 @dataclass(frozen=True)
+class AuditedCoalition:
+    """One coalition the audit retrained: its utilities by arithmetic and retrained, per utility."""
+
+    members: tuple[str, ...]
+    arithmetic: Mapping[str, float]
+    retrained: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """The audit of a run (``--audit K``): what was retrained, what was skipped and why, and how
+    well the arithmetic agreed (per utility: pearson, spearman, max_abs_error, mean_abs_error)."""
+
+    requested: int
+    coalitions: tuple[AuditedCoalition, ...]
+    skipped: Mapping[tuple[str, ...], str]
+    declined: Mapping[str, str]
+    agreement: Mapping[str, Mapping[str, float | None]]
+    fine_tunings: int
+    wall_s: float
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Report:
     """A run's report. ``raw`` is the ``report.json`` object itself (signed, verifiable)."""
 
@@ -114,6 +139,35 @@ class Report:
         return PayoutResult(p["game"], p["kind"], p["policy"], p.get("policy_description", ""), float(p["budget"]),
                             dict(p["shares"]), dict(p["amounts"]), tuple(p.get("flagged", ())),
                             tuple(tuple(r["owners"]) for r in p.get("replicas", ())))
+
+    @property
+    def audit(self) -> AuditResult | None:
+        """The run's audit, or None when it asked for none."""
+        a = self.raw.get("audit")
+        if a is None:
+            return None
+        return AuditResult(int(a.get("requested", 0)),
+                           tuple(AuditedCoalition(tuple(c["members"]), dict(c["arithmetic"]), dict(c["retrained"]))
+                                 for c in a.get("coalitions", ())),
+                           {tuple(s["members"]): str(s["reason"]) for s in a.get("skipped", ())},
+                           dict(a.get("declined", {})), {u: dict(v) for u, v in a.get("agreement", {}).items()},
+                           int(a.get("fine_tunings", 0)), float(a.get("wall_s", 0.0)), str(a.get("note", "")))
+
+    def audit_dataframe(self) -> "pd.DataFrame":
+        """One row per audited coalition: its members, then each utility's arithmetic and
+        retrained value and their difference (empty without an audit)."""
+        import pandas as pd
+
+        audit = self.audit
+        rows = []
+        for c in audit.coalitions if audit is not None else ():
+            row: dict[str, Any] = {"coalition": " + ".join(c.members), "size": len(c.members)}
+            for utility in c.arithmetic:
+                row[f"{utility}_arithmetic"] = c.arithmetic[utility]
+                row[f"{utility}_retrained"] = c.retrained[utility]
+                row[f"{utility}_error"] = c.arithmetic[utility] - c.retrained[utility]
+            rows.append(row)
+        return pd.DataFrame(rows)
 
     @property
     def signed(self) -> bool:
