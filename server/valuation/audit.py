@@ -134,7 +134,9 @@ def _train_chains(coalitions: Sequence[tuple[int, ...]], names: Sequence[str], a
     (one-owner prefixes are the owners' own) and, for prefixes that could not be trained, why."""
     stages: dict[tuple[int, ...], Tensors] = {(i,): adapters[name] for i, name in enumerate(names)}
     failed: dict[tuple[int, ...], str] = {}
-    for depth in stage_plan(coalitions):
+    plan = stage_plan(coalitions)
+    total, done = sum(len(depth) for depth in plan), 0
+    for depth in plan:
         tasks, prefixes = [], []
         for prefix in depth:
             if prefix[:-1] in failed:
@@ -144,6 +146,7 @@ def _train_chains(coalitions: Sequence[tuple[int, ...]], names: Sequence[str], a
             tasks.append(StageTask(tuple(names[i] for i in prefix),
                                    tuple(stages[prefix[:j]] for j in range(1, len(prefix)))))
         if not tasks:
+            done += len(depth)
             continue
         progress("audit", f"sequential DPO stage {len(depth[0])}, {len(tasks)} chain(s) at once: "
                           + ", ".join(" → ".join(t.order) for t in tasks))
@@ -155,6 +158,8 @@ def _train_chains(coalitions: Sequence[tuple[int, ...]], names: Sequence[str], a
             else:
                 failed[prefix] = f"stage {len(prefix)} ({task.owner}) failed: {outcome.error or 'no adapter'}"
                 progress("audit", f"{' → '.join(task.order)}: {failed[prefix]}", owner=task.owner)
+        done += len(depth)
+        progress("audit", f"{done} of {total} audit stage(s) done", done=done, total=total)
     return stages, failed
 
 
