@@ -18,6 +18,7 @@ who and why.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import time
@@ -173,11 +174,17 @@ def _compare(job: ValuationJob, coalitions: Sequence[tuple[int, ...]], names: Se
             block["skipped"].append({"members": [names[i] for i in members], "reason": failed[members]})
     if not done:
         return []
-    scorer = ModelScorer(job.spec, evaluation, job.hardware)
+    scorer: ModelScorer | None = None
     rows = []
+    model = None
     for members in done:
-        model = merge_chain(load_spec_model(job.spec, job.hardware)[0], job.spec,
-                            [stages[members[:j]] for j in range(1, len(members) + 1)])
+        # One chain model at a time: a real base is gigabytes, and the valuation's model is still held.
+        model = None
+        gc.collect()
+        base = load_spec_model(job.spec, job.hardware)
+        if scorer is None:  # π₀'s log-probs, from the first fresh base before anything is merged into it
+            scorer = ModelScorer(job.spec, evaluation, base=base)
+        model = merge_chain(base[0], job.spec, [stages[members[:j]] for j in range(1, len(members) + 1)])
         retrained = scorer.utilities_of(model, list(AUDITED_METRICS.values()))
         mask = np.array([mask_of(members)], dtype=np.int64)
         arithmetic = {utility: float(coalition_utilities(margins, mask, metric, job.composition, sizes,
