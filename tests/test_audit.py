@@ -4,6 +4,7 @@ equal an independently run sequential DPO chain (server/studies/sequential.py)."
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -360,3 +361,24 @@ def test_audit_options_are_checked_before_anything_is_written(micro, tmp_path, c
     assert main([*common, "--audit", "-1"]) == 2
     assert "--audit must be a whole number of coalitions ≥ 0, got -1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_node_that_never_answers_the_consent_question_is_left_out_not_waited_for(tmp_path, micro):
+    from tests.local_federation import make_federation, run
+
+    market, spec, names, _data, _results, _evaluation, _scored = micro
+    fed = make_federation(tmp_path, spec, {n: market.owners[n] for n in names}, market.eval_path,
+                          owner_timeout_s=2.0)
+    fed.job = replace(fed.job, valuation=ValuationSettings(audit=1))
+    for config in fed.node_configs:
+        config[NODE_AUDIT_KEY] = True
+
+    def silent_noisy(node, reply):  # noisy's node answers training but never the consent question
+        return None if "consent" in reply.content and fed.node_configs[node - 1]["owner-name"] == "noisy" else reply
+
+    started = time.monotonic()
+    report, grid = run(fed, intercept=silent_noisy)
+    assert report is not None and time.monotonic() - started < 60
+    assert report["audit"]["declined"] == {"noisy": "no answer within 2s"}
+    assert report["audit"]["skipped"] == [{"members": names, "reason": "no consent from noisy"}]
+    assert report["audit"]["coalitions"] == [] and grid.trainings == 3  # no stage was sent

@@ -27,6 +27,11 @@ from common.wire.messages import (
 from server.federation.collect import decode_reply, owner_nodes, replies, with_roster
 from server.valuation.audit import StageOutcome, StageTask
 
+CONSENT_TIMEOUT_S = 120.0
+"""The longest wait for nodes' answers to the consent question (or the owners' timeout, if
+shorter): answering trains nothing, so a node silent this long is offline, and the audit goes
+on without its owner instead of holding the finished valuation for the whole owners' timeout."""
+
 
 class GridRetrainer:
     """:class:`~server.valuation.audit.Retrainer` over a Flower ``Grid``."""
@@ -36,12 +41,13 @@ class GridRetrainer:
         self.nodes: dict[str, int] = {}
 
     def consent(self, owners: Sequence[str]) -> dict[str, str]:
-        node_ids = owner_nodes(self.grid, self.job, len(owners))
+        waited = min(self.job.owner_timeout_s, CONSENT_TIMEOUT_S)
+        node_ids = owner_nodes(self.grid, self.job, len(owners), waited)
         messages = [Message(content=with_roster(self.job, RecordDict()), dst_node_id=node_id,
                             message_type=f"{MessageType.QUERY}.{AUDIT_CONSENT_ACTION}") for node_id in node_ids]
         sent = dict(zip(self.grid.push_messages(messages), node_ids))
         answers: dict[str, AuditConsent] = {}
-        for reply in replies(self.grid, sent, self.job.owner_timeout_s):
+        for reply in replies(self.grid, sent, waited):
             if reply.has_error() or Records.CONSENT not in reply.content:
                 self.progress("audit", f"a node could not answer the audit's question: "
                                        f"{reply.error if reply.has_error() else 'no consent record'}")
@@ -53,7 +59,7 @@ class GridRetrainer:
         declined = {name: a.reason or "did not consent" for name, a in answers.items() if not a.allowed}
         for name in owners:
             if name not in answers:
-                declined[name] = f"no answer within {self.job.owner_timeout_s:.0f}s"
+                declined[name] = f"no answer within {waited:.0f}s"
         return declined
 
     def train_stages(self, tasks: Sequence[StageTask]) -> dict[tuple[str, ...], StageOutcome]:

@@ -60,16 +60,18 @@ SIMULATION_SETTLE_S = 5.0
 """How long a simulation's node set must stay the same before fewer nodes than owners is an error."""
 
 
-def owner_nodes(grid: Grid, job: ValuationJob, wanted: int) -> list[int]:
-    """The node ids to ask, once ``wanted`` owners' nodes have joined (or the timeout passed)."""
+def owner_nodes(grid: Grid, job: ValuationJob, wanted: int, timeout_s: float | None = None) -> list[int]:
+    """The node ids to ask, once ``wanted`` owners' nodes have joined (or ``timeout_s``, by
+    default the owners' timeout, passed)."""
+    timeout_s = job.owner_timeout_s if timeout_s is None else timeout_s
     if job.simulated:  # partition i plays roster owner i: every owner needs its own SuperNode
-        node_ids = wait_for_nodes(grid, len(job.owners), job.owner_timeout_s, settle_s=SIMULATION_SETTLE_S)
+        node_ids = wait_for_nodes(grid, len(job.owners), timeout_s, settle_s=SIMULATION_SETTLE_S)
         if len(node_ids) < len(job.owners):
             raise FairPoolError(f"the simulation has {len(node_ids)} SuperNode(s) for {len(job.owners)} owners: it "
                                 f"needs one per owner (options.num-supernodes = {len(job.owners)} in the local "
                                 "connection of $FLWR_HOME/config.toml)")
         return node_ids
-    return wait_for_nodes(grid, wanted, job.owner_timeout_s)
+    return wait_for_nodes(grid, wanted, timeout_s)
 
 
 def training_message(job: ValuationJob, node_id: int, nonce: str, held: Sequence[str]) -> Message:
