@@ -8,6 +8,7 @@ them, and with no copy the policy pays every honest owner what plain Shapley pay
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -108,8 +109,7 @@ def test_the_robust_description_names_the_groups_and_other_policies_refuse_them(
 # --- end to end on the embedded market -------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def trained(base_model_dir, default_market):
+def _trained(base_model_dir, default_market):
     """DPO adapters of the honest owners, the byte copy, a near-copy and the two halves of ``clean``."""
     from client.trainer import train_adapter
     from common.data import load_preferences
@@ -135,17 +135,35 @@ def _shares(trained, default_market, tmp_path, names, policy="robust"):
     return report["payout"]
 
 
-@pytest.fixture(scope="module")
-def markets(trained, default_market, tmp_path_factory):
-    def run(names, policy="robust"):
-        return _shares(trained, default_market, tmp_path_factory.mktemp("m"), names, policy)
+@pytest.fixture(scope="session")
+def markets(base_model_dir, default_market, tmp_path_factory, worker_id):
+    """Each market's payout, from adapters DPO-trained at the default spec (about a minute).
 
-    return {
-        "none": run(HONEST), "none-plain": run(HONEST, "positive"),
-        "copy": run([*HONEST, "duplicate"]), "copy-plain": run([*HONEST, "duplicate"], "positive"),
-        "near": run([*HONEST, "near-copy"]),
-        "split": run(["clean-a", "clean-b", *HONEST[1:]]),
-    }
+    Computed once per session even with several pytest-xdist workers: the first worker to need
+    it trains and writes the payouts (plain JSON) to the session's shared temporary root, the
+    others wait on the lock and read them; the training is seeded, so every worker would have
+    computed the same.
+    """
+    from filelock import FileLock
+
+    session_root = tmp_path_factory.getbasetemp()  # this session's, shared by its workers when there are some
+    shared = (session_root if worker_id == "master" else session_root.parent) / "replica-markets.json"
+    with FileLock(str(shared) + ".lock"):
+        if shared.is_file():
+            return json.loads(shared.read_text())
+        trained = _trained(base_model_dir, default_market)
+
+        def run(names, policy="robust"):
+            return _shares(trained, default_market, tmp_path_factory.mktemp("m"), names, policy)
+
+        payouts = {
+            "none": run(HONEST), "none-plain": run(HONEST, "positive"),
+            "copy": run([*HONEST, "duplicate"]), "copy-plain": run([*HONEST, "duplicate"], "positive"),
+            "near": run([*HONEST, "near-copy"]),
+            "split": run(["clean-a", "clean-b", *HONEST[1:]]),
+        }
+        shared.write_text(json.dumps(payouts))
+        return json.loads(shared.read_text())  # the same JSON values every worker reads
 
 
 def test_copying_never_pays_in_the_embedded_market(markets) -> None:
