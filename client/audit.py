@@ -36,10 +36,11 @@ def audit_consent(identity: OwnerIdentity) -> AuditConsent:
     return AuditConsent(identity.name, True)
 
 
-def stage_seed(spec: TrainingSpec, order: Sequence[str]) -> int:
-    """Stage k of a chain (1-based) is seeded ``seed + k − 1``, as the fidelity study's chains are
-    (server/studies/sequential.py), so the audit retrains exactly the study's models."""
-    return spec.seed + len(order) - 1
+def stage_seed(spec: TrainingSpec, stage: int) -> int:
+    """Stage ``stage`` of a sequential DPO chain (1-based) is seeded ``seed + stage − 1``: the
+    one rule of the audit and of the fidelity study (server/studies/sequential.py), so the audit
+    retrains exactly the study's models, and stage 1 is the owner's own adapter's seed."""
+    return spec.seed + stage - 1
 
 
 def train_stage(spec: TrainingSpec, identity: OwnerIdentity, request: StageRequest,
@@ -61,7 +62,7 @@ def train_stage(spec: TrainingSpec, identity: OwnerIdentity, request: StageReque
     examples, report = load_preferences(identity.data_path)
     model, tokenizer = load_spec_model(spec, hardware)
     model = merge_chain(model, spec, chain)
-    trainer, metrics, kept, dropped = fit_lora(replace(spec, seed=stage_seed(spec, request.order)), model, tokenizer,
+    trainer, metrics, kept, dropped = fit_lora(replace(spec, seed=stage_seed(spec, len(request.order))), model, tokenizer,
                                                examples, resolved=hardware.resolve(), on_step=on_step)
     dropped.update({reason: count for reason, count in report.dropped.items() if count})
     return AdapterResult(adapter_tensors(trainer.model), len(kept), dropped, metrics)

@@ -14,6 +14,7 @@ import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from client.audit import stage_seed
 from client.trainer import AdapterResult, fit_lora, prepare_training, train_adapter
 from common.config.hardware import Hardware
 from common.config.spec import TrainingSpec
@@ -32,7 +33,8 @@ class SequentialResult:
 
 def train_sequential(spec: TrainingSpec, stages: Sequence[Sequence[PreferenceExample]],
                      progress: Callable[[str], None] = lambda _m: None, hardware=None) -> SequentialResult:
-    """Algorithm 1 over ``stages`` (one owner's examples each, in order); stage k is seeded seed+k."""
+    """Algorithm 1 over ``stages`` (one owner's examples each, in order); stage k (1-based) is
+    seeded :func:`client.audit.stage_seed`, ``seed + k − 1``."""
     chains: list[SequentialResult] = []
     train_sequential_orders(spec, stages, [tuple(range(len(stages)))],
                             lambda _order, result: chains.append(result), progress=progress, hardware=hardware)
@@ -50,7 +52,7 @@ def train_sequential_orders(spec: TrainingSpec, data: Sequence[Sequence[Preferen
     prefix trained once; ``visit(order, result)`` sees each order's final model. Returns the
     number of stages trained. ``names`` label the owners in progress messages.
 
-    Why: chains that share a prefix share its stages exactly (stage k is seeded seed+k and
+    Why: chains that share a prefix share its stages exactly (each stage is seeded by its depth and
     reads only the model so far and its owner's data), so the orders form a trie walked depth
     first. With one order per coalition of 4 owners that is 15 stages instead of 32. Keeping a
     branch point costs one copy of the model per depth. ``first[j]()``, when given, returns the
@@ -81,7 +83,7 @@ def train_sequential_orders(spec: TrainingSpec, data: Sequence[Sequence[Preferen
             k = len(prefix)
             path = [names[i] if i < len(names) else str(i) for i in prefix + (owner,)]
             progress(f"sequential DPO stage {k + 1}: {' → '.join(path)}")
-            trainer, stage_metrics, _kept, _dropped = fit_lora(replace(spec, seed=spec.seed + k), start, tokenizer,
+            trainer, stage_metrics, _kept, _dropped = fit_lora(replace(spec, seed=stage_seed(spec, k + 1)), start, tokenizer,
                                                                data[owner], resolved=hardware.resolve())
             trained += 1
             walk(prefix + (owner,), trainer.model.merge_and_unload(), [*metrics, stage_metrics])
