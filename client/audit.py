@@ -29,7 +29,8 @@ from common.wire.messages import AuditConsent, StageRequest
 def audit_consent(identity: OwnerIdentity) -> AuditConsent:
     """Whether this owner takes part in the audit, and why not."""
     if not identity.allow_audit:
-        return AuditConsent(identity.name, False, f"its node config does not set {NODE_AUDIT_KEY} = true")
+        return AuditConsent(identity.name, False, "a simulated owner named in `refuse_audit`" if identity.simulated
+                            else f"its node config does not set {NODE_AUDIT_KEY} = true")
     if identity.adapter_path:
         return AuditConsent(identity.name, False, "valued by an existing adapter: it has no data here to train "
                                                   "a stage on")

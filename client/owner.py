@@ -53,6 +53,8 @@ class OwnerIdentity:
     """Preference pairs that trained ``adapter_path``, as the owner declares them (0: not declared)."""
     allow_audit: bool = False
     """The owner's consent to the audit (:data:`NODE_AUDIT_KEY`)."""
+    simulated: bool = False
+    """Played by a simulated node from the coordinator's roster (not from its own node config)."""
 
     @property
     def source(self) -> AdapterSource:
@@ -108,7 +110,8 @@ def resolve_identity(node_config: Mapping[str, object], roster: Mapping[str, Any
         return OwnerIdentity(names[index], paths[index], keys[index] if index < len(keys) else "",
                              adapter_path=str(adapters[index]) if index < len(adapters) else "",
                              adapter_examples=int(counts[index]) if index < len(counts) else 0,
-                             allow_audit=bool(consents[index]) if index < len(consents) else False)
+                             allow_audit=bool(consents[index]) if index < len(consents) else False,
+                             simulated=True)
     raise FairPoolError(
         f"this SuperNode has no owner identity: start it with "
         f"--node-config '{NODE_OWNER_KEY}=\"NAME\" {NODE_DATA_KEY}=\"PATH\"'"

@@ -102,6 +102,8 @@ def test_consent_comes_from_the_node_config_or_the_simulated_roster():
     roster = Roster(("a", "b"), ("a.jsonl", "b.jsonl"), ("", ""), ("", ""), (0, 0), allow_audit=(True, False))
     record = Roster.from_record(roster.to_record()).to_record()
     assert [resolve_identity({"partition-id": i}, record).allow_audit for i in (0, 1)] == [True, False]
+    assert audit_consent(resolve_identity({"partition-id": 1}, record)).reason == \
+        "a simulated owner named in `refuse_audit`"
     old = {k: v for k, v in roster.to_record().items() if k != "allow_audit"}  # an older coordinator
     assert not resolve_identity({"partition-id": 0}, Roster.from_record(old).to_record()).allow_audit
 
