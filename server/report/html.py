@@ -44,6 +44,7 @@ from server.report.schema import (
     payout_game,
     plain_reading,
     rows_account,
+    utility_level,
     value_kind,
     value_unit,
 )
@@ -309,9 +310,9 @@ def coalition_table(game: dict) -> str:
     the heat map's cells named, with no script (the page has none)."""
     scale, _, long_unit = value_unit(game)
     rows = sorted(game["coalitions"], key=lambda r: (len(r["members"]), -float(r["value"]), r["members"]))
-    level = (lambda v: f"{v * 100:.1f}%") if scale == 100.0 else (lambda v: f"{v:.4f}")
     body = "".join(f"<tr><td>{_e(', '.join(r['members']) or '∅ (the base model)')}</td>"
-                   f'<td class="num">{len(r["members"])}</td><td class="num">{_e(level(float(r["value"])))}</td></tr>'
+                   f'<td class="num">{len(r["members"])}</td>'
+                   f'<td class="num">{_e(utility_level(game, float(r["value"]), unit=False))}</td></tr>'
                    for r in rows)
     what = "held-out preference accuracy" if scale == 100.0 else long_unit
     return (f"<details><summary>Every listed coalition ({len(rows)}): members, size and utility</summary>"

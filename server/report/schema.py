@@ -130,13 +130,19 @@ def value_unit(game: dict) -> tuple[float, str, str]:
     return 1.0, "nats", "nats of mean log σ(β·margin) on the held-out pairs"
 
 
+def value_digits(game: dict) -> int:
+    """Decimals of a value in words: 2 for points of accuracy (+27.14 pts), 4 otherwise (nats and
+    rewards are small numbers): the tables and the plain reading round alike."""
+    return 2 if value_unit(game)[0] == 100.0 else 4
+
+
 def format_with_unit(game: dict, value: dict | None) -> str:
     """``+27.14 pts`` or ``+0.0123 ± 0.0040 nats``: the value in its unit; a ± only for an
     estimate (an exact value's stderr is 0 and is not shown)."""
     if not value:
         return "—"
     scale, unit, _ = value_unit(game)
-    digits = 2 if scale == 100.0 else 4
+    digits = value_digits(game)
     text = f"{value['value'] * scale:+.{digits}f}"
     if value.get("stderr"):
         text += f" ± {value['stderr'] * scale:.{digits}f}"
@@ -148,9 +154,12 @@ def is_exact(game: dict) -> bool:
     return not any(v.get("stderr") for v in game["values"].values())
 
 
-def _level(game: dict, utility: float) -> str:
-    scale, unit, _ = value_unit(game)
-    return f"{utility * 100:.1f}%" if scale == 100.0 else f"{utility:.4f} {unit}"
+def utility_level(game: dict, utility: float, *, unit: bool = True) -> str:
+    """A coalition's utility in words: ``73.5%`` of held-out pairs, or ``-0.4120 nats``."""
+    scale, short, _ = value_unit(game)
+    if scale == 100.0:
+        return f"{utility * 100:.1f}%"
+    return f"{utility:.4f} {short}" if unit else f"{utility:.4f}"
 
 
 def plain_reading(report: dict) -> str:
@@ -163,7 +172,7 @@ def plain_reading(report: dict) -> str:
     game = payout_game(report)
     payout = report["payout"]
     scale, unit, long_unit = value_unit(game)
-    digits = 2 if scale == 100.0 else 4
+    digits = value_digits(game)
     what = {"pts": "held-out preference accuracy", "nats": "the mean log σ(β·margin) of the held-out pairs"
             }.get(unit, f"the mean {unit} of the generations")
     names = list(game["values"])
@@ -172,8 +181,8 @@ def plain_reading(report: dict) -> str:
     move = "raises" if gain > 0 else ("lowers" if gain < 0 else "leaves")
     base = "the base model"
     sentences = [f"Pooling all {len(names)} valued owners {move} {what} "
-                 + (f"from {_level(game, game['empty'])} ({base}) to {_level(game, game['grand'])}."
-                    if gain else f"at {_level(game, game['empty'])}, {base}'s level.")]
+                 + (f"from {utility_level(game, game['empty'])} ({base}) to {utility_level(game, game['grand'])}."
+                    if gain else f"at {utility_level(game, game['empty'])}, {base}'s level.")]
     word = "points" if scale == 100.0 else unit
     ups = [f"{n} {values[n] * scale:+.{digits}f}" for n in sorted(names, key=lambda n: -values[n]) if values[n] > 0]
     downs = [f"{n} ({values[n] * scale:+.{digits}f})" for n in sorted(names, key=lambda n: values[n]) if values[n] < 0]
