@@ -17,6 +17,7 @@ from client.owner import NODE_AUDIT_KEY, OwnerIdentity, resolve_identity
 from client.trainer import train_adapter
 from common.config.games import ValuationSettings
 from common.config.job import OwnerEntry, ValuationJob
+from common.config.spec import TrainingSpec
 from common.data import load_preferences
 from common.embedded.market import default_profiles, make_market
 from common.errors import ConfigError, FairPoolError
@@ -125,13 +126,7 @@ def test_audit_is_a_setting_checked_like_the_others():
             ValuationSettings(audit=bad)
     with pytest.raises(ConfigError, match="`allow_audit`"):
         ValuationJob("r", (OwnerEntry("a", "a.jsonl", allow_audit="no"),), "e.jsonl", "out",  # type: ignore[arg-type]
-                     spec=replace_spec())
-
-
-def replace_spec():
-    from common.config.spec import TrainingSpec
-
-    return TrainingSpec(base_model="-")
+                     spec=TrainingSpec(base_model="-"))
 
 
 # ---------------------------------------------------------------- the audit against sequential DPO
