@@ -152,7 +152,8 @@ def deployed_job(market: Market, layout: Layout, owners: Sequence[str], out_dir:
 
 
 def simulated_twin(job: ValuationJob, market: Market, out_dir: Path) -> ValuationJob:
-    """The same valuation in the Simulation Engine (data paths in the roster, no keys): the reference."""
+    """The same valuation with simulated owners (data paths in the roster, no keys): the reference
+    a deployment's values and adapters are checked against."""
     return dataclasses.replace(job, run_id=job.run_id + "-sim", out_dir=str(out_dir), simulated=True,
                                coordinator_key="", storage_key="",
                                owners=tuple(OwnerEntry(o.name, str(market.owners[o.name])) for o in job.owners))

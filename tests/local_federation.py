@@ -124,6 +124,21 @@ def run(federation: Federation, intercept: Intercept | None = None) -> tuple[dic
     return report, grid
 
 
+def simulated_nodes(job: ValuationJob) -> list[dict]:
+    """The node configs Flower's Simulation Engine gives a simulated job's SuperNodes: one
+    ``partition-id`` per owner of the roster (as ``write_flower_home`` sizes the federation)."""
+    return [{"partition-id": i, "num-partitions": len(job.owners)} for i in range(len(job.owners))]
+
+
+def run_simulated_in_process(job: ValuationJob) -> dict:
+    """A simulated job (``fairpool value``'s ``job.json``) run over a :class:`LocalGrid` in this
+    process: the same ServerApp and ClientApp code as ``flwr run``, without Flower's processes.
+    An independent reference for what a Flower run gives, at a fraction of its start-up cost."""
+    report, _ = run(Federation(job, simulated_nodes(job)))
+    assert report is not None, Path(job.out_dir, "error.json").read_text()
+    return report
+
+
 def replace_reply(reply: Message, meta: Mapping[str, object] | None = None,
                   tensors: Mapping[str, object] | None = None) -> Message:
     """A copy of ``reply`` with some meta fields and/or adapter tensors replaced (what a network could do)."""

@@ -400,11 +400,13 @@ def _values(report: dict) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_loopback_deployment_matches_the_simulation(tmp_path, base_model_dir):
-    """deploy/local.sh: TLS + node auth, 3 owners; same values as the Simulation Engine, same seed."""
+    """deploy/local.sh: TLS + node auth, 3 owners; the same values and adapters as the same job with
+    simulated owners, same seed. The reference runs the same ServerApp and ClientApp code over an
+    in-process grid; test_end_to_end checks a Flower simulation against that same reference."""
     from common.config.job import ValuationJob
     from common.embedded.market import Market
     from deploy.local import simulated_twin
-    from server.federation.simulation import run_simulation
+    from tests.local_federation import run_simulated_in_process
 
     out = tmp_path / "deployed"
     started = time.monotonic()
@@ -430,7 +432,7 @@ def test_loopback_deployment_matches_the_simulation(tmp_path, base_model_dir):
 
     owners = {o.name: out / "market" / "owners" / f"{o.name}.jsonl" for o in job.owners}
     market = Market(out / "market", owners, out / "market" / "eval.jsonl", ())
-    simulated = run_simulation(simulated_twin(job, market, tmp_path / "simulated"))
+    simulated = run_simulated_in_process(simulated_twin(job, market, tmp_path / "simulated"))
     assert deployed["run_id"] != simulated["run_id"]
     assert _values(deployed) == pytest.approx(_values(simulated), abs=1e-9)
     assert [o["adapter_sha256"] for o in deployed["owners"]] == [o["adapter_sha256"] for o in simulated["owners"]]

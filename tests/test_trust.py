@@ -23,7 +23,7 @@ from common.trust.signing import SubmissionClaim, load_private_key, sign_claim, 
 from server.cli.main import main as cli_main
 from server.federation.ledger import Ledger
 from server.federation.run import ERROR_FILE, LEDGER_FILE
-from tests.local_federation import make_federation, replace_reply, run
+from tests.local_federation import Federation, make_federation, replace_reply, run, simulated_nodes
 
 ROOT = Path(__file__).resolve().parents[1]
 OWNERS = ("clean", "clean-small", "flipped")
@@ -289,9 +289,8 @@ def test_coordinator_killed_and_restarted_gives_the_same_report_without_retraini
         tmp_path, fast_spec, small_market, failpoint):
     utilities = ("preference", "preference-logsigmoid")
     reference = _federation(tmp_path / "ref", fast_spec, small_market, utilities=utilities)
-    (tmp_path / "ref").mkdir(exist_ok=True)
-    code, result, _ = _run_process(_scenario(tmp_path / "ref", reference, "ref"))
-    assert code == 0 and result["trainings"] == 3
+    _, grid = run(reference)  # uninterrupted, in this process: the same code as the scenario script
+    assert grid.trainings == 3
 
     fed = _federation(tmp_path / "crash", fast_spec, small_market, utilities=utilities)
     (tmp_path / "crash").mkdir(exist_ok=True)
@@ -400,3 +399,25 @@ def test_decrypted_adapters_are_written_only_on_request(tmp_path, fast_spec, sma
     folder = Path(exported.job.out_dir) / "adapters"
     assert sorted(p.name for p in folder.iterdir()) == sorted(OWNERS)
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+def test_a_simulation_with_fewer_supernodes_than_owners_fails_at_once_with_the_setting_to_change(
+        tmp_path, fast_spec, small_market):
+    """A local connection sized for fewer SuperNodes than the roster: one clear error once the
+    node set has settled (seconds), not after the owners' timeout; nothing is trained."""
+    import time
+
+    from common.config.job import OwnerEntry, ValuationJob
+    from server.federation.collect import SIMULATION_SETTLE_S
+
+    owners, eval_path = small_market
+    job = ValuationJob(run_id="short", owners=tuple(OwnerEntry(n, str(owners[n])) for n in OWNERS[:2]),
+                       eval_path=str(eval_path), out_dir=str(tmp_path / "out"), spec=fast_spec)
+    assert job.simulated
+    started = time.monotonic()
+    report, grid = run(Federation(job, simulated_nodes(job)[:1]))
+    seconds = time.monotonic() - started
+    assert report is None and grid.trainings == 0
+    error = json.loads((tmp_path / "out" / ERROR_FILE).read_text())["error"]
+    assert error.startswith("the simulation has 1 SuperNode(s) for 2 owners") and "num-supernodes = 2" in error
+    assert SIMULATION_SETTLE_S <= seconds < SIMULATION_SETTLE_S + 30 < job.owner_timeout_s, seconds
