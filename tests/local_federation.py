@@ -127,15 +127,17 @@ def run(federation: Federation, intercept: Intercept | None = None) -> tuple[dic
 def simulated_nodes(job: ValuationJob) -> list[dict]:
     """The node configs Flower's Simulation Engine gives a simulated job's SuperNodes: one
     ``partition-id`` per owner of the roster (as ``write_flower_home`` sizes the federation)."""
-    return [{"partition-id": i, "num-partitions": len(job.owners)} for i in range(len(job.owners))]
+    return [{"partition-id": i} for i in range(len(job.owners))]
 
 
 def run_simulated_in_process(job: ValuationJob) -> dict:
     """A simulated job (``fairpool value``'s ``job.json``) run over a :class:`LocalGrid` in this
     process: the same ServerApp and ClientApp code as ``flwr run``, without Flower's processes.
     An independent reference for what a Flower run gives, at a fraction of its start-up cost."""
+    from server.federation.run import ERROR_FILE
+
     report, _ = run(Federation(job, simulated_nodes(job)))
-    assert report is not None, Path(job.out_dir, "error.json").read_text()
+    assert report is not None, Path(job.out_dir, ERROR_FILE).read_text()
     return report
 
 
